@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from dashboard.models import (
+    ActionSeen,
+    Area,
+    Building,
+    Device,
+    FaultAlarm,
+    MalformedPayload,
+    RejectedPayload,
+    Role,
+    Space,
+)
+
+
+class RoleInline(admin.TabularInline):
+    model = Role
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Building)
+class BuildingAdmin(admin.ModelAdmin):
+    list_display = ["name", "id"]
+    search_fields = ["name", "id"]
+    inlines = [RoleInline]
+
+
+@admin.register(Space)
+class SpaceAdmin(admin.ModelAdmin):
+    list_display = ["name", "building", "capacity", "id"]
+    list_filter = ["building"]
+    search_fields = ["name", "id"]
+
+
+@admin.register(Area)
+class AreaAdmin(admin.ModelAdmin):
+    list_display = ["name", "building", "space", "capacity", "id"]
+    list_filter = ["building"]
+    search_fields = ["name", "id"]
+
+
+@admin.register(Device)
+class DeviceAdmin(admin.ModelAdmin):
+    list_display = ["name", "building", "space", "id"]
+    list_filter = ["building", "space"]
+    search_fields = ["name", "id"]
+
+
+@admin.register(Role)
+class RoleAdmin(admin.ModelAdmin):
+    list_display = ["user", "building", "role"]
+    list_filter = ["role", "building"]
+    search_fields = ["user__username", "building__name"]
+
+
+@admin.register(FaultAlarm)
+class FaultAlarmAdmin(admin.ModelAdmin):
+    list_display = [
+        "type",
+        "level",
+        "priority",
+        "building",
+        "device",
+        "state",
+        "count",
+        "last_seen",
+    ]
+    list_filter = ["state", "level", "building"]
+    search_fields = ["type", "description"]
+
+
+@admin.register(RejectedPayload)
+class RejectedPayloadAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "building", "device", "kind", "message"]
+    list_filter = ["kind", "building"]
+    search_fields = ["message", "topic"]
+
+
+@admin.register(MalformedPayload)
+class MalformedPayloadAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "building", "kind", "reason"]
+    list_filter = ["kind", "building"]
+    search_fields = ["reason", "topic"]
+
+
+@admin.register(ActionSeen)
+class ActionSeenAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "building", "name", "type", "target_type", "target_id"]
+    list_filter = ["type", "building"]
+    search_fields = ["name", "topic"]

@@ -1,0 +1,1 @@
+"""The MQTT bridge: broker sessions per building → live state → channel layer."""

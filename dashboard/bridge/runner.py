@@ -1,0 +1,57 @@
+"""Start and stop the bridge (and the embedded broker when none is configured) from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from django.conf import settings
+
+from dashboard.bridge.embedded import EmbeddedBroker
+from dashboard.bridge.session import SessionConfig
+from dashboard.bridge.supervisor import Bridge
+
+logger = logging.getLogger(__name__)
+
+
+class BridgeService:
+    """The bridge as a process runs it: ``await start()``, later ``await stop()``."""
+
+    def __init__(self, building_ids: list[uuid.UUID] | None = None) -> None:
+        self.building_ids = building_ids
+        self.embedded: EmbeddedBroker | None = None
+        self.bridge: Bridge | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Bridge:
+        broker = settings.MQTT_BROKER
+        if broker is None:
+            self.embedded = EmbeddedBroker()
+            broker = await self.embedded.start()
+        config = SessionConfig(
+            broker=broker,
+            ca_file=settings.MQTT_CA_FILE,
+            client_id_prefix=settings.MQTT_CLIENT_ID_PREFIX,
+            keepalive=settings.MQTT_KEEPALIVE,
+            reconnect_max=settings.MQTT_RECONNECT_MAX_SECONDS,
+        )
+        self.bridge = Bridge(
+            config,
+            building_ids=self.building_ids,
+            window=settings.LIVE_COALESCE_MS / 1000,
+            poll_interval=settings.INVENTORY_POLL_SECONDS,
+            history_interval=settings.HISTORY_FLUSH_SECONDS,
+            max_bytes=settings.MQTT_MAX_PAYLOAD_BYTES,
+        )
+        self._task = asyncio.create_task(self.bridge.run(), name="bridge")
+        logger.info("bridge started against %s", broker)
+        return self.bridge
+
+    async def stop(self) -> None:
+        """Disconnect every session, flush history, stop the embedded broker."""
+        if self.bridge is not None and self._task is not None:
+            self.bridge.stop()
+            await self._task
+        if self.embedded is not None:
+            await self.embedded.stop()

@@ -1,0 +1,386 @@
+"""One building's MQTT session: paho-mqtt driven by the asyncio event loop.
+
+paho does the protocol; the loop watches its socket (``add_reader``/``add_writer``)
+and a timer runs its keepalive. Only the blocking connect (TCP, TLS and WebSocket
+handshakes) runs in a worker thread. Many sessions share one loop and no threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import ssl
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from dashboard.bridge.broker_url import BrokerUrl
+from dashboard.bridge.state import ConnectionStatus
+from dashboard.topics import TopicError, parse_topic
+
+logger = logging.getLogger(__name__)
+
+SUBSCRIBE_BATCH = 100  # topics per SUBSCRIBE/UNSUBSCRIBE packet
+CONNACK_TIMEOUT = 10.0
+QOS = 1
+
+
+class NotConnected(RuntimeError):
+    """The building's session is not connected to the broker."""
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    broker: BrokerUrl
+    ca_file: str | None = None
+    client_id_prefix: str = "gooee-dashboard"
+    keepalive: int = 30
+    reconnect_max: float = 30.0
+
+
+def client_id(prefix: str, building_id: uuid.UUID) -> str:
+    """Unique per building and process, stable for the process's life.
+
+    Two processes bridging the same building get different ids, so the broker never
+    kicks one off for the other in a reconnect loop.
+    """
+    process = f"{socket.gethostname()}-{os.getpid()}"
+    return f"{prefix}-{building_id.hex}-{uuid.uuid5(uuid.NAMESPACE_DNS, process).hex[:8]}"
+
+
+def backoff_delay(attempt: int, cap: float) -> float:
+    """Capped exponential backoff with jitter; the first retry comes within 1 s."""
+    return random.uniform(0.5, 1.0) * min(cap, 2.0**attempt)
+
+
+MessageHandler = Callable[[str, bytes], None]
+StatusHandler = Callable[[ConnectionStatus], None]
+
+
+class BuildingSession:
+    """Keeps one building subscribed to its exact topic list, forever."""
+
+    def __init__(
+        self,
+        building_id: uuid.UUID,
+        config: SessionConfig,
+        topics: Iterable[str],
+        on_message: MessageHandler,
+        on_status: StatusHandler,
+    ) -> None:
+        self.building_id = building_id
+        self.config = config
+        self.status = ConnectionStatus()
+        self._topics: list[str] = list(dict.fromkeys(topics))
+        self._on_message = on_message
+        self._on_status = on_status
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        self._connected = False
+        self._connack: asyncio.Future[mqtt.ReasonCode] | None = None
+        self._lost: asyncio.Event = asyncio.Event()
+        self._pending_subs: dict[int, list[str]] = {}
+        self._acked: dict[int, asyncio.Future[None]] = {}
+        self._subscribed: set[str] = set()
+        self._refused: set[str] = set()
+        self._sock: socket.socket | None = None
+        self._client = self._make_client()
+
+    # --- paho wiring ---------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id(cfg.client_id_prefix, self.building_id),
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+            transport=cfg.broker.transport,
+            reconnect_on_failure=False,
+        )
+        if cfg.broker.transport == "websockets":
+            client.ws_set_options(path=cfg.broker.path or "/mqtt")
+        if cfg.broker.tls:
+            context = ssl.create_default_context(cafile=cfg.ca_file)
+            client.tls_set_context(context)
+        if cfg.broker.username is not None:
+            client.username_pw_set(cfg.broker.username, cfg.broker.password)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
+        client.on_unsubscribe = self._handle_unsubscribe
+        client.on_publish = self._handle_publish
+        client.on_socket_open = self._threadsafe(self._socket_open)
+        client.on_socket_close = self._threadsafe(self._socket_close)
+        client.on_socket_register_write = self._threadsafe(self._register_write)
+        client.on_socket_unregister_write = self._threadsafe(self._unregister_write)
+        return client
+
+    def _threadsafe(self, func: Callable[[socket.socket], None]) -> Callable[..., None]:
+        # paho calls these from the connect thread too; the loop's own calls go straight through.
+        def callback(client: mqtt.Client, userdata: object, sock: socket.socket) -> None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is self._loop:
+                func(sock)
+            else:
+                self._loop.call_soon_threadsafe(func, sock)
+
+        return callback
+
+    def _socket_open(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._loop.add_reader(sock, self._read)
+
+    def _socket_close(self, sock: socket.socket) -> None:
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        if self._sock is sock:
+            self._sock = None
+
+    def _register_write(self, sock: socket.socket) -> None:
+        if sock is self._sock:
+            self._loop.add_writer(sock, self._client.loop_write)
+
+    def _unregister_write(self, sock: socket.socket) -> None:
+        self._loop.remove_writer(sock)
+
+    def _read(self) -> None:
+        self._client.loop_read()
+
+    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(reason_code)
+
+    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was_connected = self._connected
+        self._connected = False
+        if was_connected and not self._stopping.is_set():
+            self.status.last_error = f"connection lost ({reason_code})"
+            logger.warning("building %s: %s", self.building_id, self.status.last_error)
+        for future in self._acked.values():
+            if not future.done():
+                future.set_exception(NotConnected("connection lost before the broker acknowledged"))
+        self._acked.clear()
+        self._lost.set()
+
+    def _handle_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = message._topic.decode("utf-8", "replace")
+        try:
+            self._on_message(topic, message.payload)
+        except Exception:
+            # One bad message must never stop the session.
+            logger.exception(
+                "building %s: message on %r not handled", self.building_id, topic[:200]
+            )
+
+    def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        batch = self._pending_subs.pop(mid, [])
+        for topic, code in zip(batch, reason_codes, strict=False):
+            if code.is_failure:
+                self._refused.add(topic)
+                self._subscribed.discard(topic)
+                logger.warning(
+                    "building %s: broker refused subscription to %s", self.building_id, topic
+                )
+            else:
+                self._refused.discard(topic)
+        self._report()
+
+    def _handle_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self._report()
+
+    def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        future = self._acked.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, stay subscribed, reconnect on any drop; until ``stop``."""
+        attempt = 0
+        misc = asyncio.create_task(self._misc_loop())
+        try:
+            while not self._stopping.is_set():
+                self._set_status("connecting" if attempt == 0 else "reconnecting")
+                try:
+                    await self._connect_once()
+                except (OSError, ssl.SSLError, ConnectionError, TimeoutError, ValueError) as exc:
+                    self.status.last_error = _describe(exc)
+                    logger.warning(
+                        "building %s: cannot connect to %s: %s",
+                        self.building_id,
+                        self.config.broker,
+                        self.status.last_error,
+                    )
+                    self._drop_socket()
+                else:
+                    attempt = 0
+                    await self._lost.wait()
+                if self._stopping.is_set():
+                    break
+                delay = backoff_delay(attempt, self.config.reconnect_max)
+                attempt += 1
+                self._set_status("reconnecting", next_attempt_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        finally:
+            misc.cancel()
+            self._set_status("stopped")
+
+    async def stop(self) -> None:
+        """Disconnect cleanly; ``run`` returns."""
+        self._stopping.set()
+        if self._connected:
+            self._client.disconnect()
+            # Give the DISCONNECT packet a moment to leave before the socket goes.
+            for _ in range(20):
+                if self._sock is None:
+                    break
+                await asyncio.sleep(0.05)
+        self._drop_socket()
+        self._lost.set()
+
+    async def _connect_once(self) -> None:
+        broker = self.config.broker
+        self._lost.clear()
+        self._connack = self._loop.create_future()
+        await self._loop.run_in_executor(
+            None, self._client.connect, broker.host, broker.port, self.config.keepalive
+        )
+        try:
+            reason = await asyncio.wait_for(self._connack, CONNACK_TIMEOUT)
+        except TimeoutError:
+            raise TimeoutError("no CONNACK from the broker") from None
+        if reason.is_failure:
+            raise ConnectionError(f"broker refused the connection: {reason}")
+        self._connected = True
+        self.status.last_error = ""
+        self._subscribed.clear()
+        self._refused.clear()
+        self._subscribe(self._topics)
+        self._set_status("connected")
+        logger.info(
+            "building %s: connected to %s, subscribing to %d topics",
+            self.building_id,
+            broker,
+            len(self._topics),
+        )
+
+    async def _misc_loop(self) -> None:
+        # paho's keepalive pings and timeouts need a regular tick.
+        while True:
+            await asyncio.sleep(1)
+            if self._sock is not None:
+                self._client.loop_misc()
+
+    def _drop_socket(self) -> None:
+        sock = self._sock
+        if sock is not None:
+            self._socket_close(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._connected = False
+
+    # --- subscriptions ----------------------------------------------------------------
+
+    def set_topics(self, topics: Iterable[str]) -> None:
+        """Follow an inventory change: subscribe what is new, unsubscribe what went."""
+        wanted = list(dict.fromkeys(topics))
+        added = [t for t in wanted if t not in set(self._topics)]
+        removed = [t for t in self._topics if t not in set(wanted)]
+        self._topics = wanted
+        if self._connected:
+            self._subscribe(added)
+            self._unsubscribe(removed)
+        if added or removed:
+            logger.info(
+                "building %s: inventory changed, +%d -%d topics",
+                self.building_id,
+                len(added),
+                len(removed),
+            )
+        self._report()
+
+    def _subscribe(self, topics: list[str]) -> None:
+        for start in range(0, len(topics), SUBSCRIBE_BATCH):
+            batch = topics[start : start + SUBSCRIBE_BATCH]
+            rc, mid = self._client.subscribe([(t, QOS) for t in batch])
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._pending_subs[mid] = batch
+                self._subscribed.update(batch)
+
+    def _unsubscribe(self, topics: list[str]) -> None:
+        for start in range(0, len(topics), SUBSCRIBE_BATCH):
+            batch = topics[start : start + SUBSCRIBE_BATCH]
+            self._client.unsubscribe(batch)
+            self._subscribed.difference_update(batch)
+            self._refused.difference_update(batch)
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._topics)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # --- publishing -----------------------------------------------------------------
+
+    async def publish(self, topic: str, payload: bytes, timeout: float = 5.0) -> None:
+        """Publish with QoS 1 and wait for the broker's PUBACK.
+
+        Raises ``TopicError`` for a topic the contract does not let clients publish to,
+        ``NotConnected`` when offline, ``TimeoutError`` without a PUBACK in time.
+        """
+        if not parse_topic(topic).entry.pub:
+            raise TopicError(f"publishing to {topic} is not allowed")
+        if not self._connected:
+            raise NotConnected("the building's broker session is not connected")
+        info = self._client.publish(topic, payload, qos=QOS)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise NotConnected(mqtt.error_string(info.rc))
+        future = self._acked.setdefault(info.mid, self._loop.create_future())
+        if info.is_published():
+            future.set_result(None)
+        try:
+            await asyncio.wait_for(future, timeout)
+        finally:
+            self._acked.pop(info.mid, None)
+
+    # --- status -----------------------------------------------------------------------
+
+    def _set_status(self, state: str, next_attempt_in: float | None = None) -> None:
+        now = datetime.now(UTC)
+        if state != self.status.state:
+            self.status.since = now
+        self.status.state = state
+        self.status.next_attempt_at = (
+            now + timedelta(seconds=next_attempt_in) if next_attempt_in is not None else None
+        )
+        self._report()
+
+    def _report(self) -> None:
+        self.status.subscribed = len(self._subscribed) if self._connected else 0
+        self.status.refused_topics = sorted(self._refused)
+        self._on_status(self.status)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:300]

@@ -1,0 +1,127 @@
+"""Live state of one building: the latest of everything the broker told us.
+
+The bridge keeps it in memory and updates it per message; pages build the same
+structure from the database (``load_state``) so one set of templates serves both.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+RECENT = 50  # rejected, malformed and action entries kept in memory per building
+
+
+@dataclass(slots=True)
+class MetaValue:
+    device_id: uuid.UUID
+    name: str
+    value: Any
+    display_name: str
+    unit: str
+    source_timestamp: str
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class HeadcountValue:
+    scope: str
+    entity_id: uuid.UUID
+    kind: str  # head_count, headcount_in or headcount_out
+    value: int
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class Alarm:
+    """An open alarm, one per (device or building, type)."""
+
+    device_id: uuid.UUID | None
+    type: str
+    level: str
+    priority: int
+    description: str
+    notes: str
+    payload: dict[str, Any]
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    state: str = "open"
+
+    @property
+    def key(self) -> tuple[uuid.UUID | None, str]:
+        return (self.device_id, self.type)
+
+
+@dataclass(slots=True)
+class Rejection:
+    topic: str
+    kind: str
+    device_id: uuid.UUID | None
+    message: str
+    context: Any
+    data: Any
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class MalformedMessage:
+    topic: str
+    kind: str
+    reason: str
+    raw: str
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class ActionRecord:
+    topic: str
+    name: str
+    type: str
+    target_type: str
+    target_id: uuid.UUID
+    value: Any
+    created: str
+    received_at: datetime
+
+
+@dataclass(slots=True)
+class ConnectionStatus:
+    """The building's MQTT session as the UI shows it."""
+
+    state: str = "connecting"  # connecting, connected, reconnecting, stopped
+    since: datetime | None = None
+    next_attempt_at: datetime | None = None
+    last_message_at: datetime | None = None
+    last_error: str = ""
+    subscribed: int = 0
+    refused_topics: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LiveState:
+    building_id: uuid.UUID
+    meta: dict[uuid.UUID, dict[str, MetaValue]] = field(default_factory=dict)
+    headcounts: dict[tuple[uuid.UUID, str], HeadcountValue] = field(default_factory=dict)
+    alarms: dict[tuple[uuid.UUID | None, str], Alarm] = field(default_factory=dict)
+    rejections: deque[Rejection] = field(default_factory=lambda: deque(maxlen=RECENT))
+    malformed: deque[MalformedMessage] = field(default_factory=lambda: deque(maxlen=RECENT))
+    actions: deque[ActionRecord] = field(default_factory=lambda: deque(maxlen=RECENT))
+    counters: Counter[str] = field(default_factory=Counter)
+    status: ConnectionStatus = field(default_factory=ConnectionStatus)
+
+    def headcount(self, entity_id: uuid.UUID) -> dict[str, HeadcountValue]:
+        """head_count, headcount_in and headcount_out of one building, space or area."""
+        found = {}
+        for kind in ("head_count", "headcount_in", "headcount_out"):
+            value = self.headcounts.get((entity_id, kind))
+            if value is not None:
+                found[kind] = value
+        return found
+
+    def open_alarms(self) -> list[Alarm]:
+        """Open and acknowledged alarms, newest first."""
+        return sorted(self.alarms.values(), key=lambda a: a.last_seen, reverse=True)

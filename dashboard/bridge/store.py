@@ -1,0 +1,272 @@
+"""Live state to and from the database (synchronous; the bridge calls it off the loop)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from dashboard import models
+from dashboard.bridge.state import (
+    ActionRecord,
+    Alarm,
+    HeadcountValue,
+    LiveState,
+    MalformedMessage,
+    MetaValue,
+    Rejection,
+)
+
+OPEN_STATES = (models.FaultAlarm.OPEN, models.FaultAlarm.ACKNOWLEDGED)
+
+
+def write_batch(batch: list[tuple[uuid.UUID, object]]) -> int:
+    """Persist a batch of (building id, record) in one transaction; return rows written."""
+    by_type: dict[type, list[tuple[uuid.UUID, object]]] = defaultdict(list)
+    for building_id, record in batch:
+        by_type[type(record)].append((building_id, record))
+    known_devices = _existing_devices(by_type)
+    written = 0
+    with transaction.atomic():
+        written += _write_meta(by_type[MetaValue], known_devices)
+        written += _write_headcounts(by_type[HeadcountValue])
+        written += _write_alarms(by_type[Alarm], known_devices)
+        written += _write_simple(by_type, known_devices)
+    return written
+
+
+def _existing_devices(by_type: dict[type, list]) -> set[uuid.UUID]:
+    # A device removed from the inventory while its records were queued is skipped,
+    # not allowed to fail the whole batch.
+    ids = {
+        record.device_id
+        for kind in (MetaValue, Alarm, Rejection)
+        for _, record in by_type.get(kind, [])
+        if record.device_id is not None
+    }
+    return set(models.Device.objects.filter(id__in=ids).values_list("id", flat=True))
+
+
+def _write_meta(items: list[tuple[uuid.UUID, MetaValue]], devices: set[uuid.UUID]) -> int:
+    values = [v for _, v in items if v.device_id in devices]
+    models.MetaSample.objects.bulk_create(
+        models.MetaSample(
+            device_id=v.device_id, name=v.name, value=v.value, received_at=v.received_at
+        )
+        for v in values
+    )
+    latest = {(v.device_id, v.name): v for v in values}
+    models.LatestMeta.objects.bulk_create(
+        [
+            models.LatestMeta(
+                device_id=v.device_id,
+                name=v.name,
+                value=v.value,
+                display_name=v.display_name[:200],
+                unit=v.unit[:50],
+                source_timestamp=v.source_timestamp[:40],
+                received_at=v.received_at,
+            )
+            for v in latest.values()
+        ],
+        update_conflicts=True,
+        unique_fields=["device", "name"],
+        update_fields=["value", "display_name", "unit", "source_timestamp", "received_at"],
+    )
+    return len(values) + len(latest)
+
+
+def _write_headcounts(items: list[tuple[uuid.UUID, HeadcountValue]]) -> int:
+    models.HeadcountSample.objects.bulk_create(
+        models.HeadcountSample(
+            building_id=b,
+            scope=v.scope,
+            entity_id=v.entity_id,
+            kind=v.kind,
+            value=v.value,
+            received_at=v.received_at,
+        )
+        for b, v in items
+    )
+    latest = {(v.entity_id, v.kind): (b, v) for b, v in items}
+    models.LatestHeadcount.objects.bulk_create(
+        [
+            models.LatestHeadcount(
+                building_id=b,
+                scope=v.scope,
+                entity_id=v.entity_id,
+                kind=v.kind,
+                value=v.value,
+                received_at=v.received_at,
+            )
+            for b, v in latest.values()
+        ],
+        update_conflicts=True,
+        unique_fields=["entity_id", "kind"],
+        update_fields=["value", "received_at", "building", "scope"],
+    )
+    return len(items) + len(latest)
+
+
+def _write_alarms(items: list[tuple[uuid.UUID, Alarm]], devices: set[uuid.UUID]) -> int:
+    # The in-memory alarm carries its running count, so writing its latest state is idempotent.
+    latest = {(b, a.device_id, a.type): a for b, a in items}
+    for (building_id, device_id, alarm_type), alarm in latest.items():
+        if device_id is not None and device_id not in devices:
+            continue
+        fields = {
+            "level": alarm.level[:32],
+            "priority": alarm.priority,
+            "description": alarm.description,
+            "notes": alarm.notes,
+            "payload": alarm.payload,
+            "count": alarm.count,
+            "last_seen": alarm.last_seen,
+        }
+        updated = models.FaultAlarm.objects.filter(
+            building_id=building_id, device_id=device_id, type=alarm_type, state__in=OPEN_STATES
+        ).update(**fields)
+        if not updated:
+            models.FaultAlarm.objects.create(
+                building_id=building_id,
+                device_id=device_id,
+                type=alarm_type[:100],
+                first_seen=alarm.first_seen,
+                **fields,
+            )
+    return len(latest)
+
+
+def _write_simple(by_type: dict[type, list], devices: set[uuid.UUID]) -> int:
+    rejected = [
+        models.RejectedPayload(
+            building_id=b,
+            device_id=r.device_id if r.device_id in devices else None,
+            topic=r.topic,
+            kind=r.kind,
+            message=r.message,
+            context=r.context,
+            data=r.data,
+            received_at=r.received_at,
+        )
+        for b, r in by_type.get(Rejection, [])
+    ]
+    malformed = [
+        models.MalformedPayload(
+            building_id=b,
+            topic=m.topic[:300],
+            kind=m.kind,
+            reason=m.reason,
+            raw=m.raw,
+            received_at=m.received_at,
+        )
+        for b, m in by_type.get(MalformedMessage, [])
+    ]
+    actions = [
+        models.ActionSeen(
+            building_id=b,
+            topic=a.topic,
+            name=a.name[:200],
+            type=a.type[:50],
+            target_type=a.target_type[:16],
+            target_id=a.target_id,
+            value=a.value,
+            created=a.created[:40],
+            received_at=a.received_at,
+        )
+        for b, a in by_type.get(ActionRecord, [])
+    ]
+    models.RejectedPayload.objects.bulk_create(rejected)
+    models.MalformedPayload.objects.bulk_create(malformed)
+    models.ActionSeen.objects.bulk_create(actions)
+    return len(rejected) + len(malformed) + len(actions)
+
+
+def load_state(building_id: uuid.UUID) -> LiveState:
+    """The building's live state as last written: what a page or a restarted bridge starts from."""
+    state = LiveState(building_id)
+    for row in models.LatestMeta.objects.filter(device__building_id=building_id):
+        state.meta.setdefault(row.device_id, {})[row.name] = MetaValue(
+            device_id=row.device_id,
+            name=row.name,
+            value=row.value,
+            display_name=row.display_name,
+            unit=row.unit,
+            source_timestamp=row.source_timestamp,
+            received_at=row.received_at,
+        )
+    for row in models.LatestHeadcount.objects.filter(building_id=building_id):
+        state.headcounts[(row.entity_id, row.kind)] = HeadcountValue(
+            scope=row.scope,
+            entity_id=row.entity_id,
+            kind=row.kind,
+            value=row.value,
+            received_at=row.received_at,
+        )
+    for row in models.FaultAlarm.objects.filter(building_id=building_id, state__in=OPEN_STATES):
+        alarm = Alarm(
+            device_id=row.device_id,
+            type=row.type,
+            level=row.level,
+            priority=row.priority,
+            description=row.description,
+            notes=row.notes,
+            payload=row.payload,
+            count=row.count,
+            first_seen=row.first_seen,
+            last_seen=row.last_seen,
+            state=row.state,
+        )
+        state.alarms[alarm.key] = alarm
+    recent = state.rejections.maxlen
+    for row in models.RejectedPayload.objects.filter(building_id=building_id)[:recent]:
+        state.rejections.append(
+            Rejection(
+                row.topic,
+                row.kind,
+                row.device_id,
+                row.message,
+                row.context,
+                row.data,
+                row.received_at,
+            )
+        )
+    for row in models.MalformedPayload.objects.filter(building_id=building_id)[:recent]:
+        state.malformed.append(
+            MalformedMessage(row.topic, row.kind, row.reason, row.raw, row.received_at)
+        )
+    for row in models.ActionSeen.objects.filter(building_id=building_id)[:recent]:
+        state.actions.append(
+            ActionRecord(
+                row.topic,
+                row.name,
+                row.type,
+                row.target_type,
+                row.target_id,
+                row.value,
+                row.created,
+                row.received_at,
+            )
+        )
+    return state
+
+
+def prune_history(days: int, now: datetime | None = None) -> dict[str, int]:
+    """Delete history older than ``days``; return rows removed per table."""
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    removed = {}
+    for model in (
+        models.MetaSample,
+        models.HeadcountSample,
+        models.RejectedPayload,
+        models.MalformedPayload,
+        models.ActionSeen,
+    ):
+        removed[model.__name__], _ = model.objects.filter(received_at__lt=cutoff).delete()
+    closed = Q(state=models.FaultAlarm.CLEARED, last_seen__lt=cutoff)
+    removed["FaultAlarm"], _ = models.FaultAlarm.objects.filter(closed).delete()
+    return removed

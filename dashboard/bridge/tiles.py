@@ -1,0 +1,53 @@
+"""Tiles: the live fragments of a building's page, each one small template.
+
+A tile key names what changed; the fan-out coalesces keys and renders each once
+per window with ``dashboard/fragments/<kind>.html``, the same template the page
+uses for its first render.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+Tile = tuple  # ("meta", device_id, name), ("device", device_id), ("alarms",), ...
+
+EVERYONE = "all"
+SUPPORT = "support"
+
+
+@dataclass(frozen=True)
+class TileKind:
+    template: str
+    audience: str = EVERYONE
+
+
+# Data, not code: which template renders a tile and who may receive it.
+KINDS: dict[str, TileKind] = {
+    "meta": TileKind("dashboard/fragments/meta_value.html"),
+    "device": TileKind("dashboard/fragments/device_meta.html"),
+    "headcount": TileKind("dashboard/fragments/headcount.html"),
+    "alarms": TileKind("dashboard/fragments/alarms.html"),
+    "actions": TileKind("dashboard/fragments/actions.html"),
+    "status": TileKind("dashboard/fragments/status.html"),
+    "rejections": TileKind("dashboard/fragments/rejections.html", SUPPORT),
+    "malformed": TileKind("dashboard/fragments/malformed.html", SUPPORT),
+}
+
+ALARMS: Tile = ("alarms",)
+ACTIONS: Tile = ("actions",)
+STATUS: Tile = ("status",)
+REJECTIONS: Tile = ("rejections",)
+MALFORMED: Tile = ("malformed",)
+
+
+def meta(device_id: uuid.UUID, name: str) -> Tile:
+    return ("meta", device_id, name)
+
+
+def device(device_id: uuid.UUID) -> Tile:
+    return ("device", device_id)
+
+
+def headcount(entity_id: uuid.UUID) -> Tile:
+    return ("headcount", entity_id)

@@ -1,0 +1,146 @@
+"""Contexts for the live fragments: one small template per tile, for page and push alike."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.template.loader import render_to_string
+
+from dashboard import payloads
+from dashboard.bridge import tiles
+from dashboard.bridge.buildings import BuildingInventory, Entity
+from dashboard.bridge.state import LiveState, MetaValue
+
+SHOWN_ALARMS = 50
+SHOWN_ACTIONS = 20
+SHOWN_SUPPORT = 5
+UNKNOWN = Entity(uuid.UUID(int=0), "unknown")
+
+
+def meta_dom_id(device_id: uuid.UUID, name: str) -> str:
+    # Meta names match [a-z0-9_~]; "~" would break htmx's "#id" selector.
+    return f"meta-{device_id.hex}-{name.replace('~', '--')}"
+
+
+def meta_item(value: MetaValue) -> dict[str, Any]:
+    """A meta value as the templates show it: formatted with the cloud's definition."""
+    return {
+        "dom_id": meta_dom_id(value.device_id, value.name),
+        "name": value.name,
+        "label": value.display_name,
+        "text": payloads.format_value(payloads.meta_definition(value.name), value.value),
+        "unit": value.unit,
+        "received_at": value.received_at,
+    }
+
+
+def _meta(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    _, device_id, name = tile
+    return {"item": meta_item(state.meta[device_id][name])}
+
+
+def _device(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    device_id = tile[1]
+    values = state.meta.get(device_id, {})
+    return {
+        "device": inventory.devices.get(device_id, UNKNOWN),
+        "device_id": device_id,
+        "items": [meta_item(values[name]) for name in sorted(values)],
+    }
+
+
+def headcount_card(
+    entity: Entity, scope: str, state: LiveState, stale_after: float | None = None
+) -> dict[str, Any]:
+    values = state.headcount(entity.id)
+    count = values.get("head_count")
+    occupancy = None
+    if count is not None and entity.capacity:
+        percent = round(100 * count.value / entity.capacity)
+        band = "ok" if percent < 80 else "warn" if percent <= 100 else "bad"
+        occupancy = {"percent": percent, "band": band}
+    return {
+        "entity": entity,
+        "scope": scope,
+        "head_count": count,
+        "headcount_in": values.get("headcount_in"),
+        "headcount_out": values.get("headcount_out"),
+        "occupancy": occupancy,
+    }
+
+
+def _headcount(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    entity_id = tile[1]
+    if entity_id == inventory.id:
+        return headcount_card(Entity(inventory.id, inventory.name), "building", state)
+    if entity_id in inventory.spaces:
+        return headcount_card(inventory.spaces[entity_id], "space", state)
+    return headcount_card(inventory.areas.get(entity_id, UNKNOWN), "area", state)
+
+
+def _alarms(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    alarms = state.open_alarms()
+    return {
+        "alarms": [
+            {
+                "alarm": alarm,
+                "source": inventory.devices.get(alarm.device_id, UNKNOWN).name
+                if alarm.device_id
+                else inventory.name,
+            }
+            for alarm in alarms[:SHOWN_ALARMS]
+        ],
+        "total": len(alarms),
+    }
+
+
+def _actions(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    names = {**{k: v.name for k, v in inventory.spaces.items()}}
+    names.update({k: v.name for k, v in inventory.devices.items()})
+    return {
+        "actions": [
+            {"action": action, "target": names.get(action.target_id, str(action.target_id))}
+            for action in list(state.actions)[:SHOWN_ACTIONS]
+        ]
+    }
+
+
+def _status(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    return {"status": state.status, "counters": state.counters}
+
+
+def _rejections(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    return {
+        "rejections": list(state.rejections)[:SHOWN_SUPPORT],
+        "count": state.counters["rejected"],
+        "building_id": inventory.id,
+    }
+
+
+def _malformed(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    return {
+        "malformed": list(state.malformed)[:SHOWN_SUPPORT],
+        "count": state.counters["malformed"],
+    }
+
+
+Context = Callable[[tiles.Tile, LiveState, BuildingInventory], dict[str, Any]]
+
+CONTEXTS: dict[str, Context] = {
+    "meta": _meta,
+    "device": _device,
+    "headcount": _headcount,
+    "alarms": _alarms,
+    "actions": _actions,
+    "status": _status,
+    "rejections": _rejections,
+    "malformed": _malformed,
+}
+
+
+def render_tile(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> str:
+    """The tile's HTML, rendered once for every page of the building."""
+    kind = tile[0]
+    return render_to_string(tiles.KINDS[kind].template, CONTEXTS[kind](tile, state, inventory))

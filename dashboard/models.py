@@ -1,0 +1,257 @@
+"""Building inventory, roles, and what the bridge keeps of the broker's traffic."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class Building(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=True)
+    name = models.CharField(max_length=200)
+    # Bumped whenever a space, area or device changes, so the bridge notices cheaply.
+    inventory_version = models.PositiveBigIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Space(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=True)
+    building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="spaces")
+    name = models.CharField(max_length=200)
+    capacity = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Area(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=True)
+    building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="areas")
+    space = models.ForeignKey(
+        Space, on_delete=models.SET_NULL, null=True, blank=True, related_name="areas"
+    )
+    name = models.CharField(max_length=200)
+    capacity = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Device(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=True)
+    building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="devices")
+    space = models.ForeignKey(
+        Space, on_delete=models.SET_NULL, null=True, blank=True, related_name="devices"
+    )
+    name = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Role(models.Model):
+    """A user's role on one building; a user may hold several."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    SUPPORT = "support"
+    CHOICES = [
+        (VIEWER, "Viewer: sees the dashboard"),
+        (OPERATOR, "Operator: viewer + sends actions"),
+        (SUPPORT, "Support: viewer + inspects rejected and raw payloads"),
+    ]
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="building_roles"
+    )
+    building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="roles")
+    role = models.CharField(max_length=16, choices=CHOICES)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "building", "role"], name="unique_role")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} of {self.building}"
+
+
+class Scope(models.TextChoices):
+    BUILDING = "building"
+    SPACE = "space"
+    AREA = "area"
+    DEVICE = "device"
+
+
+class LatestMeta(models.Model):
+    """The latest value of one meta name of one device."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="latest_meta")
+    name = models.CharField(max_length=100)
+    value = models.JSONField(null=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    unit = models.CharField(max_length=50, blank=True)
+    source_timestamp = models.CharField(max_length=40, blank=True)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "name"], name="unique_latest_meta")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.name}={self.value!r}"
+
+
+class LatestHeadcount(models.Model):
+    """The latest head_count, headcount_in or headcount_out of a building, space or area."""
+
+    building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="headcounts")
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    entity_id = models.UUIDField()
+    kind = models.CharField(max_length=16)
+    value = models.BigIntegerField()
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["entity_id", "kind"], name="unique_latest_headcount")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.entity_id} {self.kind}={self.value}"
+
+
+class MetaSample(models.Model):
+    """History of device meta values, written in batches."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="meta_samples")
+    name = models.CharField(max_length=100)
+    value = models.JSONField(null=True)
+    received_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["device", "name", "received_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.name}={self.value!r} at {self.received_at}"
+
+
+class HeadcountSample(models.Model):
+    """History of headcounts, written in batches."""
+
+    building = models.ForeignKey(Building, on_delete=models.CASCADE)
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    entity_id = models.UUIDField()
+    kind = models.CharField(max_length=16)
+    value = models.BigIntegerField()
+    received_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["entity_id", "kind", "received_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.entity_id} {self.kind}={self.value} at {self.received_at}"
+
+
+class FaultAlarm(models.Model):
+    """An alarm, de-duplicated per (device or building, type) while open."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    CLEARED = "cleared"
+    STATES = [(OPEN, "Open"), (ACKNOWLEDGED, "Acknowledged"), (CLEARED, "Cleared")]
+
+    building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="alarms")
+    device = models.ForeignKey(
+        Device, on_delete=models.CASCADE, null=True, blank=True, related_name="alarms"
+    )
+    type = models.CharField(max_length=100)
+    level = models.CharField(max_length=32)
+    priority = models.PositiveSmallIntegerField()
+    description = models.TextField(blank=True)
+    notes = models.TextField(blank=True)
+    payload = models.JSONField()
+    state = models.CharField(max_length=16, choices=STATES, default=OPEN)
+    count = models.PositiveIntegerField(default=1)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-last_seen"]
+        indexes = [models.Index(fields=["building", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.level} {self.type} ({self.state}, x{self.count})"
+
+
+class RejectedPayload(models.Model):
+    """A refusal the cloud published on a ``/rejected`` topic."""
+
+    building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="rejections")
+    device = models.ForeignKey(Device, on_delete=models.SET_NULL, null=True, blank=True)
+    topic = models.CharField(max_length=300)
+    kind = models.CharField(max_length=32)
+    message = models.TextField()
+    context = models.JSONField(null=True)
+    data = models.JSONField(null=True)
+    received_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.topic}: {self.message[:80]}"
+
+
+class MalformedPayload(models.Model):
+    """A message the dashboard itself could not accept (not JSON, wrong shape, too big)."""
+
+    building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="malformed")
+    topic = models.CharField(max_length=300)
+    kind = models.CharField(max_length=32)
+    reason = models.TextField()
+    raw = models.TextField()
+    received_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.topic}: {self.reason[:80]}"
+
+
+class ActionSeen(models.Model):
+    """An action as it came back on a building's or space's action topic."""
+
+    building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="actions_seen")
+    topic = models.CharField(max_length=300)
+    name = models.CharField(max_length=200)
+    type = models.CharField(max_length=50)
+    target_type = models.CharField(max_length=16)
+    target_id = models.UUIDField()
+    value = models.JSONField(null=True)
+    created = models.CharField(max_length=40)
+    received_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.target_type} {self.target_id}"

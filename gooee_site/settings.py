@@ -1,0 +1,203 @@
+"""Settings, read from the environment and an optional ``.env`` (see ``.env.example``).
+
+A missing or malformed value raises ``ImproperlyConfigured`` naming the setting;
+``manage.py`` and ``asgi.py`` turn that into one clear line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from dashboard.bridge.broker_url import BrokerUrlError, parse_broker_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}: expected true or false, got {raw!r}")
+
+
+def _number(name: str, default: float, *, minimum: float = 0, cast: type = int) -> float:
+    raw = env.str(name, default=str(default))
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}: expected a number, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _required(name: str) -> str:
+    value = env.str(name, default="").strip()
+    if not value:
+        raise ImproperlyConfigured(f"{name}: not set (copy .env.example to .env and fill it in)")
+    return value
+
+
+SECRET_KEY = _required("SECRET_KEY")
+DEBUG = _bool("DEBUG", False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+try:
+    DATABASES = {
+        "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+    }
+except (ImproperlyConfigured, ValueError, KeyError) as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL: not a database URL we know ({exc})") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The bridge writes history while pages read; WAL and a busy timeout keep both moving.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+
+# --- MQTT -------------------------------------------------------------------------
+MQTT_URL = env.str("MQTT_URL", default="").strip()
+try:
+    # None: no broker configured; `serve` then starts the embedded one.
+    MQTT_BROKER = parse_broker_url(MQTT_URL) if MQTT_URL else None
+except BrokerUrlError as exc:
+    raise ImproperlyConfigured(f"MQTT_URL: {exc}") from None
+MQTT_CA_FILE = env.str("MQTT_CA_FILE", default="").strip() or None
+if MQTT_CA_FILE and not Path(MQTT_CA_FILE).is_file():
+    raise ImproperlyConfigured(f"MQTT_CA_FILE: no such file {MQTT_CA_FILE!r}")
+MQTT_CLIENT_ID_PREFIX = env.str("MQTT_CLIENT_ID_PREFIX", default="gooee-dashboard").strip()
+if not MQTT_CLIENT_ID_PREFIX or len(MQTT_CLIENT_ID_PREFIX) > 40:
+    raise ImproperlyConfigured("MQTT_CLIENT_ID_PREFIX: must be 1 to 40 characters")
+MQTT_KEEPALIVE = int(_number("MQTT_KEEPALIVE", 30, minimum=5))
+MQTT_RECONNECT_MAX_SECONDS = _number("MQTT_RECONNECT_MAX_SECONDS", 30, minimum=1, cast=float)
+MQTT_MAX_PAYLOAD_BYTES = int(_number("MQTT_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1024))
+
+# --- Live state and history --------------------------------------------------------
+LIVE_COALESCE_MS = int(_number("LIVE_COALESCE_MS", 250, minimum=0))
+STALE_AFTER_SECONDS = int(_number("STALE_AFTER_SECONDS", 900, minimum=1))
+HISTORY_RETENTION_DAYS = int(_number("HISTORY_RETENTION_DAYS", 30, minimum=1))
+HISTORY_FLUSH_SECONDS = _number("HISTORY_FLUSH_SECONDS", 2, minimum=0.05, cast=float)
+INVENTORY_POLL_SECONDS = _number("INVENTORY_POLL_SECONDS", 2, minimum=0.1, cast=float)
+
+REDIS_URL = env.str("REDIS_URL", default="").strip() or None
+DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="").strip() or None
+
+# --- Django -----------------------------------------------------------------------
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "gooee_site.urls"
+ASGI_APPLICATION = "gooee_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+# A page rendered before collectstatic (tests, first run) falls back to unhashed names.
+WHITENOISE_MANIFEST_STRICT = False
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Secure defaults whenever DEBUG is off; TLS is usually terminated by a proxy in front.
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+HTTPS = _bool("HTTPS", False)
+if HTTPS:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = int(_number("SECURE_HSTS_SECONDS", 3600))
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO").upper()},
+    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+}

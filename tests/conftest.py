@@ -1,0 +1,115 @@
+"""Shared fixtures: private MQTT brokers and connected paho clients (see tests/brokers.py)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests import brokers
+
+
+@pytest.fixture(scope="session")
+def tls_material(tmp_path_factory: pytest.TempPathFactory) -> brokers.TlsMaterial | None:
+    """Test CA + server cert for 127.0.0.1/localhost, made once per run; None without openssl."""
+    if brokers.find_openssl() is None:
+        return None
+    return brokers.make_tls_material(Path(tmp_path_factory.mktemp("tls")))
+
+
+def _use_mosquitto() -> bool:
+    # TEST_MQTT_BROKER=amqtt runs the whole suite against the fallback broker.
+    wanted = os.environ.get("TEST_MQTT_BROKER", "").strip().lower()
+    if wanted == "amqtt":
+        return False
+    if wanted == "mosquitto" and brokers.find_mosquitto() is None:
+        pytest.fail("TEST_MQTT_BROKER=mosquitto but no mosquitto binary was found")
+    return brokers.find_mosquitto() is not None
+
+
+@pytest.fixture
+def broker(
+    request: pytest.FixtureRequest,
+) -> Iterator[brokers.MosquittoBroker | brokers.AmqttBroker]:
+    """A fresh broker per test: mosquitto (plain + TLS + websockets, user ``authorization``
+    with a random token) or, without mosquitto, amqtt (plain + websockets, anonymous only).
+    """
+    instance: brokers.MosquittoBroker | brokers.AmqttBroker
+    if _use_mosquitto():
+        # Looked up lazily so amqtt-only runs never pay for openssl.
+        tls = request.getfixturevalue("tls_material")
+        instance = brokers.MosquittoBroker(
+            tls=tls, users={"authorization": secrets.token_urlsafe(24)}
+        )
+    else:
+        instance = brokers.AmqttBroker()
+    with instance:
+        yield instance
+
+
+@pytest.fixture
+def amqtt_broker() -> Iterator[brokers.AmqttBroker]:
+    """The pure-Python fallback broker (plain + websockets), whatever is installed."""
+    with brokers.AmqttBroker() as instance:
+        yield instance
+
+
+MqttClientFactory = Callable[..., mqtt.Client]
+
+
+@pytest.fixture
+def mqtt_client(request: pytest.FixtureRequest) -> Iterator[MqttClientFactory]:
+    """Factory for connected paho clients, all disconnected at teardown.
+
+    ``mqtt_client(transport="tcp"|"tls"|"websockets", broker=None, **kwargs)``; kwargs go to
+    ``brokers.connect_client`` (client_id, username, password, clean_session, timeout...).
+    Without ``broker`` the ``broker`` fixture is used (started on first use).
+    """
+    clients: list[mqtt.Client] = []
+
+    def make(
+        transport: brokers.Transport = "tcp",
+        *,
+        broker: brokers.BrokerProcess | None = None,
+        **kwargs: Any,
+    ) -> mqtt.Client:
+        target = broker if broker is not None else request.getfixturevalue("broker")
+        client = brokers.connect_client(target, transport=transport, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    brokers.close_clients(clients)
+
+
+@pytest.fixture
+def subscriber(mqtt_client: MqttClientFactory) -> Callable[..., brokers.Subscriber]:
+    """Factory: ``subscriber(*topics, transport=..., broker=...)`` -> subscribed Subscriber."""
+
+    def make(*topics: str, qos: int = 1, **client_kwargs: Any) -> brokers.Subscriber:
+        sub = brokers.Subscriber(mqtt_client(**client_kwargs))
+        for topic in topics:
+            sub.subscribe(topic, qos)
+        return sub
+
+    return make
+
+
+@pytest.fixture
+def publish(mqtt_client: MqttClientFactory) -> Callable[..., mqtt.MQTTMessageInfo]:
+    """``publish(topic, payload, qos=1)`` via one plain client on ``broker``; waits for PUBACK."""
+    client: list[mqtt.Client] = []
+
+    def send(
+        topic: str, payload: bytes | str, qos: int = 1, *, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        if not client:
+            client.append(mqtt_client())
+        return brokers.publish(client[0], topic, payload, qos, retain=retain)
+
+    return send

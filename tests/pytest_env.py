@@ -1,0 +1,13 @@
+"""Test settings through the environment, set before pytest-django loads Django.
+
+Loaded with ``-p tests.pytest_env`` (see pyproject.toml), since conftest files load too late.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "insecure-key-for-tests-only")
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+# Tests must not pick up a developer's .env broker or database by accident.
+os.environ.setdefault("MQTT_URL", "")
