@@ -1,0 +1,293 @@
+"""The bridge end to end through a real broker: subscribe, ingest, fan out, survive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+from dashboard import live
+from dashboard.bridge.broker_url import parse_broker_url
+from dashboard.bridge.session import SessionConfig
+from dashboard.bridge.supervisor import Bridge
+from dashboard.models import Area, Building, Device, LatestHeadcount, LatestMeta, Space
+from dashboard.topics import Kind, Scope, build_topic
+from tests import seed
+
+pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+
+
+def make_building(name: str = "Headquarters") -> dict[str, uuid.UUID]:
+    building = Building.objects.create(name=name)
+    space = Space.objects.create(building=building, name="Open Office", capacity=40)
+    area = Area.objects.create(building=building, space=space, name="Lobby", capacity=10)
+    device = Device.objects.create(building=building, space=space, name="Lamp 1")
+    return {
+        Scope.BUILDING: building.id,
+        Scope.SPACE: space.id,
+        Scope.AREA: area.id,
+        Scope.DEVICE: device.id,
+    }
+
+
+@pytest.fixture
+def hq() -> dict[str, uuid.UUID]:
+    return make_building()
+
+
+class Browser:
+    """A page's view of a building's group on the real channel layer."""
+
+    def __init__(self, building_id: uuid.UUID) -> None:
+        self.building_id = building_id
+        self.layer = get_channel_layer()
+        self.received: list[str] = []
+
+    async def join(self, audience: str = "all") -> Browser:
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(live.group_name(self.building_id, audience), self.channel)
+        return self
+
+    async def wait_for(self, text: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            for html in self.received:
+                if text in html:
+                    return html
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{text!r} never reached the browser; got {self.received!r}")
+            try:
+                message = await asyncio.wait_for(self.layer.receive(self.channel), remaining)
+            except TimeoutError:
+                continue
+            assert message["type"] == "live.fragments"
+            self.received.append(message["html"])
+
+
+def config_for(url: str, **kwargs: Any) -> SessionConfig:
+    return SessionConfig(broker=parse_broker_url(url), keepalive=5, reconnect_max=1, **kwargs)
+
+
+@pytest.fixture
+async def running_bridge(broker) -> AsyncIterator[Callable[..., Any]]:
+    bridges: list[tuple[Bridge, asyncio.Task[None]]] = []
+
+    async def start(url: str | None = None, **kwargs: Any) -> Bridge:
+        config = kwargs.pop("config", None) or config_for(url or broker.url)
+        bridge = Bridge(config, window=0.05, poll_interval=0.2, history_interval=0.1, **kwargs)
+        task = asyncio.create_task(bridge.run())
+        bridges.append((bridge, task))
+        await asyncio.wait_for(bridge.ready.wait(), 10)
+        return bridge
+
+    yield start
+    for bridge, task in bridges:
+        bridge.stop()
+        await asyncio.wait_for(task, 10)
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+async def subscribed(bridge: Bridge, building_id: uuid.UUID, timeout: float = 10.0) -> None:
+    def ready() -> bool:
+        running = bridge.buildings.get(building_id)
+        return bool(running and running.session.connected and not running.session._pending_subs)
+
+    await until(ready, timeout, "the building's subscriptions")
+
+
+async def send(publish, topic: str, payload: Any) -> None:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    await asyncio.to_thread(publish, topic, body)
+
+
+SUBSCRIBED_EXAMPLES = [
+    (scope, kind, payload)
+    for scope, kind, param, payload in seed.EXAMPLES
+    if param is None and not (scope == Scope.DEVICE and kind == Kind.ACTION)
+]
+
+
+async def test_every_subscribed_topic_kind_arrives_in_live_state_and_reaches_browsers(
+    hq, running_bridge, publish
+):
+    bridge = await running_bridge()
+    await subscribed(bridge, hq[Scope.BUILDING])
+    browser = await Browser(hq[Scope.BUILDING]).join()
+    support = await Browser(hq[Scope.BUILDING]).join("support")
+    state = bridge.buildings[hq[Scope.BUILDING]].state
+
+    for scope, kind, payload in SUBSCRIBED_EXAMPLES:
+        await send(publish, build_topic(scope, hq[scope], kind), payload)
+
+    await until(lambda: len(state.rejections) == 3, what="three rejections")
+    device = hq[Scope.DEVICE]
+    assert state.meta[device]["temperature"].value == 87.4
+    assert state.meta[device]["als"].value == 87
+    for scope, value in ((Scope.BUILDING, 20), (Scope.SPACE, 5), (Scope.AREA, 2)):
+        for kind in ("head_count", "headcount_in", "headcount_out"):
+            assert state.headcounts[(hq[scope], kind)].value == value
+    assert {a.key for a in state.alarms.values()} == {
+        (device, "high_temperature"),
+        (None, "high_temperature"),
+    }
+    assert [a.name for a in state.actions] == ["Dim Device", "Turn Off the Office"]  # newest first
+    assert state.counters["malformed"] == 0
+
+    await browser.wait_for("87.4")
+    await browser.wait_for(f'id="headcount-{hq[Scope.SPACE].hex}"')
+    await browser.wait_for("high_temperature")
+    await browser.wait_for("Turn Off the Office")
+    await support.wait_for("regex pattern not matching")
+    assert not any("regex pattern not matching" in html for html in browser.received)
+
+    # The batched history writer persists the latest values too.
+    def persisted() -> bool:
+        return (
+            LatestMeta.objects.filter(device_id=device, name="temperature").exists()
+            and LatestHeadcount.objects.filter(entity_id=hq[Scope.AREA]).count() == 3
+        )
+
+    deadline = time.monotonic() + 5
+    while not await sync_to_async(persisted)():
+        assert time.monotonic() < deadline, "history never written"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_malformed_payload_on_any_topic_is_counted_and_the_next_valid_one_arrives(
+    hq, running_bridge, publish
+):
+    bridge = await running_bridge()
+    await subscribed(bridge, hq[Scope.BUILDING])
+    state = bridge.buildings[hq[Scope.BUILDING]].state
+    bad = [b"\xff\xfe not utf-8", b"{not json", b'{"name": "headcount", "value": -1}', b"[[[[[[[["]
+
+    for n, (scope, kind, payload) in enumerate(SUBSCRIBED_EXAMPLES):
+        topic = build_topic(scope, hq[scope], kind)
+        await send(publish, topic, bad[n % len(bad)])
+        await send(publish, topic, payload)
+
+    await until(lambda: len(state.rejections) == 3, what="the valid rejections")
+    await until(lambda: state.counters["malformed"] == len(SUBSCRIBED_EXAMPLES), what="malformed")
+    assert state.meta[hq[Scope.DEVICE]]["temperature"].value == 87.4
+    assert state.headcounts[(hq[Scope.BUILDING], "head_count")].value == 20
+    reasons = {m.reason.split(":")[0] for m in state.malformed}
+    assert reasons >= {"not UTF-8", "not JSON"}
+
+
+async def test_bridge_reconnects_and_resubscribes_within_5s_of_the_broker_returning(
+    hq, running_bridge, publish, broker
+):
+    bridge = await running_bridge()
+    building = hq[Scope.BUILDING]
+    await subscribed(bridge, building)
+    session = bridge.buildings[building].session
+    topic = build_topic(Scope.SPACE, hq[Scope.SPACE], Kind.HEAD_COUNT)
+
+    await asyncio.to_thread(broker.kill)
+    await until(lambda: session.status.state == "reconnecting", what="reconnecting state")
+    await asyncio.to_thread(broker.restart)
+    returned = time.monotonic()
+
+    state = bridge.buildings[building].state
+    value = 0
+
+    async def flowing() -> bool:
+        nonlocal value
+        value += 1
+        try:
+            await send(publish, topic, {"name": "headcount", "value": value})
+        except Exception:  # the publisher itself may still be reconnecting
+            return False
+        await asyncio.sleep(0.2)
+        return state.headcounts.get((hq[Scope.SPACE], "head_count"), None) is not None and (
+            state.headcounts[(hq[Scope.SPACE], "head_count")].value == value
+        )
+
+    while not await flowing():
+        assert time.monotonic() - returned < 5, "no data flowing 5 s after the broker returned"
+    assert session.status.state == "connected"
+
+
+async def test_a_building_added_while_running_is_subscribed_without_restart(
+    hq, running_bridge, publish
+):
+    bridge = await running_bridge()
+    await subscribed(bridge, hq[Scope.BUILDING])
+    annex = await sync_to_async(make_building)("Annex")
+    await subscribed(bridge, annex[Scope.BUILDING])
+
+    topic = build_topic(Scope.DEVICE, annex[Scope.DEVICE], Kind.META)
+    await send(publish, topic, seed.DEVICE_META)
+    state = bridge.buildings[annex[Scope.BUILDING]].state
+    await until(lambda: annex[Scope.DEVICE] in state.meta, what="the new building's meta")
+
+    # A device added to a running building is picked up the same way.
+    lamp = await sync_to_async(Device.objects.create)(
+        building_id=annex[Scope.BUILDING], name="Lamp 2"
+    )
+    session = bridge.buildings[annex[Scope.BUILDING]].session
+    await until(lambda: f"devices/{lamp.id}/meta" in session.topics, what="new device topic")
+    await subscribed(bridge, annex[Scope.BUILDING])
+    await send(publish, f"devices/{lamp.id}/meta", seed.DEVICE_META)
+    await until(lambda: lamp.id in state.meta, what="the new device's meta")
+
+
+async def test_two_buildings_never_see_each_others_messages(hq, running_bridge, publish):
+    annex = await sync_to_async(make_building)("Annex")
+    bridge = await running_bridge()
+    await subscribed(bridge, hq[Scope.BUILDING])
+    await subscribed(bridge, annex[Scope.BUILDING])
+    hq_browser = await Browser(hq[Scope.BUILDING]).join()
+    annex_browser = await Browser(annex[Scope.BUILDING]).join()
+
+    await send(
+        publish,
+        build_topic(Scope.BUILDING, hq[Scope.BUILDING], Kind.HEAD_COUNT),
+        {"name": "headcount", "value": 111},
+    )
+    await send(
+        publish,
+        build_topic(Scope.BUILDING, annex[Scope.BUILDING], Kind.HEAD_COUNT),
+        {"name": "headcount", "value": 222},
+    )
+
+    await hq_browser.wait_for(">111<")
+    await annex_browser.wait_for(">222<")
+    hq_state = bridge.buildings[hq[Scope.BUILDING]].state
+    annex_state = bridge.buildings[annex[Scope.BUILDING]].state
+    assert list(hq_state.headcounts) == [(hq[Scope.BUILDING], "head_count")]
+    assert list(annex_state.headcounts) == [(annex[Scope.BUILDING], "head_count")]
+    assert not any("222" in html for html in hq_browser.received)
+    assert not any("111" in html for html in annex_browser.received)
+
+
+@pytest.mark.parametrize("transport", ["tls", "websockets"])
+async def test_tls_and_websocket_transports_work(hq, running_bridge, publish, broker, transport):
+    if transport == "tls":
+        if broker.tls_url is None:
+            pytest.skip("this broker has no TLS listener")
+        config = config_for(broker.tls_url, ca_file=str(broker.ca_file))
+    else:
+        config = config_for(broker.ws_url)
+    bridge = await running_bridge(config=config)
+    await subscribed(bridge, hq[Scope.BUILDING])
+    await send(publish, build_topic(Scope.DEVICE, hq[Scope.DEVICE], Kind.META), seed.DEVICE_META)
+    state = bridge.buildings[hq[Scope.BUILDING]].state
+    await until(lambda: hq[Scope.DEVICE] in state.meta, what=f"meta over {transport}")
