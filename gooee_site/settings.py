@@ -53,10 +53,13 @@ SECRET_KEY = _required("SECRET_KEY")
 DEBUG = _bool("DEBUG", False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
+DATABASE_URL = env.str("DATABASE_URL", default="").strip() or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+if DATABASE_URL.split(":", 1)[0] not in environ.Env.DB_SCHEMES:
+    raise ImproperlyConfigured(
+        f"DATABASE_URL: unknown scheme {DATABASE_URL.split(':', 1)[0]!r} (use postgres:// or sqlite:///)"
+    )
 try:
-    DATABASES = {
-        "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-    }
+    DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
 except (ImproperlyConfigured, ValueError, KeyError) as exc:
     raise ImproperlyConfigured(f"DATABASE_URL: not a database URL we know ({exc})") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -164,7 +167,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -199,5 +202,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO").upper()},
-    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+        # The embedded broker narrates every state transition at INFO.
+        "amqtt": {"level": "WARNING"},
+        "transitions": {"level": "WARNING"},
+    },
 }

@@ -1,0 +1,58 @@
+"""Coalesced fan-out: the latest value per tile, once per window, and always the final one."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from dashboard.bridge import tiles
+from dashboard.bridge.fanout import Fanout
+
+BUILDING = uuid.uuid4()
+DEVICE = uuid.uuid4()
+
+
+def make_fanout(window: float = 0.05) -> tuple[Fanout, list[tuple[str, str]], dict[str, int]]:
+    sent: list[tuple[str, str]] = []
+    value = {"temperature": 0}
+
+    def render(tile: tiles.Tile) -> str:
+        return f"<{tile[0]}:{value['temperature']}>"
+
+    async def send(building_id: uuid.UUID, html: str, audience: str) -> None:
+        assert building_id == BUILDING
+        sent.append((audience, html))
+
+    return Fanout(BUILDING, render, send, window), sent, value
+
+
+async def test_a_burst_within_one_window_is_sent_once_with_the_final_value():
+    fanout, sent, value = make_fanout()
+    task = asyncio.create_task(fanout.run())
+    for n in range(1, 101):
+        value["temperature"] = n
+        fanout.changed(tiles.meta(DEVICE, "temperature"))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    assert sent == [("all", "<meta:100>")]
+
+
+async def test_a_change_during_a_flush_goes_out_in_the_next_window():
+    fanout, sent, value = make_fanout()
+    task = asyncio.create_task(fanout.run())
+    fanout.changed(tiles.meta(DEVICE, "temperature"))
+    await asyncio.sleep(0.15)
+    value["temperature"] = 7
+    fanout.changed(tiles.meta(DEVICE, "temperature"))
+    await asyncio.sleep(0.15)
+    task.cancel()
+    assert sent == [("all", "<meta:0>"), ("all", "<meta:7>")]
+
+
+async def test_support_tiles_go_to_the_support_group_only_and_device_lists_supersede_values():
+    fanout, sent, _ = make_fanout()
+    fanout.changed(tiles.meta(DEVICE, "temperature"))
+    fanout.changed(tiles.device(DEVICE))
+    fanout.changed(tiles.REJECTIONS)
+    await fanout.flush()
+    assert sorted(sent) == [("all", "<device:0>"), ("support", "<rejections:0>")]

@@ -1,0 +1,89 @@
+"""History is written in batches, restored after a restart, and pruned past retention."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from dashboard.bridge.buildings import load_inventory
+from dashboard.bridge.ingest import ingest
+from dashboard.bridge.state import LiveState
+from dashboard.bridge.store import load_state, write_batch
+from dashboard.models import Building, Device, FaultAlarm, MetaSample
+from tests import seed
+
+pytestmark = pytest.mark.django_db
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.tiles: list[tuple] = []
+        self.records: list[object] = []
+
+    def changed(self, tile: tuple) -> None:
+        self.tiles.append(tile)
+
+    def record(self, record: object) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def lamp() -> Device:
+    building = Building.objects.create(name="Headquarters")
+    return Device.objects.create(building=building, name="Lamp 1")
+
+
+def test_what_the_bridge_wrote_is_the_state_a_restarted_bridge_starts_from(lamp):
+    building_id = lamp.building_id
+    state, sink = LiveState(building_id), Collect()
+    inventory = load_inventory(building_id)
+    now = timezone.now()
+    alarm = dict(seed.DEVICE_FAULT_ALARM)
+    for n in range(5):  # five occurrences of one alarm, one of them redelivered
+        alarm["timestamp"] = f"2020-02-17T15:47:5{n}.000000Z"
+        for _ in range(2 if n == 2 else 1):
+            ingest(state, inventory, f"devices/{lamp.id}/fault_alarms", _json(alarm), now, sink)
+    ingest(state, inventory, f"devices/{lamp.id}/meta", _json(seed.DEVICE_META), now, sink)
+
+    write_batch([(building_id, r) for r in sink.records])
+    write_batch([(building_id, r) for r in sink.records])  # a retried batch changes no count
+
+    alarms = FaultAlarm.objects.get()
+    assert (alarms.count, alarms.type, alarms.state) == (5, "high_temperature", "open")
+    restored = load_state(building_id)
+    assert restored.meta[lamp.id]["temperature"].value == 87.4
+    assert restored.alarms[(lamp.id, "high_temperature")].count == 5
+
+
+def test_prune_history_removes_only_what_is_older_than_retention(lamp):
+    now = timezone.now()
+    MetaSample.objects.create(
+        device=lamp, name="als", value=1, received_at=now - timedelta(days=40)
+    )
+    MetaSample.objects.create(device=lamp, name="als", value=2, received_at=now - timedelta(days=1))
+    call_command("prune_history", "--days", "30")
+    assert list(MetaSample.objects.values_list("value", flat=True)) == [2]
+
+
+def _json(data: object) -> bytes:
+    return json.dumps(data).encode()
+
+
+def test_unknown_device_topics_are_ignored_not_stored(lamp):
+    state, sink = LiveState(lamp.building_id), Collect()
+    inventory = load_inventory(lamp.building_id)
+    outcome = ingest(
+        state,
+        inventory,
+        f"devices/{uuid.uuid4()}/meta",
+        _json(seed.DEVICE_META),
+        timezone.now(),
+        sink,
+    )
+    assert outcome == "unknown"
+    assert sink.records == [] and state.meta == {}
