@@ -26,6 +26,7 @@ from dashboard.payloads import (
     validate,
 )
 from dashboard.topics import Kind
+from tests import seed
 
 DASHBOARD = Path(payloads.__file__).resolve().parent
 # The preview plus its "… (N bytes)" marker.
@@ -34,83 +35,17 @@ RAW_BOUND = RAW_PREVIEW_BYTES + 40
 TS = "2016-08-09T20:00:47.539000Z"
 DEVICE = "8551e830-eab3-4de4-84d4-bd9ff6615b7f"
 
-# Every example payload of gooee-pubsub-broker.rst, with the kind its topic carries.
-DIM_DEVICE = {
-    "name": "Dim Device",
-    "type": "dim",
-    "target_type": "device",
-    "target_id": DEVICE,
-    "value": {"level": 80, "transition_time": 5},
-    "created": TS,
-}
-OFF_SPACE = {
-    "name": "Turn Off the Office",
-    "type": "off",
-    "target_type": "space",
-    "target_id": "6f00fb32-2b3d-44c8-90cf-e526c252f6d5",
-    "value": {"transition_time": 5},
-    "created": TS,
-}
-FAULT_ALARM = {
-    "id": "330de737-0f36-4b33-bc91-c4be5ddd4442",
-    "timestamp": "2020-02-17T15:47:53.046570Z",
-    "priority": 255,
-    "level": "info",
-    "type": "high_temperature",
-    "device": "b87fd763-0292-469e-8237-fc82a9f50d8c",
-    "notes": "Additional notes",
-    "value": {"temp": 100},
-    "description": "Temperature is above 90°F.",
-}
-BUILDING_DIM = {**DIM_DEVICE, "target_id": "deb13bee-b69c-4b1d-a60b-c77ab53e3eb3"}
-
-
-def _untyped(action: dict) -> dict:
-    return {k: v for k, v in action.items() if k != "type"}
-
-
+# Every example payload of the contract (tests/seed.py), with the kind its topic carries.
+DIM_DEVICE = seed.DEVICE_ACTION
+OFF_SPACE = seed.SPACE_ACTION
+FAULT_ALARM = seed.DEVICE_FAULT_ALARM
+_untyped = seed.without_type
 CONTRACT_EXAMPLES: list[tuple[str, Kind, object]] = [
-    (
-        "devices/meta",
-        Kind.META,
-        [
-            {
-                "name": "temperature",
-                "display_name": "Temperature",
-                "value": 87.4,
-                "unit_of_measure": "C",
-                "timestamp": TS,
-            },
-            {"name": "als", "value": 87, "unit_of_measure": "K", "timestamp": TS},
-        ],
-    ),
-    ("devices/meta/name", Kind.META_ITEM, {"name": "temperature", "value": 87.4, "timestamp": TS}),
-    ("devices/actions", Kind.ACTION, DIM_DEVICE),
-    ("devices/actions/type", Kind.TYPED_ACTION, _untyped(DIM_DEVICE)),
-    ("devices/fault_alarms", Kind.FAULT_ALARM, FAULT_ALARM),
-    ("areas/head_count", Kind.HEAD_COUNT, {"name": "headcount", "value": 2}),
-    ("areas/headcount_in", Kind.HEADCOUNT_IN, {"name": "headcount_in", "value": 2}),
-    ("areas/headcount_out", Kind.HEADCOUNT_OUT, {"name": "headcount_out", "value": 2}),
-    ("spaces/actions", Kind.ACTION, OFF_SPACE),
-    ("spaces/actions/type", Kind.TYPED_ACTION, _untyped(OFF_SPACE)),
-    ("spaces/head_count", Kind.HEAD_COUNT, {"name": "headcount", "value": 5}),
-    ("spaces/headcount_in", Kind.HEADCOUNT_IN, {"name": "headcount_in", "value": 5}),
-    ("spaces/headcount_out", Kind.HEADCOUNT_OUT, {"name": "headcount_out", "value": 5}),
-    ("buildings/actions", Kind.ACTION, BUILDING_DIM),
-    ("buildings/actions/type", Kind.TYPED_ACTION, _untyped(BUILDING_DIM)),
-    (
-        "buildings/fault_alarms",
-        Kind.FAULT_ALARM,
-        {k: v for k, v in FAULT_ALARM.items() if k != "id"},
-    ),
-    ("buildings/head_count", Kind.HEAD_COUNT, {"name": "headcount", "value": 20}),
-    ("buildings/headcount_in", Kind.HEADCOUNT_IN, {"name": "headcount_in", "value": 20}),
-    ("buildings/headcount_out", Kind.HEADCOUNT_OUT, {"name": "headcount_out", "value": 20}),
+    (f"{scope.segment}/{kind}", kind, payload)
+    for scope, kind, _, payload in seed.EXAMPLES
+    if kind not in (Kind.REJECTED_META, Kind.REJECTED_FAULT_ALARM)
 ]
-
-META_NEW = [
-    {"name": "Meta_New", "display_name": "Meta New", "unit_of_measure": "Meters", "value": 10}
-]
+META_NEW = seed.REJECTED["data"]
 # The contract's rejected example, verbatim.
 REJECTED_EXAMPLE_JSON = r"""
 {
