@@ -291,3 +291,28 @@ async def test_tls_and_websocket_transports_work(hq, running_bridge, publish, br
     await send(publish, build_topic(Scope.DEVICE, hq[Scope.DEVICE], Kind.META), seed.DEVICE_META)
     state = bridge.buildings[hq[Scope.BUILDING]].state
     await until(lambda: hq[Scope.DEVICE] in state.meta, what=f"meta over {transport}")
+
+
+async def test_the_token_authenticates_and_never_shows_in_logs_or_status(
+    hq, running_bridge, publish, broker, caplog
+):
+    if broker.password is None:
+        pytest.skip("this broker has no password file")
+    caplog.set_level("DEBUG")
+    good = broker.url.replace("mqtt://", f"mqtt://{broker.username}:{broker.password}@")
+    bridge = await running_bridge(good)
+    await subscribed(bridge, hq[Scope.BUILDING])
+    await send(publish, build_topic(Scope.DEVICE, hq[Scope.DEVICE], Kind.META), seed.DEVICE_META)
+    state = bridge.buildings[hq[Scope.BUILDING]].state
+    await until(lambda: hq[Scope.DEVICE] in state.meta, what="meta with the token")
+
+    wrong_token = "wrong-" + broker.password
+    bad = broker.url.replace("mqtt://", f"mqtt://{broker.username}:{wrong_token}@")
+    refused = await running_bridge(bad)
+    session = refused.buildings[hq[Scope.BUILDING]].session
+    await until(lambda: "refused" in session.status.last_error, what="a refused connection")
+    assert not session.connected
+    for secret in (broker.password, wrong_token):
+        assert secret not in caplog.text
+        assert secret not in repr(refused.config)
+        assert secret not in session.status.last_error
