@@ -302,8 +302,9 @@ class BuildingSession:
     def set_topics(self, topics: Iterable[str]) -> None:
         """Follow an inventory change: subscribe what is new, unsubscribe what went."""
         wanted = list(dict.fromkeys(topics))
-        added = [t for t in wanted if t not in set(self._topics)]
-        removed = [t for t in self._topics if t not in set(wanted)]
+        current, wanted_set = set(self._topics), set(wanted)
+        added = [t for t in wanted if t not in current]
+        removed = [t for t in self._topics if t not in wanted_set]
         self._topics = wanted
         if self._connected:
             self._subscribe(added)

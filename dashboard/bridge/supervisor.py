@@ -67,10 +67,12 @@ class BuildingBridge:
         await self.fanout.flush()
 
     def update_inventory(self, inventory: BuildingInventory) -> None:
-        self.inventory = inventory
+        previous, self.inventory = self.inventory, inventory
         self.session.set_topics(inventory.topics())
-        for device_id in inventory.devices:
-            self.fanout.changed(tiles.device(device_id))
+        # Re-render only devices that are new or renamed, not the whole building.
+        for device_id, device in inventory.devices.items():
+            if previous.devices.get(device_id) != device:
+                self.fanout.changed(tiles.device(device_id))
 
     def on_message(self, topic: str, payload: bytes) -> None:
         now = datetime.now(UTC)
