@@ -11,7 +11,7 @@ from django.template.loader import render_to_string
 from dashboard import payloads
 from dashboard.bridge import tiles
 from dashboard.bridge.buildings import BuildingInventory, Entity
-from dashboard.bridge.state import LiveState, MetaValue
+from dashboard.bridge.state import ConnectionStatus, HeadcountValue, LiveState, MetaValue
 
 SHOWN_ALARMS = 50
 SHOWN_ACTIONS = 20
@@ -22,6 +22,16 @@ UNKNOWN = Entity(uuid.UUID(int=0), "unknown")
 def meta_dom_id(device_id: uuid.UUID, name: str) -> str:
     # Meta names match [a-z0-9_~]; "~" would break htmx's "#id" selector.
     return f"meta-{device_id.hex}-{name.replace('~', '--')}"
+
+
+def display_label(name: str) -> str:
+    """The cloud's display name of a meta name, or the name itself."""
+    definition = payloads.meta_definition(name)
+    return definition.display_name if definition else name
+
+
+def format_meta(name: str, value: Any) -> str:
+    return payloads.format_value(payloads.meta_definition(name), value)
 
 
 def meta_item(value: MetaValue) -> dict[str, Any]:
@@ -126,6 +136,30 @@ def _malformed(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory)
     }
 
 
+def summary_card(
+    building: Entity,
+    head_count: HeadcountValue | None,
+    open_alarms: int,
+    status: ConnectionStatus | None,
+) -> dict[str, Any]:
+    """A building's line on the overview: headcount, open alarms, broker connection."""
+    return {
+        "building": building,
+        "head_count": head_count,
+        "open_alarms": open_alarms,
+        "status": status,
+    }
+
+
+def _summary(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    return summary_card(
+        Entity(inventory.id, inventory.name),
+        state.headcount(inventory.id).get("head_count"),
+        len(state.alarms),
+        state.status,
+    )
+
+
 Context = Callable[[tiles.Tile, LiveState, BuildingInventory], dict[str, Any]]
 
 CONTEXTS: dict[str, Context] = {
@@ -137,6 +171,7 @@ CONTEXTS: dict[str, Context] = {
     "status": _status,
     "rejections": _rejections,
     "malformed": _malformed,
+    "summary": _summary,
 }
 
 

@@ -1,8 +1,16 @@
-"""The building's live groups on the channel layer, and the one way to broadcast to them."""
+"""The building's live groups on the channel layer, and the messages that cross it.
+
+Bridge → pages: ``live.fragments`` to a building's group (one per audience), each with a
+sequence number so a page that missed one (its channel was full) knows to resync, and
+``live.snapshot`` straight to one page's channel with every tile of the building.
+Pages → bridge: ``snapshot.request`` to the building's bridge group, on every (re)connect,
+answered by whichever bridge process holds the building.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from channels.layers import get_channel_layer
 
@@ -15,9 +23,59 @@ def group_name(building_id: uuid.UUID | str, audience: str = EVERYONE) -> str:
     return f"building.{uuid.UUID(str(building_id)).hex}{suffix}"
 
 
-async def broadcast(building_id: uuid.UUID, html: str, audience: str = EVERYONE) -> None:
-    """Send pre-rendered fragments to every page of the building (of that audience)."""
+def bridge_group(building_id: uuid.UUID | str) -> str:
+    """Channel-layer group of the bridge process that holds the building's session."""
+    return f"bridge.{uuid.UUID(str(building_id)).hex}"
+
+
+async def broadcast(
+    building_id: uuid.UUID, html: str, audience: str = EVERYONE, stream: str = "", seq: int = 0
+) -> None:
+    """Send pre-rendered fragments to every page of the building (of that audience).
+
+    ``stream`` names the sending fan-out and ``seq`` counts its messages per audience.
+    """
     layer = get_channel_layer()
     await layer.group_send(
-        group_name(building_id, audience), {"type": "live.fragments", "html": html}
+        group_name(building_id, audience),
+        {
+            "type": "live.fragments",
+            "building": str(building_id),
+            "audience": audience,
+            "html": html,
+            "stream": stream,
+            "seq": seq,
+        },
+    )
+
+
+async def send_snapshot(
+    channel: str, building_id: uuid.UUID, html: str, positions: dict[str, tuple[str, int]]
+) -> None:
+    """Every tile of the building, to one page; ``positions`` is (stream, seq) per audience."""
+    layer = get_channel_layer()
+    await layer.send(
+        channel,
+        {
+            "type": "live.snapshot",
+            "building": str(building_id),
+            "html": html,
+            "positions": {audience: list(pos) for audience, pos in positions.items()},
+        },
+    )
+
+
+async def request_snapshot(
+    building_id: uuid.UUID | str, reply_to: str, audiences: Iterable[str]
+) -> None:
+    """Ask the building's bridge for every tile the page's audiences may see."""
+    layer = get_channel_layer()
+    await layer.group_send(
+        bridge_group(building_id),
+        {
+            "type": "snapshot.request",
+            "building": str(building_id),
+            "reply_to": reply_to,
+            "audiences": sorted(audiences),
+        },
     )

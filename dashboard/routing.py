@@ -1,7 +1,12 @@
-"""WebSocket routes."""
+"""WebSocket routes: one socket per open page."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
 
-websocket_urlpatterns: list[URLPattern] = []
+from dashboard import consumers
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/buildings/<uuid:building_id>/", consumers.BuildingConsumer.as_asgi()),
+    path("ws/overview/", consumers.OverviewConsumer.as_asgi()),
+]

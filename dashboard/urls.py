@@ -6,4 +6,10 @@ from dashboard import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("buildings/<uuid:building_id>/", views.building, name="building"),
+    path(
+        "buildings/<uuid:building_id>/devices/<uuid:device_id>/",
+        views.device,
+        name="device",
+    ),
 ]

@@ -1,15 +1,102 @@
-"""Pages."""
+"""Pages: the overview, a building's dashboard and a device's detail.
+
+Each page is rendered with the state already in it (from the database) and then kept
+live over one WebSocket, whose first message is the bridge's current snapshot.
+"""
 
 from __future__ import annotations
 
+import uuid
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from dashboard.roles import visible_buildings
+from dashboard import page_data
+from dashboard.bridge.buildings import BuildingInventory, Entity, load_inventory
+from dashboard.bridge.state import ConnectionStatus
+from dashboard.bridge.store import load_state
+from dashboard.models import Role
+from dashboard.roles import roles_on, visible_buildings
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """The buildings this user may see."""
-    return render(request, "dashboard/home.html", {"buildings": visible_buildings(request.user)})
+    """The buildings this user may see, each with its live summary line."""
+    buildings = list(visible_buildings(request.user).order_by("name"))
+    summaries = page_data.summaries(buildings)
+    return render(request, "dashboard/home.html", {"summaries": summaries})
+
+
+def _building_for(request: HttpRequest, building_id: uuid.UUID) -> tuple[BuildingInventory, set]:
+    inventory = load_inventory(building_id)
+    if inventory is None:
+        raise Http404("No such building.")
+    roles = roles_on(request.user, building_id)
+    if not roles:
+        raise PermissionDenied("You have no role on this building.")
+    return inventory, roles
+
+
+def _page_state(building_id: uuid.UUID):
+    state = load_state(building_id)
+    # Only the bridge knows its connection; the page's first snapshot fills it in.
+    state.status = ConnectionStatus(state="unknown")
+    return state
+
+
+def _live_context(inventory: BuildingInventory, roles: set) -> dict:
+    return {
+        "inventory": inventory,
+        "building": Entity(inventory.id, inventory.name),
+        "is_support": Role.SUPPORT in roles,
+        "is_operator": Role.OPERATOR in roles,
+        "stale_after": settings.STALE_AFTER_SECONDS,
+    }
+
+
+@login_required
+def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
+    """A building's live dashboard: headcounts, devices, alarms, actions, support tiles."""
+    inventory, roles = _building_for(request, building_id)
+    space_filter = request.GET.get("space", "")
+    text_filter = request.GET.get("q", "").strip()
+    devices = page_data.device_rows(inventory, space_filter, text_filter)
+    return render(
+        request,
+        "dashboard/building.html",
+        {
+            **_live_context(inventory, roles),
+            "state": _page_state(building_id),
+            "spaces": sorted(inventory.spaces.values(), key=lambda s: s.name),
+            "areas": sorted(inventory.areas.values(), key=lambda a: a.name),
+            "devices": devices,
+            "device_total": len(inventory.devices),
+            "space_filter": space_filter,
+            "text_filter": text_filter,
+            "trend": page_data.headcount_trend(inventory),
+        },
+    )
+
+
+@login_required
+def device(request: HttpRequest, building_id: uuid.UUID, device_id: uuid.UUID) -> HttpResponse:
+    """One device: every meta value, live, and its recent history."""
+    inventory, roles = _building_for(request, building_id)
+    entity = inventory.devices.get(device_id)
+    if entity is None:
+        raise Http404("No such device in this building.")
+    space = inventory.spaces.get(entity.space_id) if entity.space_id else None
+    return render(
+        request,
+        "dashboard/device.html",
+        {
+            **_live_context(inventory, roles),
+            "state": _page_state(building_id),
+            "device": entity,
+            "space": space,
+            "history": page_data.meta_history(device_id),
+        },
+    )

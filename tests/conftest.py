@@ -22,6 +22,16 @@ def tls_material(tmp_path_factory: pytest.TempPathFactory) -> brokers.TlsMateria
     return brokers.make_tls_material(Path(tmp_path_factory.mktemp("tls")))
 
 
+@pytest.fixture(autouse=True)
+def _plain_static_files(settings: Any) -> None:
+    # In-process tests render pages without running collectstatic first; test_serve
+    # covers the deployed, hashed storage.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 def _use_mosquitto() -> bool:
     # TEST_MQTT_BROKER=amqtt runs the whole suite against the fallback broker.
     wanted = os.environ.get("TEST_MQTT_BROKER", "").strip().lower()
@@ -113,3 +123,46 @@ def publish(mqtt_client: MqttClientFactory) -> Callable[..., mqtt.MQTTMessageInf
         return brokers.publish(client[0], topic, payload, qos, retain=retain)
 
     return send
+
+
+@pytest.fixture
+def hq(db: None) -> dict[str, Any]:
+    """Headquarters: ids of the building, its space, area and lamp, keyed by Scope."""
+    from tests.factories import make_building
+
+    return make_building()
+
+
+@pytest.fixture
+def people(hq: dict[str, Any]) -> Any:
+    """Headquarters' operator, viewer and support, and an outsider with another building."""
+    from dashboard.topics import Scope
+    from tests.factories import make_people
+
+    return make_people(hq[Scope.BUILDING])
+
+
+@pytest.fixture
+async def running_bridge(broker: Any) -> Any:
+    """``await running_bridge(url=None, **Bridge kwargs)``: a bridge on ``broker``, fast timings;
+    every bridge started is stopped at teardown.
+    """
+    import asyncio
+
+    from dashboard.bridge.supervisor import Bridge
+    from tests.bridging import config_for
+
+    bridges: list[tuple[Bridge, asyncio.Task[None]]] = []
+
+    async def start(url: str | None = None, **kwargs: Any) -> Bridge:
+        config = kwargs.pop("config", None) or config_for(url or broker.url)
+        bridge = Bridge(config, window=0.05, poll_interval=0.2, history_interval=0.1, **kwargs)
+        task = asyncio.create_task(bridge.run())
+        bridges.append((bridge, task))
+        await asyncio.wait_for(bridge.ready.wait(), 10)
+        return bridge
+
+    yield start
+    for bridge, task in bridges:
+        bridge.stop()
+        await asyncio.wait_for(task, 10)

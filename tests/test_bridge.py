@@ -3,43 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from dashboard import live
-from dashboard.bridge.broker_url import parse_broker_url
-from dashboard.bridge.session import SessionConfig
-from dashboard.bridge.supervisor import Bridge
-from dashboard.models import Area, Building, Device, LatestHeadcount, LatestMeta, Space
+from dashboard.models import Device, LatestHeadcount, LatestMeta
 from dashboard.topics import Kind, Scope, build_topic
 from tests import seed
+from tests.bridging import config_for, send, subscribed, until
+from tests.factories import make_building
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
-
-
-def make_building(name: str = "Headquarters") -> dict[str, uuid.UUID]:
-    building = Building.objects.create(name=name)
-    space = Space.objects.create(building=building, name="Open Office", capacity=40)
-    area = Area.objects.create(building=building, space=space, name="Lobby", capacity=10)
-    device = Device.objects.create(building=building, space=space, name="Lamp 1")
-    return {
-        Scope.BUILDING: building.id,
-        Scope.SPACE: space.id,
-        Scope.AREA: area.id,
-        Scope.DEVICE: device.id,
-    }
-
-
-@pytest.fixture
-def hq() -> dict[str, uuid.UUID]:
-    return make_building()
 
 
 class Browser:
@@ -70,51 +48,6 @@ class Browser:
                 continue
             assert message["type"] == "live.fragments"
             self.received.append(message["html"])
-
-
-def config_for(url: str, **kwargs: Any) -> SessionConfig:
-    return SessionConfig(broker=parse_broker_url(url), keepalive=5, reconnect_max=1, **kwargs)
-
-
-@pytest.fixture
-async def running_bridge(broker) -> AsyncIterator[Callable[..., Any]]:
-    bridges: list[tuple[Bridge, asyncio.Task[None]]] = []
-
-    async def start(url: str | None = None, **kwargs: Any) -> Bridge:
-        config = kwargs.pop("config", None) or config_for(url or broker.url)
-        bridge = Bridge(config, window=0.05, poll_interval=0.2, history_interval=0.1, **kwargs)
-        task = asyncio.create_task(bridge.run())
-        bridges.append((bridge, task))
-        await asyncio.wait_for(bridge.ready.wait(), 10)
-        return bridge
-
-    yield start
-    for bridge, task in bridges:
-        bridge.stop()
-        await asyncio.wait_for(task, 10)
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
-
-
-async def subscribed(bridge: Bridge, building_id: uuid.UUID, timeout: float = 10.0) -> None:
-    def ready() -> bool:
-        running = bridge.buildings.get(building_id)
-        return bool(running and running.session.connected and not running.session._pending_subs)
-
-    await until(ready, timeout, "the building's subscriptions")
-
-
-async def send(publish, topic: str, payload: Any) -> None:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    await asyncio.to_thread(publish, topic, body)
 
 
 SUBSCRIBED_EXAMPLES = [

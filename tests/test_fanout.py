@@ -19,7 +19,7 @@ def make_fanout(window: float = 0.05) -> tuple[Fanout, list[tuple[str, str]], di
     def render(tile: tiles.Tile) -> str:
         return f"<{tile[0]}:{value['temperature']}>"
 
-    async def send(building_id: uuid.UUID, html: str, audience: str) -> None:
+    async def send(building_id: uuid.UUID, html: str, audience: str, stream: str, seq: int) -> None:
         assert building_id == BUILDING
         sent.append((audience, html))
 

@@ -15,8 +15,9 @@ from asgiref.sync import sync_to_async
 from dashboard import fragments, live
 from dashboard.bridge import tiles
 from dashboard.bridge.buildings import BuildingInventory, load_inventory, load_versions
-from dashboard.bridge.fanout import Fanout, Send
+from dashboard.bridge.fanout import Fanout, Reply, Send
 from dashboard.bridge.history import HistoryWriter
+from dashboard.bridge.inbox import Inbox
 from dashboard.bridge.ingest import ingest
 from dashboard.bridge.session import BuildingSession, SessionConfig
 from dashboard.bridge.state import ConnectionStatus, LiveState
@@ -39,13 +40,16 @@ class BuildingBridge:
         send: Send,
         window: float,
         max_bytes: int,
+        reply: Reply = live.send_snapshot,
     ) -> None:
         self.inventory = inventory
         self.state = state
         self._history = history
         self._max_bytes = max_bytes
         self._status_pushed = 0.0
-        self.fanout = Fanout(inventory.id, self.render, send, window)
+        self.fanout = Fanout(
+            inventory.id, self.render, send, window, all_tiles=self.all_tiles, reply=reply
+        )
         self.session = BuildingSession(
             inventory.id, config, inventory.topics(), self.on_message, self.on_status
         )
@@ -79,14 +83,33 @@ class BuildingBridge:
         ingest(self.state, self.inventory, topic, payload, now, self, max_bytes=self._max_bytes)
         if now.timestamp() - self._status_pushed > STATUS_EVERY:
             self._status_pushed = now.timestamp()
-            self.fanout.changed(tiles.STATUS)
+            self.changed(tiles.STATUS)
 
     def on_status(self, status: ConnectionStatus) -> None:
-        self.fanout.changed(tiles.STATUS)
+        self.changed(tiles.STATUS)
 
     # The ingest sink
     def changed(self, tile: tiles.Tile) -> None:
         self.fanout.changed(tile)
+        if tile in (tiles.STATUS, tiles.ALARMS, tiles.headcount(self.inventory.id)):
+            self.fanout.changed(tiles.SUMMARY_TILE)
+
+    def all_tiles(self, audience: str) -> list[tiles.Tile]:
+        """Every tile of the building that ``audience`` receives: what a snapshot holds."""
+        if audience == tiles.SUMMARY:
+            return [tiles.SUMMARY_TILE]
+        if audience == tiles.SUPPORT:
+            return [tiles.REJECTIONS, tiles.MALFORMED]
+        inventory = self.inventory
+        return [
+            tiles.STATUS,
+            tiles.headcount(inventory.id),
+            *(tiles.headcount(space_id) for space_id in inventory.spaces),
+            *(tiles.headcount(area_id) for area_id in inventory.areas),
+            *(tiles.device(device_id) for device_id in inventory.devices),
+            tiles.ALARMS,
+            tiles.ACTIONS,
+        ]
 
     def record(self, record: object) -> None:
         self._history.add(self.inventory.id, record)
@@ -116,30 +139,44 @@ class Bridge:
         self._max_bytes = max_bytes
         self._send = send
         self.history = HistoryWriter(history_interval)
+        self.inbox = Inbox(self.handle_request)
         self.buildings: dict[uuid.UUID, BuildingBridge] = {}
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once every building's session has started
 
     async def run(self) -> None:
         history = asyncio.create_task(self.history.run(), name="history")
+        await self.inbox.open()
+        inbox = asyncio.create_task(self.inbox.run(), name="inbox")
         try:
             while not self._stopping.is_set():
                 try:
                     await self.sync_inventory()
+                    await self.inbox.refresh()
                 except Exception:
                     logger.exception("could not read the inventory; retrying")
                 self.ready.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
         finally:
+            inbox.cancel()
             await asyncio.gather(*(b.stop() for b in self.buildings.values()))
             history.cancel()
-            await asyncio.gather(history, return_exceptions=True)
+            await asyncio.gather(history, inbox, return_exceptions=True)
             await self.history.close()
             logger.info("bridge stopped; %d history records written", self.history.written)
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def handle_request(self, message: dict[str, Any]) -> None:
+        """A page asks for a snapshot of a building this process holds."""
+        if message.get("type") != "snapshot.request":
+            logger.warning("unknown request %r on the bridge channel", message.get("type"))
+            return
+        building = self.buildings.get(uuid.UUID(str(message["building"])))
+        if building is not None:
+            building.fanout.request_snapshot(message["reply_to"], message["audiences"])
 
     async def sync_inventory(self) -> None:
         """Start, update or stop building sessions to match the database."""
@@ -147,6 +184,7 @@ class Bridge:
         for building_id in list(self.buildings):
             if building_id not in versions:
                 logger.info("building %s removed; stopping its session", building_id)
+                await self.inbox.leave(building_id)
                 await self.buildings.pop(building_id).stop()
         for building_id, version in versions.items():
             running = self.buildings.get(building_id)
@@ -170,6 +208,7 @@ class Bridge:
             )
             self.buildings[building_id] = bridge
             bridge.start()
+            await self.inbox.join(building_id)
             logger.info(
                 "building %s (%s): %d topics", inventory.name, building_id, len(inventory.topics())
             )

@@ -14,6 +14,8 @@ Tile = tuple  # ("meta", device_id, name), ("device", device_id), ("alarms",), .
 
 EVERYONE = "all"
 SUPPORT = "support"
+SUMMARY = "summary"  # the building's line on the overview page
+AUDIENCES = (EVERYONE, SUPPORT, SUMMARY)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ KINDS: dict[str, TileKind] = {
     "status": TileKind("dashboard/fragments/status.html"),
     "rejections": TileKind("dashboard/fragments/rejections.html", SUPPORT),
     "malformed": TileKind("dashboard/fragments/malformed.html", SUPPORT),
+    "summary": TileKind("dashboard/fragments/summary.html", SUMMARY),
 }
 
 ALARMS: Tile = ("alarms",)
@@ -39,6 +42,7 @@ ACTIONS: Tile = ("actions",)
 STATUS: Tile = ("status",)
 REJECTIONS: Tile = ("rejections",)
 MALFORMED: Tile = ("malformed",)
+SUMMARY_TILE: Tile = ("summary",)
 
 
 def meta(device_id: uuid.UUID, name: str) -> Tile:

@@ -1,0 +1,65 @@
+"""The bridge's own channel: requests from pages for the buildings this process holds."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from dashboard import live
+
+logger = logging.getLogger(__name__)
+
+# Channel layers forget group members after a day (group_expiry); rejoin well before.
+REJOIN_EVERY = 3600.0
+
+Handler = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+class Inbox:
+    """One channel per bridge process, a member of ``bridge.<building>`` for each it holds."""
+
+    def __init__(self, handle: Handler) -> None:
+        self._handle = handle
+        self._layer = get_channel_layer()
+        self.channel: str | None = None
+        self._joined: dict[uuid.UUID, float] = {}
+
+    async def open(self) -> None:
+        if self._layer is not None:
+            self.channel = await self._layer.new_channel("bridge.")
+
+    async def join(self, building_id: uuid.UUID) -> None:
+        if self.channel is None:
+            return
+        await self._layer.group_add(live.bridge_group(building_id), self.channel)
+        self._joined[building_id] = time.monotonic()
+
+    async def leave(self, building_id: uuid.UUID) -> None:
+        if self.channel is None or self._joined.pop(building_id, None) is None:
+            return
+        await self._layer.group_discard(live.bridge_group(building_id), self.channel)
+
+    async def refresh(self) -> None:
+        """Rejoin the groups whose membership is getting old."""
+        now = time.monotonic()
+        for building_id, joined in list(self._joined.items()):
+            if now - joined > REJOIN_EVERY:
+                await self.join(building_id)
+
+    async def run(self) -> None:
+        """Handle requests until cancelled; one bad request never stops the loop."""
+        if self.channel is None:
+            return
+        while True:
+            message = await self._layer.receive(self.channel)
+            try:
+                result = self._handle(message)
+                if result is not None:
+                    await result
+            except Exception:
+                logger.exception("could not handle %s", message.get("type"))

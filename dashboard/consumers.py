@@ -1,0 +1,121 @@
+"""WebSocket consumers: forward a building's pre-rendered fragments to one page.
+
+The bridge renders each fragment once for all pages; a consumer only checks access
+when it connects, joins its groups, and passes HTML through. A page that misses a
+message (its channel was full, or the bridge restarted) asks for a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from dashboard import live
+from dashboard.bridge import tiles
+from dashboard.bridge.inbox import REJOIN_EVERY
+from dashboard.models import Role
+from dashboard.roles import roles_on, visible_buildings
+
+logger = logging.getLogger(__name__)
+
+POLICY_VIOLATION = 1008  # WebSocket close code: not logged in, or no role on the building
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    """Joins groups chosen at connect time and forwards what the bridge sends to them."""
+
+    async def connect(self) -> None:
+        self.subscriptions: dict[uuid.UUID, list[str]] = {}  # building -> audiences
+        self.positions: dict[tuple[str, str], tuple[str, int]] = {}
+        self._rejoin: asyncio.Task[None] | None = None
+        user = self.scope.get("user")
+        subscriptions = None
+        if user is not None and user.is_authenticated:
+            subscriptions = await database_sync_to_async(self.choose)(user)
+        await self.accept()
+        if not subscriptions:
+            await self.close(code=POLICY_VIOLATION)
+            return
+        self.subscriptions = subscriptions
+        await self._join()
+        self._rejoin = asyncio.create_task(self._keep_joined())
+        for building_id, audiences in subscriptions.items():
+            await live.request_snapshot(building_id, self.channel_name, audiences)
+
+    def choose(self, user: Any) -> dict[uuid.UUID, list[str]]:
+        """The buildings and audiences this page follows; empty when it may follow none."""
+        raise NotImplementedError
+
+    async def disconnect(self, code: int) -> None:
+        if self._rejoin is not None:
+            self._rejoin.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rejoin
+        for group in self._groups():
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    def _groups(self) -> list[str]:
+        return [
+            live.group_name(building_id, audience)
+            for building_id, audiences in self.subscriptions.items()
+            for audience in audiences
+        ]
+
+    async def _join(self) -> None:
+        for group in self._groups():
+            await self.channel_layer.group_add(group, self.channel_name)
+
+    async def _keep_joined(self) -> None:
+        # Channel layers forget group members after group_expiry; a wall screen stays a week.
+        while True:
+            await asyncio.sleep(REJOIN_EVERY)
+            await self._join()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Pages send nothing; anything they do send is ignored."""
+
+    async def live_fragments(self, event: dict[str, Any]) -> None:
+        key = (event["building"], event["audience"])
+        known = self.positions.get(key)
+        position = (event["stream"], event["seq"])
+        if known is not None and known[0] == position[0] and position[1] <= known[1]:
+            return  # already part of the snapshot this page has
+        self.positions[key] = position
+        await self.send(text_data=event["html"])
+        if known is not None and (known[0] != position[0] or position[1] != known[1] + 1):
+            # Missed a message, or the bridge restarted: catch up on everything.
+            logger.info("page %s resyncs building %s", self.channel_name, event["building"])
+            await live.request_snapshot(event["building"], self.channel_name, [event["audience"]])
+
+    async def live_snapshot(self, event: dict[str, Any]) -> None:
+        for audience, (stream, seq) in event["positions"].items():
+            self.positions[(event["building"], audience)] = (stream, seq)
+        await self.send(text_data=event["html"])
+
+
+class BuildingConsumer(LiveConsumer):
+    """One building's dashboard page: everything, plus support details for support staff."""
+
+    def choose(self, user: Any) -> dict[uuid.UUID, list[str]]:
+        building_id = self.scope["url_route"]["kwargs"]["building_id"]
+        roles = roles_on(user, building_id)
+        if not roles:
+            return {}
+        audiences = [tiles.EVERYONE]
+        if Role.SUPPORT in roles:
+            audiences.append(tiles.SUPPORT)
+        return {building_id: audiences}
+
+
+class OverviewConsumer(LiveConsumer):
+    """The buildings list: one summary line per building the user may see."""
+
+    def choose(self, user: Any) -> dict[uuid.UUID, list[str]]:
+        ids = visible_buildings(user).values_list("id", flat=True)
+        return {building_id: [tiles.SUMMARY] for building_id in ids}

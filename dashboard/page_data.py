@@ -1,0 +1,115 @@
+"""What pages read from the database besides live state: summaries, trends, history."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count
+from django.utils import timezone
+
+from dashboard import fragments, models
+from dashboard.bridge.buildings import BuildingInventory, Entity
+from dashboard.bridge.state import HeadcountValue
+from dashboard.bridge.store import OPEN_STATES
+
+TREND_BUCKET = 60  # seconds per point of the day's headcount chart
+HISTORY_HOURS = 24
+HISTORY_ROWS = 20  # per meta name on the device page
+
+
+def summaries(buildings: list[models.Building]) -> list[dict[str, Any]]:
+    """Overview lines of these buildings, from the last values written."""
+    ids = [b.id for b in buildings]
+    counts = {
+        row.building_id: row
+        for row in models.LatestHeadcount.objects.filter(
+            building_id__in=ids, scope=models.Scope.BUILDING, kind="head_count"
+        )
+    }
+    alarms = dict(
+        models.FaultAlarm.objects.filter(building_id__in=ids, state__in=OPEN_STATES)
+        .values("building_id")
+        .annotate(n=Count("id"))
+        .values_list("building_id", "n")
+    )
+    lines = []
+    for building in buildings:
+        row = counts.get(building.id)
+        head_count = (
+            HeadcountValue("building", building.id, "head_count", row.value, row.received_at)
+            if row
+            else None
+        )
+        lines.append(
+            fragments.summary_card(
+                Entity(building.id, building.name), head_count, alarms.get(building.id, 0), None
+            )
+        )
+    return lines
+
+
+def device_rows(inventory: BuildingInventory, space: str, text: str) -> list[dict[str, Any]]:
+    """The building's devices by name, with their space; ``shown`` applies the page's filters.
+
+    Hidden rows stay in the page so live updates and the instant filter find them.
+    """
+    rows = []
+    needle = text.casefold()
+    for device in sorted(inventory.devices.values(), key=lambda d: d.name.casefold()):
+        space_entity = inventory.spaces.get(device.space_id) if device.space_id else None
+        shown = not (space and (space_entity is None or space_entity.id.hex != space)) and not (
+            needle and needle not in device.name.casefold()
+        )
+        rows.append({"device": device, "space": space_entity, "shown": shown})
+    return rows
+
+
+def headcount_trend(inventory: BuildingInventory, now: datetime | None = None) -> dict[str, Any]:
+    """Today's head_count of the building and each space, one point per minute (uPlot's shape)."""
+    now = timezone.localtime(now or timezone.now())
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    spaces = sorted(inventory.spaces.values(), key=lambda s: s.name)
+    series = [Entity(inventory.id, inventory.name), *spaces]
+    index = {entity.id: n for n, entity in enumerate(series)}
+    buckets: dict[int, list[int | None]] = defaultdict(lambda: [None] * len(series))
+    samples = models.HeadcountSample.objects.filter(
+        building_id=inventory.id,
+        kind="head_count",
+        entity_id__in=list(index),
+        received_at__gte=midnight,
+    ).order_by("received_at")
+    for entity_id, value, received_at in samples.values_list("entity_id", "value", "received_at"):
+        bucket = int(received_at.timestamp()) // TREND_BUCKET * TREND_BUCKET
+        buckets[bucket][index[entity_id]] = value  # the last sample of the minute wins
+    xs = sorted(buckets)
+    return {
+        "series": [{"id": entity.id.hex, "name": entity.name} for entity in series],
+        "bucket": TREND_BUCKET,
+        "data": [xs, *([buckets[x][n] for x in xs] for n in range(len(series)))],
+    }
+
+
+def meta_history(device_id: uuid.UUID, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The device's recent values per meta name, newest first, formatted as the page shows."""
+    since = (now or timezone.now()) - timedelta(hours=HISTORY_HOURS)
+    by_name: dict[str, list[tuple[datetime, Any]]] = defaultdict(list)
+    samples = models.MetaSample.objects.filter(device_id=device_id, received_at__gte=since)
+    for name, value, received_at in samples.order_by("-received_at").values_list(
+        "name", "value", "received_at"
+    )[:2000]:
+        if len(by_name[name]) < HISTORY_ROWS:
+            by_name[name].append((received_at, value))
+    return [
+        {
+            "name": name,
+            "label": fragments.display_label(name),
+            "points": [
+                {"at": at, "text": fragments.format_meta(name, value), "value": value}
+                for at, value in points
+            ],
+        }
+        for name, points in sorted(by_name.items())
+    ]

@@ -1,0 +1,102 @@
+// Live pages: WebSocket status, reconnection, value ages and staleness, device filter.
+// The htmx WebSocket extension swaps the fragments; this file only adds what it lacks.
+(function () {
+  "use strict";
+
+  // Back off to at most ~5 s, so a page is live again soon after a server restart.
+  htmx.config.wsReconnectDelay = function (retries) {
+    var ceiling = Math.min(5000, 250 * Math.pow(2, retries));
+    return ceiling / 2 + Math.random() * ceiling / 2;
+  };
+
+  var RETRIED_BY_HTMX = [1006, 1011, 1012, 1013];
+  var POLICY_VIOLATION = 1008;
+
+  function setPageStatus(state, text) {
+    var el = document.getElementById("page-status");
+    if (!el) return;
+    el.className = "page-status state-" + state;
+    el.textContent = "Live updates: " + text;
+    document.body.dataset.live = state;
+  }
+
+  document.addEventListener("htmx:wsConnecting", function () {
+    setPageStatus("connecting", "connecting…");
+  });
+  document.addEventListener("htmx:wsOpen", function () {
+    setPageStatus("connected", "connected");
+  });
+  document.addEventListener("htmx:wsClose", function (event) {
+    var code = event.detail.event.code;
+    if (code === POLICY_VIOLATION) {
+      setPageStatus("refused", "refused (your session ended or your access was removed). Reload the page to log in again.");
+      return;
+    }
+    setPageStatus("reconnecting", "reconnecting…");
+    if (RETRIED_BY_HTMX.indexOf(code) < 0) {
+      // A server going away cleanly (1001) is retried here; htmx only retries abnormal closes.
+      var wrapper = event.detail.socketWrapper;
+      setTimeout(function () { wrapper.reconnect(); }, htmx.config.wsReconnectDelay(1));
+    }
+  });
+
+  // Ages: "12 s ago" next to each time, and "stale" on values older than the setting.
+  function describeAge(seconds) {
+    if (seconds < 60) return Math.max(0, Math.round(seconds)) + " s ago";
+    if (seconds < 3600) return Math.round(seconds / 60) + " min ago";
+    if (seconds < 86400) return Math.round(seconds / 3600) + " h ago";
+    return Math.round(seconds / 86400) + " d ago";
+  }
+
+  function refreshAges() {
+    var root = document.querySelector("[data-stale-after]");
+    var staleAfter = root ? Number(root.dataset.staleAfter) : Infinity;
+    var now = Date.now();
+    document.querySelectorAll("time.age[datetime]").forEach(function (el) {
+      var at = Date.parse(el.getAttribute("datetime"));
+      if (isNaN(at)) return;
+      var seconds = (now - at) / 1000;
+      if (!el.title) el.title = el.textContent;
+      el.textContent = describeAge(seconds);
+      var holder = el.closest(".meta, .headcount");
+      if (holder) holder.classList.toggle("stale", seconds > staleAfter);
+    });
+  }
+
+  // Device filter: instant, and kept in the address so a wall screen can bookmark it.
+  function filterDevices() {
+    var form = document.getElementById("device-filter");
+    if (!form) return;
+    var space = form.elements.space.value;
+    var text = form.elements.q.value.trim().toLowerCase();
+    var shown = 0;
+    var rows = document.querySelectorAll(".device-table tbody tr[data-name]");
+    rows.forEach(function (row) {
+      var match = (!space || row.dataset.space === space) &&
+        (!text || row.dataset.name.indexOf(text) >= 0);
+      row.hidden = !match;
+      if (match) shown += 1;
+    });
+    document.getElementById("device-count").textContent = shown + " of " + rows.length + " shown";
+    var params = new URLSearchParams(window.location.search);
+    if (space) { params.set("space", space); } else { params.delete("space"); }
+    if (text) { params.set("q", form.elements.q.value.trim()); } else { params.delete("q"); }
+    var query = params.toString();
+    history.replaceState(null, "", window.location.pathname + (query ? "?" + query : ""));
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var form = document.getElementById("device-filter");
+    if (form) {
+      form.addEventListener("input", filterDevices);
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        filterDevices();
+      });
+      filterDevices();
+    }
+    refreshAges();
+    setInterval(refreshAges, 5000);
+  });
+  document.addEventListener("htmx:wsAfterMessage", refreshAges);
+})();

@@ -1,0 +1,41 @@
+"""Helpers for tests that run the bridge against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from dashboard.bridge.broker_url import parse_broker_url
+from dashboard.bridge.session import SessionConfig
+from dashboard.bridge.supervisor import Bridge
+
+
+def config_for(url: str, **kwargs: Any) -> SessionConfig:
+    return SessionConfig(broker=parse_broker_url(url), keepalive=5, reconnect_max=1, **kwargs)
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+async def subscribed(bridge: Bridge, building_id: uuid.UUID, timeout: float = 10.0) -> None:
+    def ready() -> bool:
+        running = bridge.buildings.get(building_id)
+        return bool(running and running.session.connected and not running.session._pending_subs)
+
+    await until(ready, timeout, "the building's subscriptions")
+
+
+async def send(publish, topic: str, payload: Any) -> None:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    await asyncio.to_thread(publish, topic, body)
