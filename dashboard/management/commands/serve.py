@@ -62,6 +62,21 @@ class Command(BaseCommand):
             ready_callable=ready,
             verbosity=0,
         ).run()
+        _finish_tasks(twisted_loop)
+
+
+def _finish_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Let the consumers daphne cancelled at shutdown actually finish.
+
+    The reactor stops before their cancellation runs; left suspended, their coroutines are
+    destroyed during interpreter shutdown, which crashed CPython 3.11 (SIGSEGV while
+    garbage-collecting a pending ``Queue.get``).
+    """
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending and not loop.is_closed():
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
 def _exit_on_failure(task: asyncio.Future) -> None:

@@ -1,0 +1,131 @@
+"""The dashboard as deployed, for end-to-end tests: ``manage.py serve`` in its own process,
+DEBUG off, its own SQLite file, against a test broker; and the system Chromium to look at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.brokers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    # This machine's network is closed; without these Chromium keeps trying Google's hosts.
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def find_chromium() -> str | None:
+    """The system Chromium (Debian's package ``chromium``), or CHROMIUM_PATH."""
+    for candidate in (os.environ.get("CHROMIUM_PATH"), "chromium", "chromium-browser"):
+        if candidate and shutil.which(candidate):
+            return shutil.which(candidate)
+    return None
+
+
+class ServedDashboard:
+    """One ``serve`` process with its database; start, stop (Ctrl-C) and restart it."""
+
+    def __init__(self, directory: Path, mqtt_url: str, **settings: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "SECRET_KEY": "insecure-key-for-end-to-end-tests",
+            "DEBUG": "false",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DATABASE_URL": f"sqlite:///{directory / 'db.sqlite3'}",
+            "STATIC_ROOT": str(directory / "static"),
+            "MQTT_URL": mqtt_url,
+            "LOG_LEVEL": "WARNING",
+            "PYTHONFAULTHANDLER": "1",  # a crash prints every thread's stack
+            "LIVE_COALESCE_MS": "100",
+            "HISTORY_FLUSH_SECONDS": "0.2",
+            "INVENTORY_POLL_SECONDS": "1",
+            **{key: str(value) for key, value in settings.items()},
+        }
+        self.process: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stderr}")
+        return result.stdout
+
+    def prepare(self) -> dict[str, str]:
+        """Migrate, collect static files, and add Headquarters with its people; return its ids."""
+        self.manage("migrate", "-v0")
+        self.manage("collectstatic", "--noinput", "-v0")
+        script = (
+            "import json; from tests.factories import make_building, make_people; "
+            "hq = make_building(); make_people(hq['building']); "
+            "print(json.dumps({str(k): str(v) for k, v in hq.items()}))"
+        )
+        return json.loads(self.manage("shell", "-c", script).strip().splitlines()[-1])
+
+    def start(self, timeout: float = 30.0) -> ServedDashboard:
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(self.port)],
+            env=self.env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        ready = threading.Event()
+
+        def drain(stream: Any) -> None:
+            for line in stream:
+                self.output.append(line)
+                if line.startswith("Gooee dashboard at"):
+                    ready.set()
+
+        threading.Thread(target=drain, args=(self.process.stdout,), daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.1):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("serve did not start:\n" + "".join(self.output))
+        return self
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """Ctrl-C, as a person stops it; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGINT)
+        try:
+            code = self.process.wait(timeout)
+            if code != 0:
+                print("serve exited with", code, "\n", "".join(self.output[-200:]))
+            return code
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def restart(self) -> ServedDashboard:
+        self.stop()
+        return self.start()

@@ -1,0 +1,230 @@
+"""In headless Chromium, against ``serve`` with DEBUG off and a real Mosquitto: a facility
+manager logs in, opens Headquarters, and watches the contract's example payloads arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from dashboard.topics import Kind, Scope, build_topic
+from tests import brokers, seed
+from tests.factories import PASSWORD
+from tests.served import CHROMIUM_FLAGS, ServedDashboard, find_chromium
+
+pytestmark = pytest.mark.broker
+
+XSS = "<img src=x onerror=\"document.title='pwned'\">"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    executable = find_chromium()
+    if executable is None:
+        pytest.fail("Chromium not found: install Debian's chromium package (see README)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def mosquitto() -> Iterator[brokers.MosquittoBroker]:
+    if brokers.find_mosquitto() is None:
+        pytest.fail("mosquitto not found: install Debian's mosquitto package (see README)")
+    with brokers.MosquittoBroker() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="module")
+def dashboard(
+    tmp_path_factory: pytest.TempPathFactory, mosquitto: brokers.MosquittoBroker
+) -> Iterator[tuple[ServedDashboard, dict[str, str]]]:
+    served = ServedDashboard(
+        tmp_path_factory.mktemp("served"), mosquitto.url, STALE_AFTER_SECONDS=3
+    )
+    hq = served.prepare()
+    served.start()
+    yield served, hq
+    assert served.stop() == 0
+
+
+@pytest.fixture
+def mqtt(mosquitto: brokers.MosquittoBroker) -> Iterator[Callable[[str, Any], None]]:
+    client = brokers.connect_client(mosquitto)
+
+    def send(topic: str, payload: Any) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        brokers.publish(client, topic, body)
+
+    yield send
+    brokers.close_clients([client])
+
+
+def log_in(browser: Browser, base: str, username: str) -> Page:
+    page = browser.new_page()
+    page.on("dialog", lambda dialog: pytest.fail(f"a dialog opened: {dialog.message}"))
+    page.goto(f"{base}/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Buildings")).to_be_visible()
+    return page
+
+
+def has_class(css_class: str) -> re.Pattern[str]:
+    return re.compile(rf"(^|\s){re.escape(css_class)}(\s|$)")
+
+
+def until_shown(publish: Callable[[], None], check: Callable[[], None], timeout: float = 15):
+    """Publish, then look; again until it shows (the bridge may still be subscribing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        publish()
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_a_facility_manager_watches_every_example_payload_arrive_without_reload(
+    chromium, dashboard, mqtt
+):
+    served, hq = dashboard
+    page = log_in(chromium, served.url, "victor")
+    page.get_by_role("link", name="Headquarters").click()
+    expect(page.get_by_role("heading", name="Headquarters", level=1)).to_be_visible()
+    expect(page.locator("#page-status")).to_contain_text("connected")
+    expect(page.locator("#bridge-status")).to_contain_text("connected")
+    page.evaluate("window.notReloaded = true")
+
+    device, space, area, building = (hq[s] for s in ("device", "space", "area", "building"))
+    meta_topic = build_topic(Scope.DEVICE, device, Kind.META)
+    temperature = page.locator(f"#meta-{device.replace('-', '')}-temperature .meta-value")
+    until_shown(
+        lambda: mqtt(meta_topic, seed.DEVICE_META),
+        lambda: expect(temperature).to_have_text("87.40", timeout=1000),
+    )
+    expect(page.locator(f"#meta-{device.replace('-', '')}-als")).to_contain_text("87")
+
+    for scope, entity, value in ((Scope.SPACE, space, 5), (Scope.AREA, area, 2)):
+        for kind, name in ((Kind.HEAD_COUNT, "headcount"), (Kind.HEADCOUNT_IN, "headcount_in")):
+            mqtt(build_topic(scope, entity, kind), seed.headcount(name, value))
+        card = page.locator(f"#headcount-{entity.replace('-', '')}")
+        expect(card.locator(".head-count")).to_have_text(str(value))
+        expect(card.locator(".headcount-in")).to_have_text(str(value))
+    mqtt(build_topic(Scope.SPACE, space, Kind.HEAD_COUNT), seed.headcount("headcount", 39))
+    space_card = page.locator(f"#headcount-{space.replace('-', '')}")
+    expect(space_card).to_contain_text("98 % of 40")
+    expect(space_card).to_have_class(has_class("band-warn"))
+    mqtt(build_topic(Scope.BUILDING, building, Kind.HEAD_COUNT), seed.headcount("headcount", 20))
+    expect(page.locator(f"#headcount-{building.replace('-', '')} .head-count")).to_have_text("20")
+
+    alarm = {**seed.DEVICE_FAULT_ALARM, "device": device, "level": "critical"}
+    mqtt(build_topic(Scope.DEVICE, device, Kind.FAULT_ALARM), alarm)
+    mqtt(build_topic(Scope.BUILDING, building, Kind.FAULT_ALARM), seed.BUILDING_FAULT_ALARM)
+    alarms = page.locator("#alarms")
+    expect(alarms.locator(".alarm")).to_have_count(2)
+    expect(alarms.locator(".alarm.level-critical")).to_contain_text("high_temperature")
+    expect(alarms.locator(".badge")).to_have_text("2")
+
+    space_action = {**seed.SPACE_ACTION, "target_id": space}
+    mqtt(build_topic(Scope.SPACE, space, Kind.ACTION), space_action)
+    expect(page.locator("#actions")).to_contain_text("Turn Off the Office")
+    expect(page.locator("#actions")).to_contain_text("Open Office")
+
+    assert page.evaluate("window.notReloaded") is True
+    page.close()
+
+
+def test_hostile_strings_from_the_broker_stay_text(chromium, dashboard, mqtt):
+    served, hq = dashboard
+    page = log_in(chromium, served.url, "sam")
+    page.goto(f"{served.url}/buildings/{hq['building']}/")
+    device = hq["device"]
+    hostile = [{"name": "display_name", "value": XSS, "display_name": XSS}]
+    label = page.locator(f"#meta-{device.replace('-', '')}-display_name .meta-value")
+    until_shown(
+        lambda: mqtt(build_topic(Scope.DEVICE, device, Kind.META), hostile),
+        lambda: expect(label).to_have_text(XSS, timeout=1000),
+    )
+    rejected = {**seed.REJECTED, "error": {**seed.REJECTED["error"], "message": XSS}}
+    mqtt(build_topic(Scope.DEVICE, device, Kind.REJECTED_META), rejected)
+    expect(page.locator("#rejections .message").first).to_have_text(XSS)
+    assert page.locator("main img").count() == 0
+    assert page.title() != "pwned"
+    page.close()
+
+
+def test_the_overview_and_the_device_filter_follow_live(chromium, dashboard, mqtt):
+    served, hq = dashboard
+    page = log_in(chromium, served.url, "victor")
+    building = hq["building"]
+    row = page.locator(f"#summary-{building.replace('-', '')}")
+    expect(row.locator(".bridge-state")).to_contain_text("connected")
+    until_shown(
+        lambda: mqtt(
+            build_topic(Scope.BUILDING, building, Kind.HEAD_COUNT),
+            seed.headcount("headcount", 31),
+        ),
+        lambda: expect(row.locator(".head-count")).to_have_text("31", timeout=1000),
+    )
+
+    page.goto(f"{served.url}/buildings/{building}/")
+    rows = page.locator(".device-table tbody tr")
+    expect(rows).to_have_count(1)
+    page.get_by_label("Search devices").fill("no such device")
+    expect(rows.first).to_be_hidden()
+    expect(page.locator("#device-count")).to_have_text("0 of 1 shown")
+    assert "q=no+such+device" in page.url
+    page.get_by_label("Search devices").fill("lamp")
+    expect(rows.first).to_be_visible()
+    page.close()
+
+
+def test_a_value_that_stops_updating_is_marked_stale(chromium, dashboard, mqtt):
+    served, hq = dashboard
+    page = log_in(chromium, served.url, "victor")
+    page.goto(f"{served.url}/buildings/{hq['building']}/")
+    area = page.locator(f"#headcount-{hq['area'].replace('-', '')}")
+    until_shown(
+        lambda: mqtt(
+            build_topic(Scope.AREA, hq["area"], Kind.HEAD_COUNT), seed.headcount("headcount", 4)
+        ),
+        lambda: expect(area.locator(".head-count")).to_have_text("4", timeout=1000),
+    )
+    expect(area).not_to_have_class(has_class("stale"))
+    expect(area).to_have_class(has_class("stale"), timeout=12_000)  # STALE_AFTER_SECONDS=3
+    mqtt(build_topic(Scope.AREA, hq["area"], Kind.HEAD_COUNT), seed.headcount("headcount", 5))
+    expect(area).not_to_have_class(has_class("stale"))
+    page.close()
+
+
+def test_the_page_recovers_by_itself_when_the_server_restarts(chromium, dashboard, mqtt):
+    served, hq = dashboard
+    page = log_in(chromium, served.url, "victor")
+    page.goto(f"{served.url}/buildings/{hq['building']}/")
+    expect(page.locator("#page-status")).to_contain_text("connected")
+
+    assert served.stop() == 0
+    expect(page.locator("#page-status")).to_contain_text("reconnecting")
+    served.start()
+    expect(page.locator("#page-status")).to_contain_text("connected", timeout=10_000)
+
+    space = hq["space"]
+    card = page.locator(f"#headcount-{space.replace('-', '')} .head-count")
+    until_shown(
+        lambda: mqtt(
+            build_topic(Scope.SPACE, space, Kind.HEAD_COUNT), seed.headcount("headcount", 12)
+        ),
+        lambda: expect(card).to_have_text("12", timeout=1000),
+    )
+    page.close()
