@@ -23,7 +23,7 @@ migrate: install .env
 	$(BIN)/python manage.py collectstatic --noinput -v0
 
 demo: migrate
-	$(BIN)/python manage.py serve
+	$(BIN)/python manage.py demo
 
 serve: migrate
 	$(BIN)/python manage.py serve

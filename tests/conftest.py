@@ -166,3 +166,22 @@ async def running_bridge(broker: Any) -> Any:
     for bridge, task in bridges:
         bridge.stop()
         await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Any:
+    """Headless system Chromium driven by Playwright; a missing browser fails, never skips.
+
+    Per module: while Playwright's sync API is open, asyncio tests cannot run in this thread.
+    """
+    from playwright.sync_api import sync_playwright
+
+    from tests.served import CHROMIUM_FLAGS, find_chromium
+
+    executable = find_chromium()
+    if executable is None:
+        pytest.fail("Chromium not found: install Debian's chromium package (see README)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()

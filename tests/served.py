@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -76,10 +77,13 @@ class ServedDashboard:
             raise RuntimeError(f"manage.py {args[0]} failed:\n{result.stderr}")
         return result.stdout
 
-    def prepare(self) -> dict[str, str]:
-        """Migrate, collect static files, and add Headquarters with its people; return its ids."""
+    def migrate(self) -> None:
         self.manage("migrate", "-v0")
         self.manage("collectstatic", "--noinput", "-v0")
+
+    def prepare(self) -> dict[str, str]:
+        """Migrate, collect static files, and add Headquarters with its people; return its ids."""
+        self.migrate()
         script = (
             "import json; from tests.factories import make_building, make_people; "
             "hq = make_building(); make_people(hq['building']); "
@@ -87,9 +91,11 @@ class ServedDashboard:
         )
         return json.loads(self.manage("shell", "-c", script).strip().splitlines()[-1])
 
-    def start(self, timeout: float = 30.0) -> ServedDashboard:
+    def start(self, command: str = "serve", timeout: float = 30.0) -> ServedDashboard:
+        """Run ``manage.py <command> --port P`` until it prints its URL."""
+        self.command = command
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(self.port)],
+            [sys.executable, str(ROOT / "manage.py"), command, "--port", str(self.port)],
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -128,4 +134,15 @@ class ServedDashboard:
 
     def restart(self) -> ServedDashboard:
         self.stop()
-        return self.start()
+        return self.start(self.command)
+
+    def wait_for_output(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        """The first match of ``pattern`` in what the process printed so far or soon."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(pattern, "".join(self.output), re.M)
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} never printed:\n{''.join(self.output)}")
+            time.sleep(0.1)

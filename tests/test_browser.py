@@ -11,27 +11,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from dashboard.topics import Kind, Scope, build_topic
 from tests import brokers, seed
 from tests.factories import PASSWORD
-from tests.served import CHROMIUM_FLAGS, ServedDashboard, find_chromium
+from tests.served import ServedDashboard
 
 pytestmark = pytest.mark.broker
 
 XSS = "<img src=x onerror=\"document.title='pwned'\">"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    executable = find_chromium()
-    if executable is None:
-        pytest.fail("Chromium not found: install Debian's chromium package (see README)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import uuid
 
 from django.conf import settings
 
+from dashboard.bridge.broker_url import BrokerUrl
 from dashboard.bridge.embedded import EmbeddedBroker
 from dashboard.bridge.session import SessionConfig
 from dashboard.bridge.supervisor import Bridge
@@ -22,6 +23,7 @@ class BridgeService:
         self.building_ids = building_ids
         self.embedded: EmbeddedBroker | None = None
         self.bridge: Bridge | None = None
+        self.broker: BrokerUrl | None = None  # the broker in use, once started
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> Bridge:
@@ -29,6 +31,7 @@ class BridgeService:
         if broker is None:
             self.embedded = EmbeddedBroker()
             broker = await self.embedded.start()
+        self.broker = broker
         config = SessionConfig(
             broker=broker,
             ca_file=settings.MQTT_CA_FILE,
