@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.template.loader import render_to_string
+from django.utils import timezone
 
 from dashboard import payloads
 from dashboard.bridge import tiles
@@ -42,7 +43,9 @@ def meta_item(value: MetaValue) -> dict[str, Any]:
         "label": value.display_name,
         "text": payloads.format_value(payloads.meta_definition(value.name), value.value),
         "unit": value.unit,
-        "received_at": value.received_at,
+        # Formatted here, not with template filters: a building page shows thousands.
+        "at_iso": value.received_at.isoformat(),
+        "at_text": timezone.localtime(value.received_at).strftime("%H:%M:%S"),
     }
 
 

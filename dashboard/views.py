@@ -13,6 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 
 from dashboard import page_data
 from dashboard.bridge.buildings import BuildingInventory, Entity, load_inventory
@@ -74,6 +75,7 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             "areas": sorted(inventory.areas.values(), key=lambda a: a.name),
             "devices": devices,
             "device_total": len(inventory.devices),
+            "device_base": reverse("building", args=[building_id]) + "devices/",
             "space_filter": space_filter,
             "text_filter": text_filter,
             "trend": page_data.headcount_trend(inventory),

@@ -189,16 +189,12 @@ def _write_simple(by_type: dict[type, list], devices: set[uuid.UUID]) -> int:
 def load_state(building_id: uuid.UUID) -> LiveState:
     """The building's live state as last written: what a page or a restarted bridge starts from."""
     state = LiveState(building_id)
-    for row in models.LatestMeta.objects.filter(device__building_id=building_id):
-        state.meta.setdefault(row.device_id, {})[row.name] = MetaValue(
-            device_id=row.device_id,
-            name=row.name,
-            value=row.value,
-            display_name=row.display_name,
-            unit=row.unit,
-            source_timestamp=row.source_timestamp,
-            received_at=row.received_at,
-        )
+    # Tuples, not model instances: a large building has thousands of values.
+    meta = models.LatestMeta.objects.filter(device__building_id=building_id).values_list(
+        "device_id", "name", "value", "display_name", "unit", "source_timestamp", "received_at"
+    )
+    for row in meta:
+        state.meta.setdefault(row[0], {})[row[1]] = MetaValue(*row)
     for row in models.LatestHeadcount.objects.filter(building_id=building_id):
         state.headcounts[(row.entity_id, row.kind)] = HeadcountValue(
             scope=row.scope,
