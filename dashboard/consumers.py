@@ -25,6 +25,11 @@ from dashboard.roles import roles_on, visible_buildings
 logger = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008  # WebSocket close code: not logged in, or no role on the building
+TRY_AGAIN_LATER = 1013  # close code for a page that fell behind; it reconnects and resyncs
+# Frames a page may have unacknowledged before it is cut off: a page that stops reading
+# must not grow the server's send buffers without bound.
+MAX_UNACKED = 200
+ACK = "ack"  # what live.js sends back for each frame it has applied
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
@@ -33,6 +38,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.subscriptions: dict[uuid.UUID, list[str]] = {}  # building -> audiences
         self.positions: dict[tuple[str, str], tuple[str, int]] = {}
+        self.unacked = 0
+        self.cut_off = False
         self._rejoin: asyncio.Task[None] | None = None
         user = self.scope.get("user")
         subscriptions = None
@@ -78,7 +85,21 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self._join()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """Pages send nothing; anything they do send is ignored."""
+        """Pages only acknowledge frames; anything else is ignored."""
+        if text_data == ACK:
+            self.unacked = max(0, self.unacked - 1)
+
+    async def forward(self, html: str) -> None:
+        """Send a frame, or cut the page off when it is too far behind to catch up by frames."""
+        if self.cut_off:
+            return
+        if self.unacked >= MAX_UNACKED:
+            self.cut_off = True
+            logger.info("page %s is %d frames behind; cut off", self.channel_name, self.unacked)
+            await self.close(code=TRY_AGAIN_LATER)
+            return
+        self.unacked += 1
+        await self.send(text_data=html)
 
     async def live_fragments(self, event: dict[str, Any]) -> None:
         key = (event["building"], event["audience"])
@@ -87,7 +108,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if known is not None and known[0] == position[0] and position[1] <= known[1]:
             return  # already part of the snapshot this page has
         self.positions[key] = position
-        await self.send(text_data=event["html"])
+        await self.forward(event["html"])
         if known is not None and (known[0] != position[0] or position[1] != known[1] + 1):
             # Missed a message, or the bridge restarted: catch up on everything.
             logger.info("page %s resyncs building %s", self.channel_name, event["building"])
@@ -96,7 +117,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def live_snapshot(self, event: dict[str, Any]) -> None:
         for audience, (stream, seq) in event["positions"].items():
             self.positions[(event["building"], audience)] = (stream, seq)
-        await self.send(text_data=event["html"])
+        await self.forward(event["html"])
 
 
 class BuildingConsumer(LiveConsumer):

@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from dashboard import live
+from dashboard import consumers, live
 from dashboard.bridge import tiles
 from dashboard.consumers import POLICY_VIOLATION
 from dashboard.topics import Kind, Scope, build_topic
@@ -177,3 +177,19 @@ async def test_through_a_real_bridge_a_page_sees_current_state_at_once_then_live
         seed.headcount("headcount", 17),
     )
     await receive_until(communicator, '<span class="head-count">17</span>')
+
+
+async def test_a_page_that_stops_reading_is_cut_off_and_one_that_keeps_up_is_not(
+    page, hq, people, monkeypatch
+):
+    monkeypatch.setattr(consumers, "MAX_UNACKED", 5)
+    building = hq[Scope.BUILDING]
+    keeping_up, _, _ = await page(people.viewer, building)
+    stalled, _, _ = await page(people.operator, building)
+    for seq in range(1, 9):
+        await live.broadcast(building, f"<p>{seq}</p>", stream="s1", seq=seq)
+        assert await keeping_up.receive_from(5) == f"<p>{seq}</p>"
+        await keeping_up.send_to(text_data=consumers.ACK)
+    for seq in range(1, 6):
+        assert await stalled.receive_from(5) == f"<p>{seq}</p>"
+    assert await closed_with(stalled) == consumers.TRY_AGAIN_LATER

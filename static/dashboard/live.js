@@ -98,5 +98,10 @@
     refreshAges();
     setInterval(refreshAges, 5000);
   });
-  document.addEventListener("htmx:wsAfterMessage", refreshAges);
+  document.addEventListener("htmx:wsAfterMessage", function (event) {
+    // Acknowledge each applied frame: the server cuts off a page that stops keeping up,
+    // and this page then reconnects and catches up from a snapshot.
+    event.detail.socketWrapper.send("ack");
+    refreshAges();
+  });
 })();
