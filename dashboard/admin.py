@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from dashboard.models import (
+    ActionAttempt,
     ActionSeen,
     Area,
     Building,
@@ -91,3 +93,27 @@ class ActionSeenAdmin(admin.ModelAdmin):
     list_display = ["received_at", "building", "name", "type", "target_type", "target_id"]
     list_filter = ["type", "building"]
     search_fields = ["name", "topic"]
+
+
+@admin.register(ActionAttempt)
+class ActionAttemptAdmin(admin.ModelAdmin):
+    """The audit log of operators' actions: readable by staff, never edited here."""
+
+    list_display = ["created_at", "username", "building", "target", "outcome", "reason"]
+    list_filter = ["outcome", "building", "target_type"]
+    search_fields = ["username", "target_name", "topic", "reason", "payload"]
+    date_hierarchy = "created_at"
+    list_select_related = ["building"]
+
+    @admin.display(description="Target", ordering="target_name")
+    def target(self, attempt: ActionAttempt) -> str:
+        return f"{attempt.target_name or attempt.target_id} ({attempt.target_type})"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: ActionAttempt | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ActionAttempt | None = None) -> bool:
+        return False

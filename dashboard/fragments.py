@@ -163,6 +163,33 @@ def _summary(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -
     )
 
 
+OUTCOME_TEXT = {
+    "pending": "sending…",
+    "refused": "refused",
+    "failed": "failed",
+    "acknowledged": "sent: the broker acknowledged it",
+    "seen": "seen: the cloud reported it back",
+}
+
+
+def attempt_card(attempt_id: int, label: str, outcome: str, reason: str) -> dict[str, Any]:
+    """One action attempt's outcome as the operator sees it, in the form and when pushed."""
+    return {
+        "attempt": {
+            "id": attempt_id,
+            "label": label,
+            "outcome": outcome,
+            "text": OUTCOME_TEXT.get(outcome, outcome),
+            "reason": reason,
+        }
+    }
+
+
+def _attempt(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    status = state.attempts[tile[1]]
+    return attempt_card(status.id, status.label, status.outcome, status.reason)
+
+
 Context = Callable[[tiles.Tile, LiveState, BuildingInventory], dict[str, Any]]
 
 CONTEXTS: dict[str, Context] = {
@@ -175,6 +202,7 @@ CONTEXTS: dict[str, Context] = {
     "rejections": _rejections,
     "malformed": _malformed,
     "summary": _summary,
+    "attempt": _attempt,
 }
 
 

@@ -4,13 +4,16 @@ Bridge → pages: ``live.fragments`` to a building's group (one per audience), e
 sequence number so a page that missed one (its channel was full) knows to resync, and
 ``live.snapshot`` straight to one page's channel with every tile of the building.
 Pages → bridge: ``snapshot.request`` to the building's bridge group, on every (re)connect,
-answered by whichever bridge process holds the building.
+answered by whichever bridge process holds the building; ``action.publish`` from the action
+form's view, answered with ``action.result`` once the broker acknowledged it (or did not).
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from channels.layers import get_channel_layer
 
@@ -79,3 +82,27 @@ async def request_snapshot(
             "audiences": sorted(audiences),
         },
     )
+
+
+class NoBridge(Exception):
+    """No bridge process answered for the building in time."""
+
+
+async def request_publish(
+    building_id: uuid.UUID | str, request: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """Have the bridge that holds the building publish an action; its ``action.result``."""
+    layer = get_channel_layer()
+    reply_to = await layer.new_channel("action.")
+    await layer.group_send(
+        bridge_group(building_id),
+        {**request, "type": "action.publish", "building": str(building_id), "reply_to": reply_to},
+    )
+    try:
+        return await asyncio.wait_for(layer.receive(reply_to), timeout)
+    except TimeoutError:
+        raise NoBridge(f"no bridge answered for this building within {timeout:g} s") from None
+
+
+async def send_result(channel: str, result: dict[str, Any]) -> None:
+    await get_channel_layer().send(channel, {**result, "type": "action.result"})

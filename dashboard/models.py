@@ -6,6 +6,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 
 class Building(models.Model):
@@ -255,3 +256,45 @@ class ActionSeen(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.target_type} {self.target_id}"
+
+
+class ActionAttempt(models.Model):
+    """The audit log: every action an operator tried, written before anything is published."""
+
+    PENDING = "pending"  # written, not yet handed to the broker
+    REFUSED = "refused"  # not allowed: role, validation or rate limit; nothing published
+    FAILED = "failed"  # the broker could not take it; nothing acknowledged
+    ACKNOWLEDGED = "acknowledged"  # the broker's PUBACK arrived
+    SEEN = "seen"  # it came back on the building's action topics
+    OUTCOMES = [
+        (PENDING, "pending"),
+        (REFUSED, "refused"),
+        (FAILED, "failed"),
+        (ACKNOWLEDGED, "acknowledged"),
+        (SEEN, "seen"),
+    ]
+
+    building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="attempts")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    username = models.CharField(max_length=150)  # kept when the user is deleted
+    target_type = models.CharField(max_length=16)  # space or device
+    target_id = models.UUIDField(null=True)
+    target_name = models.CharField(max_length=200, blank=True)
+    topic = models.CharField(max_length=300, blank=True)
+    payload = models.TextField(blank=True)  # the exact bytes published, as text
+    idempotency_key = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    batch = models.UUIDField(null=True, blank=True)  # one building-wide action, many spaces
+    outcome = models.CharField(max_length=16, choices=OUTCOMES, default=PENDING, db_index=True)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    seen_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.username}: {self.target_name or self.target_id} {self.outcome}"

@@ -15,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from dashboard import page_data
+from dashboard import actions, page_data
 from dashboard.bridge.buildings import BuildingInventory, Entity, load_inventory
 from dashboard.bridge.state import ConnectionStatus
 from dashboard.bridge.store import load_state
@@ -49,12 +49,15 @@ def _page_state(building_id: uuid.UUID):
 
 
 def _live_context(inventory: BuildingInventory, roles: set) -> dict:
+    building_url = reverse("building", args=[inventory.id])
     return {
         "inventory": inventory,
         "building": Entity(inventory.id, inventory.name),
         "is_support": Role.SUPPORT in roles,
         "is_operator": Role.OPERATOR in roles,
         "stale_after": settings.STALE_AFTER_SECONDS,
+        "building_url": building_url,
+        "action_url": reverse("send_action", args=[inventory.id]),
     }
 
 
@@ -65,13 +68,20 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     space_filter = request.GET.get("space", "")
     text_filter = request.GET.get("q", "").strip()
     devices = page_data.device_rows(inventory, space_filter, text_filter)
+    spaces = sorted(inventory.spaces.values(), key=lambda s: s.name)
+    controls = []
+    if Role.OPERATOR in roles:
+        controls = [actions.form_for(f"space:{s.id}", s.name) for s in spaces]
+        if len(spaces) > 1:
+            controls.append(actions.form_for(actions.ALL_SPACES, "all spaces"))
     return render(
         request,
         "dashboard/building.html",
         {
             **_live_context(inventory, roles),
             "state": _page_state(building_id),
-            "spaces": sorted(inventory.spaces.values(), key=lambda s: s.name),
+            "spaces": spaces,
+            "controls": controls,
             "areas": sorted(inventory.areas.values(), key=lambda a: a.name),
             "devices": devices,
             "device_total": len(inventory.devices),
@@ -100,5 +110,8 @@ def device(request: HttpRequest, building_id: uuid.UUID, device_id: uuid.UUID) -
             "device": entity,
             "space": space,
             "history": page_data.meta_history(device_id),
+            "control": actions.form_for(f"device:{device_id}", entity.name)
+            if Role.OPERATOR in roles
+            else None,
         },
     )

@@ -93,6 +93,10 @@ HISTORY_FLUSH_SECONDS = _number("HISTORY_FLUSH_SECONDS", 2, minimum=0.05, cast=f
 INVENTORY_POLL_SECONDS = _number("INVENTORY_POLL_SECONDS", 2, minimum=0.1, cast=float)
 
 REDIS_URL = env.str("REDIS_URL", default="").strip() or None
+# Operator actions: default transition, how long to wait for the broker's PUBACK, rate limit.
+ACTION_TRANSITION_SECONDS = int(_number("ACTION_TRANSITION_SECONDS", 5, minimum=0))
+ACTION_PUBACK_TIMEOUT_SECONDS = _number("ACTION_PUBACK_TIMEOUT_SECONDS", 5, minimum=0.1, cast=float)
+ACTION_RATE_PER_MINUTE = int(_number("ACTION_RATE_PER_MINUTE", 30, minimum=1))
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="").strip() or None
 
 # --- Django -----------------------------------------------------------------------

@@ -217,3 +217,30 @@ def test_the_page_recovers_by_itself_when_the_server_restarts(chromium, dashboar
         lambda: expect(card).to_have_text("12", timeout=1000),
     )
     page.close()
+
+
+def test_an_operator_clicks_dim_and_sees_it_sent_then_reflected_live(chromium, dashboard, mqtt):
+    served, hq = dashboard
+    page = log_in(chromium, served.url, "olivia")
+    page.goto(f"{served.url}/buildings/{hq['building']}/")
+    expect(page.locator("#bridge-status")).to_contain_text("connected")
+    controls = page.get_by_role("form", name="Action for Open Office")
+    expect(controls.get_by_label("Level")).to_be_hidden()  # only Dim has a level
+    controls.get_by_label("Action").select_option("dim")
+    controls.get_by_label("Level").fill("40")
+    button = controls.get_by_role("button", name="Dim Open Office to 40 %")
+    button.click()
+    expect(page.locator(".attempt").first).to_contain_text(
+        "Dim Open Office to 40 %: sent: the broker acknowledged it"
+    )
+    # The broker hands the action back on the space's action topic: the list shows it.
+    expect(page.locator("#actions")).to_contain_text("Dim Open Office to 40 %")
+
+    controls = page.get_by_role("form", name="Action for Open Office")
+    controls.get_by_label("Action").select_option("dim")
+    controls.get_by_label("Level").fill("101")
+    # The browser itself holds back an out-of-range level (the server refuses it too).
+    assert controls.get_by_label("Level").evaluate("el => el.validity.rangeOverflow")
+    controls.get_by_role("button", name="Dim Open Office to 101 %").click()
+    expect(page.locator(".attempt")).to_have_count(1)
+    page.close()

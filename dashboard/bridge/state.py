@@ -89,6 +89,25 @@ class ActionRecord:
 
 
 @dataclass(slots=True)
+class AttemptStatus:
+    """An operator's action this bridge published, until the cloud shows it back."""
+
+    id: int
+    label: str
+    outcome: str  # acknowledged, seen or failed
+    reason: str
+    at: datetime
+
+
+@dataclass(slots=True)
+class AttemptSeen:
+    """A history record: the attempt's action came back on the building's action topics."""
+
+    attempt_id: int
+    seen_at: datetime
+
+
+@dataclass(slots=True)
 class ConnectionStatus:
     """The building's MQTT session as the UI shows it."""
 
@@ -112,6 +131,7 @@ class LiveState:
     actions: deque[ActionRecord] = field(default_factory=lambda: deque(maxlen=RECENT))
     counters: Counter[str] = field(default_factory=Counter)
     status: ConnectionStatus = field(default_factory=ConnectionStatus)
+    attempts: dict[int, AttemptStatus] = field(default_factory=dict)
 
     def headcount(self, entity_id: uuid.UUID) -> dict[str, HeadcountValue]:
         """head_count, headcount_in and headcount_out of one building, space or area."""

@@ -14,6 +14,7 @@ from dashboard import models
 from dashboard.bridge.state import (
     ActionRecord,
     Alarm,
+    AttemptSeen,
     HeadcountValue,
     LiveState,
     MalformedMessage,
@@ -36,7 +37,16 @@ def write_batch(batch: list[tuple[uuid.UUID, object]]) -> int:
         written += _write_headcounts(by_type[HeadcountValue])
         written += _write_alarms(by_type[Alarm], known_devices)
         written += _write_simple(by_type, known_devices)
+        written += _write_seen(by_type[AttemptSeen])
     return written
+
+
+def _write_seen(items: list[tuple[uuid.UUID, AttemptSeen]]) -> int:
+    for _, seen in items:
+        models.ActionAttempt.objects.filter(id=seen.attempt_id).update(
+            outcome=models.ActionAttempt.SEEN, seen_at=seen.seen_at
+        )
+    return len(items)
 
 
 def _existing_devices(by_type: dict[type, list]) -> set[uuid.UUID]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,13 +20,22 @@ from dashboard.bridge.fanout import Fanout, Reply, Send
 from dashboard.bridge.history import HistoryWriter
 from dashboard.bridge.inbox import Inbox
 from dashboard.bridge.ingest import ingest
-from dashboard.bridge.session import BuildingSession, SessionConfig
-from dashboard.bridge.state import ConnectionStatus, LiveState
+from dashboard.bridge.session import BuildingSession, NotConnected, SessionConfig
+from dashboard.bridge.state import (
+    ActionRecord,
+    AttemptSeen,
+    AttemptStatus,
+    ConnectionStatus,
+    LiveState,
+)
 from dashboard.bridge.store import load_state
+from dashboard.topics import TopicError
 
 logger = logging.getLogger(__name__)
 
 STATUS_EVERY = 5.0  # seconds between status pushes caused by traffic alone
+SEEN_WAIT = 600.0  # seconds a published action waits to come back before it is forgotten
+KEPT_ATTEMPTS = 200  # attempt outcomes kept in memory per building
 
 
 class BuildingBridge:
@@ -55,6 +65,8 @@ class BuildingBridge:
         )
         state.status = self.session.status
         self._tasks: list[asyncio.Task[None]] = []
+        # (name, type, created) of published actions -> (attempt id, label, forget after)
+        self._awaiting: dict[tuple[str, str, str], tuple[int, str, float]] = {}
 
     def start(self) -> None:
         self._tasks = [
@@ -113,6 +125,45 @@ class BuildingBridge:
 
     def record(self, record: object) -> None:
         self._history.add(self.inventory.id, record)
+        # The cloud confirms an action by fanning it out to the building's action topics;
+        # the broker's echo of our own publish on spaces/<id>/actions does not count.
+        if isinstance(record, ActionRecord) and record.topic.startswith("buildings/"):
+            found = self._awaiting.pop((record.name, record.type, record.created), None)
+            if found is not None:
+                self._set_attempt(found[0], found[1], "seen", "", record.received_at)
+                self._history.add(self.inventory.id, AttemptSeen(found[0], record.received_at))
+
+    async def publish_action(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Publish an operator's action with QoS 1; say whether the broker acknowledged it."""
+        attempt_id, label = request["attempt"], request["label"]
+        key = (request["name"], request["action_type"], request["created"])
+        now = time.monotonic()
+        self._awaiting = {k: v for k, v in self._awaiting.items() if v[2] > now}
+        self._awaiting[key] = (attempt_id, label, now + SEEN_WAIT)
+        try:
+            await self.session.publish(
+                request["topic"], request["payload"].encode(), timeout=request["timeout"]
+            )
+        except TimeoutError:
+            reason = f"no acknowledgement (PUBACK) from the broker within {request['timeout']:g} s"
+        except (NotConnected, TopicError) as exc:
+            reason = str(exc)
+        else:
+            if attempt_id not in self.state.attempts:  # it may already have been seen
+                self._set_attempt(attempt_id, label, "acknowledged", "", datetime.now(UTC))
+            return {"ok": True, "reason": ""}
+        self._awaiting.pop(key, None)
+        self._set_attempt(attempt_id, label, "failed", reason, datetime.now(UTC))
+        return {"ok": False, "reason": reason}
+
+    def _set_attempt(
+        self, attempt_id: int, label: str, outcome: str, reason: str, at: datetime
+    ) -> None:
+        attempts = self.state.attempts
+        attempts[attempt_id] = AttemptStatus(attempt_id, label, outcome, reason, at)
+        while len(attempts) > KEPT_ATTEMPTS:
+            attempts.pop(next(iter(attempts)))
+        self.changed(tiles.attempt(attempt_id))
 
     def render(self, tile: tiles.Tile) -> str:
         return fragments.render_tile(tile, self.state, self.inventory)
@@ -140,6 +191,7 @@ class Bridge:
         self._send = send
         self.history = HistoryWriter(history_interval)
         self.inbox = Inbox(self.handle_request)
+        self._requests: set[asyncio.Task[None]] = set()
         self.buildings: dict[uuid.UUID, BuildingBridge] = {}
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once every building's session has started
@@ -170,13 +222,23 @@ class Bridge:
         self._stopping.set()
 
     def handle_request(self, message: dict[str, Any]) -> None:
-        """A page asks for a snapshot of a building this process holds."""
-        if message.get("type") != "snapshot.request":
-            logger.warning("unknown request %r on the bridge channel", message.get("type"))
-            return
+        """Requests for a building this process holds: a page's snapshot, an action to publish."""
         building = self.buildings.get(uuid.UUID(str(message["building"])))
-        if building is not None:
+        if building is None:
+            return
+        if message["type"] == "snapshot.request":
             building.fanout.request_snapshot(message["reply_to"], message["audiences"])
+        elif message["type"] == "action.publish":
+            # Not awaited here: one slow PUBACK must not hold up every other request.
+            task = asyncio.create_task(self._publish(building, message))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
+        else:
+            logger.warning("unknown request %r on the bridge channel", message["type"])
+
+    async def _publish(self, building: BuildingBridge, message: dict[str, Any]) -> None:
+        result = await building.publish_action(message)
+        await live.send_result(message["reply_to"], result)
 
     async def sync_inventory(self) -> None:
         """Start, update or stop building sessions to match the database."""

@@ -35,6 +35,7 @@ KINDS: dict[str, TileKind] = {
     "rejections": TileKind("dashboard/fragments/rejections.html", SUPPORT),
     "malformed": TileKind("dashboard/fragments/malformed.html", SUPPORT),
     "summary": TileKind("dashboard/fragments/summary.html", SUMMARY),
+    "attempt": TileKind("dashboard/fragments/attempt.html"),
 }
 
 ALARMS: Tile = ("alarms",)
@@ -51,6 +52,10 @@ def meta(device_id: uuid.UUID, name: str) -> Tile:
 
 def device(device_id: uuid.UUID) -> Tile:
     return ("device", device_id)
+
+
+def attempt(attempt_id: int) -> Tile:
+    return ("attempt", attempt_id)
 
 
 def headcount(entity_id: uuid.UUID) -> Tile:

@@ -40,6 +40,39 @@
     }
   });
 
+  // htmx leaves 4xx/5xx answers unswapped by default; the action form's refusals
+  // (403 not an operator, 422 invalid, 429 rate limit) are meant to be read in place.
+  htmx.config.responseHandling = [
+    { code: "204", swap: false },
+    { code: "[2345]..", swap: true },
+  ];
+
+  // Action forms: the button says what it will do, and Level only shows for Dim.
+  var VERBS = {
+    off: function (t) { return "Turn off " + t; },
+    on: function (t) { return "Turn on " + t; },
+    dim: function (t, level) { return "Dim " + t + " to " + level + " %"; },
+  };
+  function describeAction(form) {
+    var action = form.querySelector("select[name$='action']");
+    var level = form.querySelector("input[name$='level']");
+    var button = form.querySelector("button.send");
+    if (!action || !level || !button || form.querySelector(".confirm")) return;
+    var target = form.dataset.targetName;
+    var verb = VERBS[action.value];
+    button.textContent = verb ? verb(target, level.value || "…") : "Send an action to " + target;
+    form.querySelector(".field-level").hidden = action.value !== "dim";
+  }
+  document.addEventListener("input", function (event) {
+    var form = event.target.closest && event.target.closest("form.action-form");
+    if (form) describeAction(form);
+  });
+  document.addEventListener("htmx:load", function (event) {
+    var root = event.detail.elt;
+    if (root.matches && root.matches("form.action-form")) describeAction(root);
+    if (root.querySelectorAll) root.querySelectorAll("form.action-form").forEach(describeAction);
+  });
+
   // Ages: "12 s ago" next to each time, and "stale" on values older than the setting.
   function describeAge(seconds) {
     if (seconds < 60) return Math.max(0, Math.round(seconds)) + " s ago";

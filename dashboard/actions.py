@@ -1,0 +1,349 @@
+"""Operator actions: the form, the exact payload, the audit log, and publishing via the bridge.
+
+Every attempt is written to ``ActionAttempt`` before anything is published, refused ones
+included; the bridge that holds the building publishes it with QoS 1 and reports the PUBACK,
+and later marks it seen when the cloud fans it out to the building's action topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django import forms
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.db import IntegrityError, transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from dashboard import fragments, live, payloads
+from dashboard.bridge.buildings import BuildingInventory, load_inventory
+from dashboard.models import ActionAttempt, Role
+from dashboard.roles import roles_on
+from dashboard.topics import Kind, Scope, build_topic
+
+ALL_SPACES = "all"
+VERBS = {"off": "Turn off {target}", "on": "Turn on {target}", "dim": "Dim {target} to {level} %"}
+
+
+class ActionForm(forms.Form):
+    action = forms.ChoiceField(
+        label="Action", choices=[("", "Choose…"), ("off", "Off"), ("on", "On"), ("dim", "Dim")]
+    )
+    level = forms.IntegerField(
+        label="Level", min_value=0, max_value=100, required=False, help_text="0 to 100 %"
+    )
+    transition_time = forms.IntegerField(
+        label="Transition time", min_value=0, max_value=3600, help_text="seconds"
+    )
+    target = forms.CharField(widget=forms.HiddenInput)  # space:<id>, device:<id> or all
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=40)
+    confirm = forms.BooleanField(widget=forms.HiddenInput, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("action") == "dim" and data.get("level") is None and "level" not in self.errors:
+            self.add_error("level", "Dim needs a level from 0 to 100 %.")
+        return data
+
+
+@dataclass(frozen=True)
+class Target:
+    scope: Scope  # SPACE or DEVICE
+    id: uuid.UUID
+    name: str
+
+
+def form_for(target: str, name: str, data: Any = None) -> ActionForm:
+    """An action form for one target (``space:<id>``, ``device:<id>`` or ``all``)."""
+    prefix = target.replace(":", "-")
+    form = ActionForm(
+        data,
+        prefix=prefix,
+        initial={
+            "target": target,
+            "transition_time": settings.ACTION_TRANSITION_SECONDS,
+            "idempotency_key": secrets.token_urlsafe(16),
+        },
+    )
+    form.target_name = name
+    form.button = describe("", None, name)
+    return form
+
+
+def describe(action: str, level: int | None, target: str) -> str:
+    """What the submit button says, and the action's ``name`` in the payload."""
+    if action not in VERBS:
+        return f"Send an action to {target}"
+    return VERBS[action].format(target=target, level=level)
+
+
+def build_payload(
+    action: str, level: int | None, transition: int, target: Target, now: datetime
+) -> dict[str, Any]:
+    """The seed's action shape: Off carries only the transition time, Dim also the level."""
+    value: dict[str, Any] = {"transition_time": transition}
+    if action == "dim":
+        value = {"level": level, "transition_time": transition}
+    return {
+        "name": describe(action, level, target.name),
+        "type": action,
+        "target_type": "space" if target.scope == Scope.SPACE else "device",
+        "target_id": str(target.id),
+        "value": value,
+        "created": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+
+
+def targets_of(inventory: BuildingInventory, target: str) -> list[Target] | None:
+    """The spaces or device a form's target names, or None when it is not in the building."""
+    if target == ALL_SPACES:
+        spaces = sorted(inventory.spaces.values(), key=lambda s: s.name)
+        return [Target(Scope.SPACE, s.id, s.name) for s in spaces]
+    kind, _, raw = target.partition(":")
+    try:
+        entity_id = uuid.UUID(raw)
+    except ValueError:
+        return None
+    if kind == "space" and entity_id in inventory.spaces:
+        return [Target(Scope.SPACE, entity_id, inventory.spaces[entity_id].name)]
+    if kind == "device" and entity_id in inventory.devices:
+        return [Target(Scope.DEVICE, entity_id, inventory.devices[entity_id].name)]
+    return None
+
+
+# --- the view ----------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
+    """Validate, audit and publish one action (or one per space); answer with the form."""
+    user = await request.auser()
+    inventory = await sync_to_async(load_inventory)(building_id)
+    if inventory is None:
+        raise Http404("No such building.")
+    raw_target = _raw_target(request)
+    targets = targets_of(inventory, raw_target)
+    if targets is None:
+        raise Http404("No such space or device in this building.")
+    name = "all spaces" if raw_target == ALL_SPACES else targets[0].name
+    form = form_for(raw_target, name, request.POST)
+    audit = Audit(inventory.id, user, targets, raw_target == ALL_SPACES)
+
+    roles = await sync_to_async(roles_on)(user, building_id)
+    if Role.OPERATOR not in roles:
+        await audit.refuse("not an operator of this building")
+        return await _answer(
+            request, form, [], status=403, error="Only operators may send actions."
+        )
+    if not form.is_valid():
+        await audit.refuse("invalid: " + _errors(form))
+        return await _answer(request, form, [], status=422)
+    data = form.cleaned_data
+    form.button = describe(data["action"], data["level"], name)
+    if raw_target == ALL_SPACES and not data["confirm"]:
+        return await _answer(request, form, [], confirm=len(targets))
+
+    key = data["idempotency_key"]
+    earlier = await audit.earlier(key)
+    if earlier:  # a double click, or the same form sent twice: never publish twice
+        return await _answer(request, _fresh(form), earlier)
+    wait = await audit.rate_limited(settings.ACTION_RATE_PER_MINUTE)
+    if wait:
+        await audit.refuse("rate limited")
+        message = (
+            f"Rate limit: at most {settings.ACTION_RATE_PER_MINUTE} actions a minute. "
+            f"Try again in {wait} s."
+        )
+        return await _answer(request, form, [], status=429, error=message)
+
+    now = timezone.now()
+    planned = []
+    for space in targets:
+        payload = build_payload(data["action"], data["level"], data["transition_time"], space, now)
+        problems = payloads.validate(Kind.ACTION, payload)
+        if problems:  # the form should make this impossible; the contract has the last word
+            await audit.refuse("invalid: " + problems[0]["error"]["message"])
+            return await _answer(
+                request, form, [], status=422, error=problems[0]["error"]["message"]
+            )
+        planned.append((space, payload))
+    attempts = await audit.attempts(planned, key)
+    if attempts is None:  # a concurrent click with the same key got there first
+        return await _answer(request, _fresh(form), await audit.earlier(key))
+    results = await asyncio.gather(*(_publish(inventory.id, a) for a in attempts))
+    return await _answer(request, _fresh(form), list(results))
+
+
+def _raw_target(request: HttpRequest) -> str:
+    # The target field carries the form's prefix: <prefix>-target.
+    for key, value in request.POST.items():
+        if key.endswith("-target") or key == "target":
+            return value
+    return ""
+
+
+def target_all(data: dict[str, Any]) -> bool:
+    return data["target"] == ALL_SPACES
+
+
+def _errors(form: ActionForm) -> str:
+    return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
+
+
+def _fresh(form: ActionForm) -> ActionForm:
+    """The same form with a new idempotency key: the next click is a new action."""
+    fresh = form_for(form.initial["target"], form.target_name, None)
+    fresh.initial.update({k: v for k, v in form.cleaned_data.items() if k != "idempotency_key"})
+    fresh.initial["confirm"] = False
+    fresh.button = form.button
+    return fresh
+
+
+async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, Any]:
+    payload = json.loads(attempt.payload)
+    timeout = settings.ACTION_PUBACK_TIMEOUT_SECONDS
+    try:
+        result = await live.request_publish(
+            building_id,
+            {
+                "attempt": attempt.id,
+                "label": payload["name"],
+                "name": payload["name"],
+                "action_type": payload["type"],
+                "created": payload["created"],
+                "topic": attempt.topic,
+                "payload": attempt.payload,
+                "timeout": timeout,
+            },
+            timeout + 2,
+        )
+        ok, reason = result["ok"], result["reason"]
+    except live.NoBridge as exc:
+        ok, reason = False, f"{exc} (is the bridge running?)"
+    await sync_to_async(_settle)(attempt.id, ok, reason)
+    attempt = await ActionAttempt.objects.aget(id=attempt.id)
+    return fragments.attempt_card(attempt.id, payload["name"], attempt.outcome, attempt.reason)
+
+
+def _settle(attempt_id: int, ok: bool, reason: str) -> None:
+    # Conditional: the bridge may already have marked it seen; never move it back.
+    pending = ActionAttempt.objects.filter(id=attempt_id, outcome=ActionAttempt.PENDING)
+    if ok:
+        pending.update(outcome=ActionAttempt.ACKNOWLEDGED, acknowledged_at=timezone.now())
+    else:
+        pending.update(outcome=ActionAttempt.FAILED, reason=reason[:1000])
+
+
+async def _answer(
+    request: HttpRequest,
+    form: ActionForm,
+    results: list[dict[str, Any]],
+    *,
+    status: int = 200,
+    error: str = "",
+    confirm: int = 0,
+) -> HttpResponse:
+    context = {
+        "form": form,
+        "results": results,
+        "error": error,
+        "confirm": confirm,
+        "action_url": request.path,
+        "building_url": request.path.removesuffix("actions/"),
+    }
+    template = "dashboard/action_form.html" if request.htmx else "dashboard/action_page.html"
+    # Context processors (the user, messages) touch the database: render off the loop.
+    return await sync_to_async(render)(request, template, context, status=status)
+
+
+class Audit:
+    """Writes the audit log of one submission."""
+
+    def __init__(
+        self, building_id: uuid.UUID, user: Any, targets: list[Target], whole_building: bool
+    ) -> None:
+        self.building_id = building_id
+        self.user = user
+        self.targets = targets
+        self.whole_building = whole_building
+
+    def _row(self, target: Target | None, **fields: Any) -> ActionAttempt:
+        return ActionAttempt(
+            building_id=self.building_id,
+            user=self.user,
+            username=self.user.get_username(),
+            target_type="space" if target is None or target.scope == Scope.SPACE else "device",
+            target_id=target.id if target else None,
+            target_name=target.name if target else "all spaces",
+            **fields,
+        )
+
+    async def refuse(self, reason: str) -> None:
+        target = None if self.whole_building else self.targets[0]
+        await self._row(target, outcome=ActionAttempt.REFUSED, reason=reason[:1000]).asave()
+
+    async def earlier(self, key: str) -> list[dict[str, Any]]:
+        rows = ActionAttempt.objects.filter(
+            building_id=self.building_id, idempotency_key__in=[key, f"{key}:0"]
+        )
+        first = await rows.afirst()
+        if first is None:
+            return []
+        batch = ActionAttempt.objects.filter(idempotency_key__startswith=f"{key}:")
+        found = [first] if first.idempotency_key == key else [a async for a in batch]
+        return [
+            fragments.attempt_card(a.id, json.loads(a.payload)["name"], a.outcome, a.reason)
+            for a in found
+        ]
+
+    async def rate_limited(self, per_minute: int) -> int:
+        """Seconds until this user may send again, or 0."""
+        since = timezone.now() - timedelta(minutes=1)
+        recent = ActionAttempt.objects.filter(user=self.user, created_at__gte=since).exclude(
+            outcome=ActionAttempt.REFUSED
+        )
+        if await recent.acount() < per_minute:
+            return 0
+        oldest = await recent.order_by("created_at").values_list("created_at", flat=True).afirst()
+        return max(1, int((oldest + timedelta(minutes=1) - timezone.now()).total_seconds()) + 1)
+
+    async def attempts(
+        self, planned: list[tuple[Target, dict[str, Any]]], key: str
+    ) -> list[ActionAttempt] | None:
+        """Write the pending attempts, one per target, before anything is published.
+
+        None when another request with the same idempotency key already wrote them.
+        """
+        batch = uuid.uuid4() if self.whole_building else None
+        rows = [
+            self._row(
+                target,
+                topic=build_topic(target.scope, target.id, Kind.ACTION, publish=True),
+                payload=json.dumps(payload, separators=(",", ":")),
+                idempotency_key=f"{key}:{n}" if self.whole_building else key,
+                batch=batch,
+            )
+            for n, (target, payload) in enumerate(planned)
+        ]
+        try:
+            await sync_to_async(_save_all)(rows)
+        except IntegrityError:
+            return None
+        return rows
+
+
+def _save_all(rows: list[ActionAttempt]) -> None:
+    with transaction.atomic():
+        for row in rows:
+            row.save()
