@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from dashboard.models import (
     ActionAttempt,
     ActionSeen,
+    AlarmEvent,
     Area,
     Building,
     Device,
@@ -58,6 +59,25 @@ class RoleAdmin(admin.ModelAdmin):
     search_fields = ["user__username", "building__name"]
 
 
+class AlarmEventInline(admin.TabularInline):
+    """An alarm's history, as people wrote it on the alarms page: shown, never edited."""
+
+    model = AlarmEvent
+    fields = ["at", "kind", "username", "note"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: FaultAlarm | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: FaultAlarm | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: FaultAlarm | None = None) -> bool:
+        return False
+
+
 @admin.register(FaultAlarm)
 class FaultAlarmAdmin(admin.ModelAdmin):
     list_display = [
@@ -72,6 +92,7 @@ class FaultAlarmAdmin(admin.ModelAdmin):
     ]
     list_filter = ["state", "level", "building"]
     search_fields = ["type", "description"]
+    inlines = [AlarmEventInline]
 
 
 @admin.register(RejectedPayload)

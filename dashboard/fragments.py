@@ -9,10 +9,16 @@ from typing import Any
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard import payloads
+from dashboard import payloads, rejections
 from dashboard.bridge import tiles
 from dashboard.bridge.buildings import BuildingInventory, Entity
-from dashboard.bridge.state import ConnectionStatus, HeadcountValue, LiveState, MetaValue
+from dashboard.bridge.state import (
+    Alarm,
+    ConnectionStatus,
+    HeadcountValue,
+    LiveState,
+    MetaValue,
+)
 
 SHOWN_ALARMS = 50
 SHOWN_ACTIONS = 20
@@ -93,19 +99,64 @@ def _headcount(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory)
     return headcount_card(inventory.areas.get(entity_id, UNKNOWN), "area", state)
 
 
+# Levels are free text in the contract; these words mark the ones to show as urgent.
+SEVERITY = {
+    **dict.fromkeys(("critical", "fatal", "emergency", "alert", "error", "high"), "high"),
+    **dict.fromkeys(("warning", "warn", "medium", "major"), "medium"),
+}
+
+
+def severity(level: str) -> str:
+    """high, medium or low: the colour band of an alarm level (always shown with its text)."""
+    return SEVERITY.get(level.lower(), "low")
+
+
+def alarm_row(alarm: Alarm, inventory: BuildingInventory) -> dict[str, Any]:
+    source = inventory.devices.get(alarm.device_id, UNKNOWN).name if alarm.device_id else None
+    return {
+        "alarm": alarm,
+        "source": source or inventory.name,
+        "severity": severity(alarm.level),
+    }
+
+
 def _alarms(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
     alarms = state.open_alarms()
     return {
-        "alarms": [
-            {
-                "alarm": alarm,
-                "source": inventory.devices.get(alarm.device_id, UNKNOWN).name
-                if alarm.device_id
-                else inventory.name,
-            }
-            for alarm in alarms[:SHOWN_ALARMS]
-        ],
+        "alarms": [alarm_row(alarm, inventory) for alarm in alarms[:SHOWN_ALARMS]],
         "total": len(alarms),
+        "unacknowledged": state.unacknowledged(),
+        "building_id": inventory.id,
+    }
+
+
+def _banner(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    return {"row": alarm_row(state.banner, inventory)} if state.banner else {"row": None}
+
+
+def _rejected_new(
+    tile: tiles.Tile, state: LiveState, inventory: BuildingInventory
+) -> dict[str, Any]:
+    # Rendered once per window for every open inspector, so taking them here is safe.
+    taken = list(state.new_rejections)
+    state.new_rejections.clear()
+    return {
+        "entries": [
+            rejections.entry(
+                topic=r.topic,
+                kind=r.kind,
+                message=r.message,
+                context=r.context,
+                data=r.data,
+                received_at=r.received_at,
+                device_id=r.device_id,
+                device_name=inventory.devices[r.device_id].name
+                if r.device_id in inventory.devices
+                else None,
+                building_name=inventory.name,
+            )
+            for r in taken
+        ]
     }
 
 
@@ -144,12 +195,14 @@ def summary_card(
     head_count: HeadcountValue | None,
     open_alarms: int,
     status: ConnectionStatus | None,
+    unacknowledged: int = 0,
 ) -> dict[str, Any]:
     """A building's line on the overview: headcount, open alarms, broker connection."""
     return {
         "building": building,
         "head_count": head_count,
         "open_alarms": open_alarms,
+        "unacknowledged": unacknowledged,
         "status": status,
     }
 
@@ -160,6 +213,7 @@ def _summary(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -
         state.headcount(inventory.id).get("head_count"),
         len(state.alarms),
         state.status,
+        state.unacknowledged(),
     )
 
 
@@ -203,6 +257,8 @@ CONTEXTS: dict[str, Context] = {
     "malformed": _malformed,
     "summary": _summary,
     "attempt": _attempt,
+    "banner": _banner,
+    "rejected_new": _rejected_new,
 }
 
 

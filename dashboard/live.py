@@ -106,3 +106,15 @@ async def request_publish(
 
 async def send_result(channel: str, result: dict[str, Any]) -> None:
     await get_channel_layer().send(channel, {**result, "type": "action.result"})
+
+
+async def alarms_changed(building_id: uuid.UUID | str, changes: list[dict[str, Any]]) -> None:
+    """Tell the building's bridge that people acknowledged or cleared alarms.
+
+    Each change is ``{"device": "<uuid>" or None, "type": "<alarm type>", "state":
+    "acknowledged" or "cleared"}``; the bridge updates its live alarms and pushes them.
+    """
+    await get_channel_layer().group_send(
+        bridge_group(building_id),
+        {"type": "alarm.update", "building": str(building_id), "changes": changes},
+    )

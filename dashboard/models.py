@@ -193,6 +193,14 @@ class FaultAlarm(models.Model):
     count = models.PositiveIntegerField(default=1)
     first_seen = models.DateTimeField()
     last_seen = models.DateTimeField()
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    cleared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    cleared_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_seen"]
@@ -200,6 +208,29 @@ class FaultAlarm(models.Model):
 
     def __str__(self) -> str:
         return f"{self.level} {self.type} ({self.state}, x{self.count})"
+
+
+class AlarmEvent(models.Model):
+    """An alarm's history: who acknowledged or cleared it, when, and why."""
+
+    ACKNOWLEDGED = "acknowledged"
+    CLEARED = "cleared"
+    KINDS = [(ACKNOWLEDGED, "Acknowledged"), (CLEARED, "Cleared")]
+
+    alarm = models.ForeignKey(FaultAlarm, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=KINDS)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    username = models.CharField(max_length=150)  # kept when the user is deleted
+    note = models.TextField(blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} by {self.username} at {self.at:%Y-%m-%d %H:%M}"
 
 
 class RejectedPayload(models.Model):
@@ -210,12 +241,15 @@ class RejectedPayload(models.Model):
     topic = models.CharField(max_length=300)
     kind = models.CharField(max_length=32)
     message = models.TextField()
+    # dashboard.rejections.signature(kind, message): equal for the same mistake.
+    signature = models.CharField(max_length=32, db_index=True, default="")
     context = models.JSONField(null=True)
     data = models.JSONField(null=True)
     received_at = models.DateTimeField(db_index=True)
 
     class Meta:
         ordering = ["-received_at"]
+        indexes = [models.Index(fields=["building", "signature"])]
 
     def __str__(self) -> str:
         return f"{self.topic}: {self.message[:80]}"

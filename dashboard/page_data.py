@@ -29,12 +29,15 @@ def summaries(buildings: list[models.Building]) -> list[dict[str, Any]]:
             building_id__in=ids, scope=models.Scope.BUILDING, kind="head_count"
         )
     }
-    alarms = dict(
-        models.FaultAlarm.objects.filter(building_id__in=ids, state__in=OPEN_STATES)
-        .values("building_id")
+    alarms: dict[tuple[uuid.UUID, str], int] = {
+        (building_id, state): n
+        for building_id, state, n in models.FaultAlarm.objects.filter(
+            building_id__in=ids, state__in=OPEN_STATES
+        )
+        .values("building_id", "state")
         .annotate(n=Count("id"))
-        .values_list("building_id", "n")
-    )
+        .values_list("building_id", "state", "n")
+    }
     lines = []
     for building in buildings:
         row = counts.get(building.id)
@@ -43,9 +46,15 @@ def summaries(buildings: list[models.Building]) -> list[dict[str, Any]]:
             if row
             else None
         )
+        unacknowledged = alarms.get((building.id, models.FaultAlarm.OPEN), 0)
+        acknowledged = alarms.get((building.id, models.FaultAlarm.ACKNOWLEDGED), 0)
         lines.append(
             fragments.summary_card(
-                Entity(building.id, building.name), head_count, alarms.get(building.id, 0), None
+                Entity(building.id, building.name),
+                head_count,
+                unacknowledged + acknowledged,
+                None,
+                unacknowledged,
             )
         )
     return lines

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from dashboard import actions, activity, views
+from dashboard import actions, activity, alarms, inspector, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -15,4 +15,27 @@ urlpatterns = [
     path("buildings/<uuid:building_id>/actions/", actions.send_action, name="send_action"),
     path("buildings/<uuid:building_id>/activity/", activity.activity, name="activity"),
     path("buildings/<uuid:building_id>/activity.csv", activity.activity_csv, name="activity_csv"),
+    path("buildings/<uuid:building_id>/alarms/", alarms.alarm_list, name="alarms"),
+    path(
+        "buildings/<uuid:building_id>/alarms/<int:alarm_id>/acknowledge/",
+        alarms.acknowledge,
+        name="alarm_acknowledge",
+    ),
+    path(
+        "buildings/<uuid:building_id>/alarms/<int:alarm_id>/clear/",
+        alarms.clear,
+        name="alarm_clear",
+    ),
+    path(
+        "buildings/<uuid:building_id>/alarms/acknowledge/",
+        alarms.acknowledge_many,
+        name="alarm_acknowledge_many",
+    ),
+    path("buildings/<uuid:building_id>/rejected/", inspector.rejected, name="inspector"),
+    path(
+        "buildings/<uuid:building_id>/rejected/export.<str:fmt>",
+        inspector.export,
+        name="inspector_export",
+    ),
+    path("buildings/<uuid:building_id>/rejected/check/", inspector.check, name="inspector_check"),
 ]

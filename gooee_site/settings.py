@@ -97,6 +97,10 @@ REDIS_URL = env.str("REDIS_URL", default="").strip() or None
 ACTION_TRANSITION_SECONDS = int(_number("ACTION_TRANSITION_SECONDS", 5, minimum=0))
 ACTION_PUBACK_TIMEOUT_SECONDS = _number("ACTION_PUBACK_TIMEOUT_SECONDS", 5, minimum=0.1, cast=float)
 ACTION_RATE_PER_MINUTE = int(_number("ACTION_RATE_PER_MINUTE", 30, minimum=1))
+# A new fault alarm at or above this priority (0-255) raises a banner and a notification.
+ALARM_NOTIFY_PRIORITY = int(_number("ALARM_NOTIFY_PRIORITY", 200, minimum=0))
+if ALARM_NOTIFY_PRIORITY > 255:
+    raise ImproperlyConfigured(f"ALARM_NOTIFY_PRIORITY: at most 255, got {ALARM_NOTIFY_PRIORITY}")
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="").strip() or None
 
 # --- Django -----------------------------------------------------------------------

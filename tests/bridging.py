@@ -9,6 +9,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from channels.layers import get_channel_layer
+
+from dashboard import live
 from dashboard.bridge.broker_url import parse_broker_url
 from dashboard.bridge.session import SessionConfig
 from dashboard.bridge.supervisor import Bridge
@@ -39,3 +42,33 @@ async def subscribed(bridge: Bridge, building_id: uuid.UUID, timeout: float = 10
 async def send(publish, topic: str, payload: Any) -> None:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     await asyncio.to_thread(publish, topic, body)
+
+
+class Browser:
+    """A page's view of a building's group on the real channel layer."""
+
+    def __init__(self, building_id: uuid.UUID) -> None:
+        self.building_id = building_id
+        self.layer = get_channel_layer()
+        self.received: list[str] = []
+
+    async def join(self, audience: str = "all") -> Browser:
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(live.group_name(self.building_id, audience), self.channel)
+        return self
+
+    async def wait_for(self, text: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            for html in self.received:
+                if text in html:
+                    return html
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{text!r} never reached the browser; got {self.received!r}")
+            try:
+                message = await asyncio.wait_for(self.layer.receive(self.channel), remaining)
+            except TimeoutError:
+                continue
+            assert message["type"] == "live.fragments"
+            self.received.append(message["html"])

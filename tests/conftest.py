@@ -32,6 +32,12 @@ def _plain_static_files(settings: Any) -> None:
     }
 
 
+@pytest.fixture(autouse=True)
+def _quick_passwords(settings: Any) -> None:
+    # The people of the story get real passwords; hashing them properly is slow.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def _use_mosquitto() -> bool:
     # TEST_MQTT_BROKER=amqtt runs the whole suite against the fallback broker.
     wanted = os.environ.get("TEST_MQTT_BROKER", "").strip().lower()

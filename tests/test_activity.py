@@ -34,12 +34,6 @@ HEADER = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _quick_passwords(settings):
-    # The people of the story get real passwords; hashing them properly is slow.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def logged_in(user) -> Client:
     client = Client()
     client.force_login(user)

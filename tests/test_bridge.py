@@ -4,50 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 
-from dashboard import live
 from dashboard.models import Device, LatestHeadcount, LatestMeta
 from dashboard.topics import Kind, Scope, build_topic
 from tests import seed
-from tests.bridging import config_for, send, subscribed, until
+from tests.bridging import Browser, config_for, send, subscribed, until
 from tests.factories import make_building
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
-
-
-class Browser:
-    """A page's view of a building's group on the real channel layer."""
-
-    def __init__(self, building_id: uuid.UUID) -> None:
-        self.building_id = building_id
-        self.layer = get_channel_layer()
-        self.received: list[str] = []
-
-    async def join(self, audience: str = "all") -> Browser:
-        self.channel = await self.layer.new_channel()
-        await self.layer.group_add(live.group_name(self.building_id, audience), self.channel)
-        return self
-
-    async def wait_for(self, text: str, timeout: float = 5.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            for html in self.received:
-                if text in html:
-                    return html
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{text!r} never reached the browser; got {self.received!r}")
-            try:
-                message = await asyncio.wait_for(self.layer.receive(self.channel), remaining)
-            except TimeoutError:
-                continue
-            assert message["type"] == "live.fragments"
-            self.received.append(message["html"])
 
 
 SUBSCRIBED_EXAMPLES = [

@@ -123,7 +123,8 @@ def test_a_facility_manager_watches_every_example_payload_arrive_without_reload(
     alarms = page.locator("#alarms")
     expect(alarms.locator(".alarm")).to_have_count(2)
     expect(alarms.locator(".alarm.level-critical")).to_contain_text("high_temperature")
-    expect(alarms.locator(".badge")).to_have_text("2")
+    expect(alarms.locator(".badge-alarm")).to_have_text("2 open")
+    expect(alarms.locator(".badge-unacknowledged")).to_have_text("2 unacknowledged")
 
     space_action = {**seed.SPACE_ACTION, "target_id": space}
     mqtt(build_topic(Scope.SPACE, space, Kind.ACTION), space_action)
@@ -243,4 +244,40 @@ def test_an_operator_clicks_dim_and_sees_it_sent_then_reflected_live(chromium, d
     assert controls.get_by_label("Level").evaluate("el => el.validity.rangeOverflow")
     controls.get_by_role("button", name="Dim Open Office to 101 %").click()
     expect(page.locator(".attempt")).to_have_count(1)
+    page.close()
+
+
+def test_support_sees_a_refusal_and_an_urgent_alarm_arrive_live(chromium, dashboard, mqtt):
+    served, hq = dashboard
+    page = log_in(chromium, served.url, "sam")
+    page.goto(f"{served.url}/buildings/{hq['building']}/rejected/")
+    expect(page.locator("#page-status")).to_contain_text("connected")
+    expect(page.locator("#bridge-status")).to_contain_text("connected")
+    page.evaluate("window.notReloaded = true")
+
+    refused = {**seed.REJECTED, "data": [{**seed.REJECTED["data"][0], "name": "Meta_Live"}]}
+    refused["error"] = {
+        **seed.REJECTED["error"],
+        "message": seed.REJECTED["error"]["message"].replace("Meta_New", "Meta_Live"),
+    }
+    entry = page.locator("#rejected-live .rejection-entry").first
+    until_shown(
+        lambda: mqtt(build_topic(Scope.DEVICE, hq["device"], Kind.REJECTED_META), refused),
+        lambda: expect(entry).to_contain_text("Meta_Live", timeout=1000),
+    )
+    expect(entry.locator("mark")).to_contain_text('"name": "Meta_Live"')
+    expect(entry).to_contain_text("Lamp 1")
+
+    urgent = {**seed.DEVICE_FAULT_ALARM, "device": hq["device"], "type": "lamp_failure"}
+    mqtt(build_topic(Scope.DEVICE, hq["device"], Kind.FAULT_ALARM), urgent)
+    banner = page.locator("#alarm-banner")
+    expect(banner).to_contain_text("New fault alarm: INFO priority 255, lamp_failure on Lamp 1")
+    banner.get_by_role("button", name="Dismiss").click()
+    expect(banner).to_be_hidden()
+    assert page.evaluate("window.notReloaded") is True
+
+    # Stored and grouped: after a reload the same error is one group, with its device.
+    page.reload()
+    group = page.locator(".rejection-group", has_text="regex pattern not matching")
+    expect(group.first).to_contain_text("Lamp 1")
     page.close()

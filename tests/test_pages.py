@@ -83,7 +83,10 @@ def test_the_overview_lists_my_buildings_with_headcount_and_open_alarms(lived_in
     row = re.search(r'<tr id="summary-[0-9a-f]{32}".*?</tr>', page, re.S).group(0)
     assert "Headquarters" in row
     assert '<td class="head-count">23</td>' in row
-    assert '<td class="open-alarms has-alarms">1</td>' in row
+    assert (
+        '<td class="open-alarms has-alarms">1 <span class="badge badge-unacknowledged">1 unacknowledged</span></td>'
+        in row
+    )
     assert "Elsewhere" not in page
     assert 'ws-connect="/ws/overview/"' in page
 

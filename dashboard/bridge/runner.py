@@ -46,6 +46,7 @@ class BridgeService:
             poll_interval=settings.INVENTORY_POLL_SECONDS,
             history_interval=settings.HISTORY_FLUSH_SECONDS,
             max_bytes=settings.MQTT_MAX_PAYLOAD_BYTES,
+            notify_priority=settings.ALARM_NOTIFY_PRIORITY,
         )
         self._task = asyncio.create_task(self.bridge.run(), name="bridge")
         logger.info("bridge started against %s", broker)

@@ -132,6 +132,9 @@ class LiveState:
     counters: Counter[str] = field(default_factory=Counter)
     status: ConnectionStatus = field(default_factory=ConnectionStatus)
     attempts: dict[int, AttemptStatus] = field(default_factory=dict)
+    # Rejections not yet pushed to open inspectors, newest first; the push takes them.
+    new_rejections: deque[Rejection] = field(default_factory=lambda: deque(maxlen=RECENT))
+    banner: Alarm | None = None  # the latest alarm worth interrupting people for
 
     def headcount(self, entity_id: uuid.UUID) -> dict[str, HeadcountValue]:
         """head_count, headcount_in and headcount_out of one building, space or area."""
@@ -141,6 +144,9 @@ class LiveState:
             if value is not None:
                 found[kind] = value
         return found
+
+    def unacknowledged(self) -> int:
+        return sum(1 for alarm in self.alarms.values() if alarm.state == "open")
 
     def open_alarms(self) -> list[Alarm]:
         """Open and acknowledged alarms, newest first."""

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from dashboard import models
+from dashboard import models, rejections
 from dashboard.bridge.state import (
     ActionRecord,
     Alarm,
@@ -159,6 +159,7 @@ def _write_simple(by_type: dict[type, list], devices: set[uuid.UUID]) -> int:
             topic=r.topic,
             kind=r.kind,
             message=r.message,
+            signature=rejections.signature(r.kind, r.message),
             context=r.context,
             data=r.data,
             received_at=r.received_at,

@@ -23,10 +23,12 @@ from dashboard.bridge.ingest import ingest
 from dashboard.bridge.session import BuildingSession, NotConnected, SessionConfig
 from dashboard.bridge.state import (
     ActionRecord,
+    Alarm,
     AttemptSeen,
     AttemptStatus,
     ConnectionStatus,
     LiveState,
+    Rejection,
 )
 from dashboard.bridge.store import load_state
 from dashboard.topics import TopicError
@@ -51,8 +53,10 @@ class BuildingBridge:
         window: float,
         max_bytes: int,
         reply: Reply = live.send_snapshot,
+        notify_priority: int = 200,
     ) -> None:
         self.inventory = inventory
+        self._notify_priority = notify_priority
         self.state = state
         self._history = history
         self._max_bytes = max_bytes
@@ -125,6 +129,16 @@ class BuildingBridge:
 
     def record(self, record: object) -> None:
         self._history.add(self.inventory.id, record)
+        if isinstance(record, Rejection):
+            self.state.new_rejections.appendleft(record)
+            self.changed(tiles.REJECTED_NEW)
+        if (
+            isinstance(record, Alarm)
+            and record.count == 1
+            and record.priority >= self._notify_priority
+        ):
+            self.state.banner = record
+            self.changed(tiles.BANNER)
         # The cloud confirms an action by fanning it out to the building's action topics;
         # the broker's echo of our own publish on spaces/<id>/actions does not count.
         if isinstance(record, ActionRecord) and record.topic.startswith("buildings/"):
@@ -132,6 +146,20 @@ class BuildingBridge:
             if found is not None:
                 self._set_attempt(found[0], found[1], "seen", "", record.received_at)
                 self._history.add(self.inventory.id, AttemptSeen(found[0], record.received_at))
+
+    def people_changed_alarms(self, changes: list[dict[str, Any]]) -> None:
+        """Acknowledged or cleared on a page: follow it in the live alarms."""
+        for change in changes:
+            device = uuid.UUID(change["device"]) if change.get("device") else None
+            alarm = self.state.alarms.get((device, change["type"]))
+            if alarm is None:
+                continue
+            if change["state"] == "cleared":
+                # The next occurrence opens a new alarm, as the stored one is closed.
+                del self.state.alarms[alarm.key]
+            else:
+                alarm.state = change["state"]
+        self.changed(tiles.ALARMS)
 
     async def publish_action(self, request: dict[str, Any]) -> dict[str, Any]:
         """Publish an operator's action with QoS 1; say whether the broker acknowledged it."""
@@ -182,8 +210,10 @@ class Bridge:
         history_interval: float = 2.0,
         max_bytes: int = 256 * 1024,
         send: Send = live.broadcast,
+        notify_priority: int = 200,
     ) -> None:
         self.config = config
+        self._notify_priority = notify_priority
         self._only = building_ids
         self._window = window
         self._poll_interval = poll_interval
@@ -228,6 +258,8 @@ class Bridge:
             return
         if message["type"] == "snapshot.request":
             building.fanout.request_snapshot(message["reply_to"], message["audiences"])
+        elif message["type"] == "alarm.update":
+            building.people_changed_alarms(message["changes"])
         elif message["type"] == "action.publish":
             # Not awaited here: one slow PUBACK must not hold up every other request.
             task = asyncio.create_task(self._publish(building, message))
@@ -267,6 +299,7 @@ class Bridge:
                 self._send,
                 self._window,
                 self._max_bytes,
+                notify_priority=self._notify_priority,
             )
             self.buildings[building_id] = bridge
             bridge.start()

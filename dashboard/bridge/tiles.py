@@ -36,6 +36,8 @@ KINDS: dict[str, TileKind] = {
     "malformed": TileKind("dashboard/fragments/malformed.html", SUPPORT),
     "summary": TileKind("dashboard/fragments/summary.html", SUMMARY),
     "attempt": TileKind("dashboard/fragments/attempt.html"),
+    "banner": TileKind("dashboard/fragments/alarm_banner.html"),
+    "rejected_new": TileKind("dashboard/fragments/rejected_new.html", SUPPORT),
 }
 
 ALARMS: Tile = ("alarms",)
@@ -44,6 +46,8 @@ STATUS: Tile = ("status",)
 REJECTIONS: Tile = ("rejections",)
 MALFORMED: Tile = ("malformed",)
 SUMMARY_TILE: Tile = ("summary",)
+BANNER: Tile = ("banner",)  # pushed when it happens, never part of a snapshot
+REJECTED_NEW: Tile = ("rejected_new",)  # likewise: prepended to open inspectors
 
 
 def meta(device_id: uuid.UUID, name: str) -> Tile:

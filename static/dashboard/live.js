@@ -73,6 +73,30 @@
     if (root.querySelectorAll) root.querySelectorAll("form.action-form").forEach(describeAction);
   });
 
+  // The alarm banner: dismissable, and a browser notification for people who opted in.
+  document.addEventListener("click", function (event) {
+    var target = event.target;
+    if (target.matches && target.matches("#alarm-banner .dismiss")) {
+      document.getElementById("alarm-banner").hidden = true;
+    }
+    if (target.id === "notify-opt-in" && "Notification" in window) {
+      Notification.requestPermission().then(function () { target.hidden = true; });
+    }
+  });
+  document.addEventListener("htmx:oobAfterSwap", function (event) {
+    var banner = event.target;
+    if (banner.id !== "alarm-banner" || banner.hidden) return;
+    if ("Notification" in window && Notification.permission === "granted") {
+      var text = banner.cloneNode(true);
+      text.querySelectorAll("button").forEach(function (b) { b.remove(); });
+      new Notification("New fault alarm", { body: text.textContent.trim() });
+    }
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    var optIn = document.getElementById("notify-opt-in");
+    if (optIn && "Notification" in window) optIn.hidden = Notification.permission !== "default";
+  });
+
   // Ages: "12 s ago" next to each time, and "stale" on values older than the setting.
   function describeAge(seconds) {
     if (seconds < 60) return Math.max(0, Math.round(seconds)) + " s ago";
