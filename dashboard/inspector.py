@@ -295,6 +295,7 @@ def groups(rows: QuerySet[RejectedPayload], filters: Filters) -> tuple[list[dict
         .filter(signature__in=list(names), device__isnull=False)
         .values_list("signature", "device_id", "device__name")
         .distinct()
+        .order_by("device__name")  # the same few names on every reload
     )
     for sig, _device, name in named.iterator():
         if len(names[sig]) < NAMES_PER_GROUP:

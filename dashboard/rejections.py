@@ -167,7 +167,13 @@ def _emit(
             return
         opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
         out.add(f"{pad}{lead}{opening}", marked)
-        items = value.items() if isinstance(value, dict) else enumerate(value)
+        # Keys sorted: PostgreSQL's jsonb keeps its own key order, and an entry must read
+        # the same live (from memory) and after a reload (from the database).
+        items = (
+            sorted(value.items(), key=lambda item: str(item[0]))
+            if isinstance(value, dict)
+            else enumerate(value)
+        )
         last = len(value) - 1
         for position, (key, child) in enumerate(items):
             child_lead = f"{_key(key, out.chars_left)}: " if isinstance(value, dict) else ""
@@ -243,7 +249,7 @@ def _constraints(context: Any) -> list[dict[str, str]]:
     if not isinstance(context, dict):
         return []
     rows = []
-    for name, value in list(context.items())[:MAX_CONTEXT_ITEMS]:
+    for name, value in sorted(context.items(), key=lambda item: str(item[0]))[:MAX_CONTEXT_ITEMS]:
         if isinstance(value, str):
             text = value if len(value) <= MAX_CONTEXT_VALUE else value[:MAX_CONTEXT_VALUE] + "…"
         else:

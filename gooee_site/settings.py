@@ -93,6 +93,8 @@ HISTORY_FLUSH_SECONDS = _number("HISTORY_FLUSH_SECONDS", 2, minimum=0.05, cast=f
 INVENTORY_POLL_SECONDS = _number("INVENTORY_POLL_SECONDS", 2, minimum=0.1, cast=float)
 
 REDIS_URL = env.str("REDIS_URL", default="").strip() or None
+# With Redis, bridge workers share buildings; a dead worker's buildings move after this long.
+BRIDGE_LEASE_SECONDS = _number("BRIDGE_LEASE_SECONDS", 10, minimum=1, cast=float)
 # Operator actions: default transition, how long to wait for the broker's PUBACK, rate limit.
 ACTION_TRANSITION_SECONDS = int(_number("ACTION_TRANSITION_SECONDS", 5, minimum=0))
 ACTION_PUBACK_TIMEOUT_SECONDS = _number("ACTION_PUBACK_TIMEOUT_SECONDS", 5, minimum=0.1, cast=float)
@@ -148,10 +150,21 @@ TEMPLATES = [
     },
 ]
 
+# The channel layer: in memory for one process, Redis across processes (docs/deploy.md says
+# why the core layer is the default and when pub/sub is worth it).
+REDIS_CHANNEL_LAYER = env.str("REDIS_CHANNEL_LAYER", default="core").strip()
+_LAYERS = {
+    "core": "channels_redis.core.RedisChannelLayer",
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+if REDIS_CHANNEL_LAYER not in _LAYERS:
+    raise ImproperlyConfigured(
+        f"REDIS_CHANNEL_LAYER: one of core, pubsub (got {REDIS_CHANNEL_LAYER!r})"
+    )
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": _LAYERS[REDIS_CHANNEL_LAYER],
             "CONFIG": {"hosts": [REDIS_URL]},
         }
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -12,9 +12,16 @@ from django.utils import timezone
 
 from dashboard.bridge.buildings import load_inventory
 from dashboard.bridge.ingest import ingest
-from dashboard.bridge.state import LiveState
+from dashboard.bridge.state import LiveState, MetaValue, Rejection
 from dashboard.bridge.store import load_state, write_batch
-from dashboard.models import Building, Device, FaultAlarm, MetaSample
+from dashboard.models import (
+    Building,
+    Device,
+    FaultAlarm,
+    LatestMeta,
+    MetaSample,
+    RejectedPayload,
+)
 from tests import seed
 
 pytestmark = pytest.mark.django_db
@@ -87,3 +94,30 @@ def test_unknown_device_topics_are_ignored_not_stored(lamp):
     )
     assert outcome == "unknown"
     assert sink.records == [] and state.meta == {}
+
+
+def test_a_nul_character_from_a_device_does_not_stop_history(lamp):
+    # PostgreSQL refuses NUL in text and jsonb; the batch is stored with it replaced.
+    now = datetime.now(UTC)
+    building = lamp.building_id
+    written = write_batch(
+        [
+            (building, MetaValue(lamp.id, "display_name", "a\x00b", "Name\x00", "", "", now)),
+            (
+                building,
+                Rejection(
+                    f"devices/{lamp.id}/meta/rejected",
+                    "rejected_meta",
+                    lamp.id,
+                    "bad\x00",
+                    {"k\x00": "v\x00"},
+                    ["\x00"],
+                    now,
+                ),
+            ),
+        ]
+    )
+    assert written >= 2
+    stored = LatestMeta.objects.get(device=lamp, name="display_name")
+    assert stored.value in ("a\x00b", "a\ufffdb")  # SQLite keeps it; PostgreSQL gets U+FFFD
+    assert RejectedPayload.objects.get().message in ("bad\x00", "bad\ufffd")

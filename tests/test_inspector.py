@@ -184,7 +184,8 @@ def test_the_seeds_refusal_is_stored_grouped_and_shown_with_meta_new_marked(hq, 
     assert marked(entry) == ['    "name": "Meta_New",\n']
     data = re.search(r'<div class="rejection-data">.*?<pre class="json">(.*?)</pre>', entry, re.S)
     shown = html.unescape(re.sub(r"</?mark>", "", data.group(1)))
-    assert shown == json.dumps(seed.REJECTED["data"], indent=2)
+    # PostgreSQL's jsonb keeps keys in its own order, so compare the data, not the text.
+    assert json.loads(shown) == seed.REJECTED["data"]
     assert 'datetime="2026-03-02T09:00:00+00:00"' in entry
 
 
@@ -423,7 +424,7 @@ def test_the_csv_export_has_a_row_per_refusal_and_no_formulas(busy_morning, peop
     assert len(rows) == 5
     assert rows[0]["message"] == name_error("Meta_New")
     assert json.loads(rows[0]["data"]) == seed.REJECTED["data"]
-    assert rows[0]["context"] == json.dumps(NAME_CONTEXT, separators=(",", ":"))
+    assert json.loads(rows[0]["context"]) == NAME_CONTEXT
     assert rows[3]["device_name"] == "" and rows[3]["topic"].startswith("buildings/")
     hostile = rows[4]
     assert hostile["message"] == "'" + '=HYPERLINK("http://evil.example","click")'
@@ -659,24 +660,25 @@ def highlighted(segments: list[dict]) -> str:
     return "".join(segment["text"] for segment in segments if segment["highlight"])
 
 
-def test_pretty_prints_like_json_dumps_and_marks_one_element():
+def test_pretty_prints_like_json_dumps_with_sorted_keys_and_marks_one_element():
     data = seed.REJECTED
-    assert text_of(rejections.pretty(data)) == json.dumps(data, indent=2, ensure_ascii=False)
+    expected = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True)
+    assert text_of(rejections.pretty(data)) == expected
     assert not highlighted(rejections.pretty(data))
 
     scalar = rejections.pretty(data, ["data", 0, "name"])
     assert highlighted(scalar) == '      "name": "Meta_New",\n'
-    assert text_of(scalar) == json.dumps(data, indent=2)
+    assert text_of(scalar) == expected
 
     context = rejections.pretty(data, ["error", "context"])  # a container: key to bracket
     assert highlighted(context) == (
         '    "context": {\n'
-        '      "type": "string",\n'
-        '      "title": "Name",\n'
-        '      "pattern": "^(~?)(?!.*__.*)[a-z][a-z0-9_]+$",\n'
+        '      "maxLength": 100,\n'
         '      "minLength": 1,\n'
-        '      "maxLength": 100\n'
-        "    }\n"
+        '      "pattern": "^(~?)(?!.*__.*)[a-z][a-z0-9_]+$",\n'
+        '      "title": "Name",\n'
+        '      "type": "string"\n'
+        "    },\n"
     )
     item = rejections.pretty([1, {"a": [True, None]}], [1])
     assert highlighted(item) == '  {\n    "a": [\n      true,\n      null\n    ]\n  }\n'

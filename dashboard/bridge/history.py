@@ -13,7 +13,7 @@ import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from dashboard.bridge import store
 
@@ -63,8 +63,9 @@ class HistoryWriter:
                 return
 
     async def close(self) -> None:
-        """Final flush, then release the writer thread."""
+        """Final flush, then release the writer thread and its database connection."""
         await self.flush()
+        await asyncio.get_running_loop().run_in_executor(self._executor, connections.close_all)
         self._executor.shutdown(wait=True)
 
 

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import uuid
 
 from django.conf import settings
 
 from dashboard.bridge.broker_url import BrokerUrl
 from dashboard.bridge.embedded import EmbeddedBroker
+from dashboard.bridge.leases import Leases
 from dashboard.bridge.session import SessionConfig
 from dashboard.bridge.supervisor import Bridge
 
 logger = logging.getLogger(__name__)
+
+
+def _leases() -> Leases | None:
+    """With Redis, bridges share buildings through leases; without it, one runs them all."""
+    if not settings.REDIS_URL:
+        return None
+    worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return Leases(settings.REDIS_URL, worker, settings.BRIDGE_LEASE_SECONDS)
 
 
 class BridgeService:
@@ -47,6 +58,7 @@ class BridgeService:
             history_interval=settings.HISTORY_FLUSH_SECONDS,
             max_bytes=settings.MQTT_MAX_PAYLOAD_BYTES,
             notify_priority=settings.ALARM_NOTIFY_PRIORITY,
+            leases=_leases(),
         )
         self._task = asyncio.create_task(self.bridge.run(), name="bridge")
         logger.info("bridge started against %s", broker)

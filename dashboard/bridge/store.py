@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.db import transaction
+from django.db import DataError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -27,6 +29,30 @@ OPEN_STATES = (models.FaultAlarm.OPEN, models.FaultAlarm.ACKNOWLEDGED)
 
 def write_batch(batch: list[tuple[uuid.UUID, object]]) -> int:
     """Persist a batch of (building id, record) in one transaction; return rows written."""
+    try:
+        return _write(batch)
+    except (DataError, ValueError) as exc:
+        # PostgreSQL refuses NUL in text and jsonb; device data may hold one. Such a batch
+        # is written again with NUL replaced, rather than retried (and refused) forever.
+        if "NUL" not in str(exc) and "\\u0000" not in str(exc):
+            raise
+        return _write([(building_id, _without_nul(record)) for building_id, record in batch])
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_without_nul(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: _without_nul(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return dataclasses.replace(value, **changes)
+    return value
+
+
+def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
     by_type: dict[type, list[tuple[uuid.UUID, object]]] = defaultdict(list)
     for building_id, record in batch:
         by_type[type(record)].append((building_id, record))

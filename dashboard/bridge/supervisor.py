@@ -20,6 +20,7 @@ from dashboard.bridge.fanout import Fanout, Reply, Send
 from dashboard.bridge.history import HistoryWriter
 from dashboard.bridge.inbox import Inbox
 from dashboard.bridge.ingest import ingest
+from dashboard.bridge.leases import Leases, assign
 from dashboard.bridge.session import BuildingSession, NotConnected, SessionConfig
 from dashboard.bridge.state import (
     ActionRecord,
@@ -211,12 +212,15 @@ class Bridge:
         max_bytes: int = 256 * 1024,
         send: Send = live.broadcast,
         notify_priority: int = 200,
+        leases: Leases | None = None,
     ) -> None:
         self.config = config
         self._notify_priority = notify_priority
         self._only = building_ids
         self._window = window
-        self._poll_interval = poll_interval
+        self.leases = leases
+        # With leases the loop also renews them, well within one lease period.
+        self._poll_interval = min(poll_interval, leases.period / 3) if leases else poll_interval
         self._max_bytes = max_bytes
         self._send = send
         self.history = HistoryWriter(history_interval)
@@ -233,16 +237,21 @@ class Bridge:
         try:
             while not self._stopping.is_set():
                 try:
+                    if self.leases is not None:
+                        await self.keep_leases()
                     await self.sync_inventory()
                     await self.inbox.refresh()
                 except Exception:
-                    logger.exception("could not read the inventory; retrying")
+                    logger.exception("could not read the inventory or reach Redis; retrying")
                 self.ready.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
         finally:
             inbox.cancel()
             await asyncio.gather(*(b.stop() for b in self.buildings.values()))
+            if self.leases is not None:
+                await self.history.flush()  # the next holder starts from what we saw
+                await self.leases.leave(list(self.buildings))
             history.cancel()
             await asyncio.gather(history, inbox, return_exceptions=True)
             await self.history.close()
@@ -272,14 +281,42 @@ class Bridge:
         result = await building.publish_action(message)
         await live.send_result(message["reply_to"], result)
 
+    async def keep_leases(self) -> None:
+        """Renew the leases held; stop at once any building whose lease was lost."""
+        assert self.leases is not None
+        for building_id in await self.leases.renew(list(self.buildings)):
+            logger.warning("lost the lease of building %s; stopping its session", building_id)
+            await self._stop_building(building_id)
+
+    async def _stop_building(self, building_id: uuid.UUID) -> None:
+        await self.inbox.leave(building_id)
+        await self.buildings.pop(building_id).stop()
+
+    async def _claimed(self, versions: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
+        """The buildings this worker should run: those rendezvous hashing gives it, leased."""
+        assert self.leases is not None
+        owners = assign(versions, await self.leases.heartbeat())
+        mine = {b for b, worker in owners.items() if worker == self.leases.worker}
+        for building_id in [b for b in self.buildings if b not in mine]:
+            logger.info("building %s now belongs to another worker; handing it over", building_id)
+            await self._stop_building(building_id)
+            await self.history.flush()  # the next holder starts from what we saw
+            await self.leases.release(building_id)
+        claimed = {}
+        for building_id in mine:
+            if building_id in self.buildings or await self.leases.claim(building_id):
+                claimed[building_id] = versions[building_id]
+        return claimed
+
     async def sync_inventory(self) -> None:
-        """Start, update or stop building sessions to match the database."""
+        """Start, update or stop building sessions to match the database (and the leases)."""
         versions = await _db(load_versions, self._only)
+        if self.leases is not None:
+            versions = await self._claimed(versions)
         for building_id in list(self.buildings):
             if building_id not in versions:
                 logger.info("building %s removed; stopping its session", building_id)
-                await self.inbox.leave(building_id)
-                await self.buildings.pop(building_id).stop()
+                await self._stop_building(building_id)
         for building_id, version in versions.items():
             running = self.buildings.get(building_id)
             if running is not None and running.inventory.version == version:

@@ -1,0 +1,234 @@
+"""Consumers under test, each in its own process, driven by line commands on stdin.
+
+``python -m bench.workers bridge ...``: the dashboard's bridge (``dashboard.bridge.supervisor.
+Bridge``) in-process, as ``serve`` runs it (sessions, ingest, live state, coalesced fan-out
+rendering every changed tile, batched history writes to SQLite), with a ``send`` that only
+counts the frames the fan-out hands to the channel layer.
+
+``python -m bench.workers subscriber ...``: the baseline, a bare paho subscriber on the same
+topics (same QoS) that only ``json.loads`` each message.
+
+Both print ``READY`` once subscribed, then answer ``COUNT`` (messages turned into state per
+building), ``SAMPLES`` (timestamped counts since the last call) and ``STOP`` (final stats,
+then exit) with one line ``= {json}``. Counts are sampled every 20 ms on ``time.monotonic()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import select
+import sys
+import threading
+import time
+import uuid
+from array import array
+from pathlib import Path
+from typing import Any
+
+SAMPLE_EVERY = 0.02
+SUBSCRIBE_BATCH = 100
+
+
+def reply(data: Any) -> None:
+    sys.stdout.write("= " + json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+class Sampler:
+    """Timestamped per-building counts, taken every SAMPLE_EVERY seconds."""
+
+    def __init__(self, read: Any) -> None:
+        self._read = read
+        self.times: list[float] = []
+        self.counts: list[dict[str, int]] = []
+
+    def take(self) -> None:
+        self.times.append(time.monotonic())
+        self.counts.append(self._read())
+
+    def dump(self) -> dict[str, Any]:
+        data = {"t": self.times, "counts": self.counts}
+        self.times, self.counts = [], []
+        return data
+
+
+# ------------------------------------------------------------------------------ the bridge
+
+
+def bridge_main(args: argparse.Namespace) -> None:
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "gooee_site.settings",
+            "SECRET_KEY": "insecure-key-for-benchmarks",
+            "DEBUG": "false",
+            "DATABASE_URL": f"sqlite:///{args.db}",
+            "MQTT_URL": args.broker,
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    import django
+
+    django.setup()
+    from bench.dbsetup import import_building
+
+    for path in args.inventory:
+        import_building(path)
+    asyncio.run(run_bridge(args))
+
+
+async def run_bridge(args: argparse.Namespace) -> None:
+    from dashboard.bridge.broker_url import parse_broker_url
+    from dashboard.bridge.session import SessionConfig
+    from dashboard.bridge.supervisor import Bridge
+
+    sent = {"frames": 0, "bytes": 0}
+
+    async def send(building_id: uuid.UUID, html: str, audience: str, stream: str, seq: int) -> None:
+        sent["frames"] += 1
+        sent["bytes"] += len(html)
+
+    bridge = Bridge(
+        SessionConfig(broker=parse_broker_url(args.broker)),
+        window=args.window,
+        poll_interval=3600,
+        history_interval=args.history,
+        send=send,
+    )
+    task = asyncio.create_task(bridge.run())
+    await asyncio.wait_for(bridge.ready.wait(), 60)
+    while not all(
+        b.session.connected and not b.session._pending_subs for b in bridge.buildings.values()
+    ):
+        await asyncio.sleep(0.05)
+
+    def counts() -> dict[str, int]:
+        return {str(k): b.state.counters["accepted"] for k, b in bridge.buildings.items()}
+
+    sampler = Sampler(counts)
+    commands: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(sys.stdin.fileno(), lambda: commands.put_nowait(sys.stdin.readline().strip()))
+    print("READY", flush=True)
+    while True:
+        sampler.take()
+        try:
+            command = await asyncio.wait_for(commands.get(), SAMPLE_EVERY)
+        except TimeoutError:
+            continue
+        if command == "COUNT":
+            reply(counts())
+        elif command == "SAMPLES":
+            reply(sampler.dump())
+        elif command in ("STOP", ""):
+            break
+    loop.remove_reader(sys.stdin.fileno())
+    bridge.stop()
+    await asyncio.wait_for(task, 120)
+    reply(
+        {
+            "counters": {str(k): dict(b.state.counters) for k, b in bridge.buildings.items()},
+            "history": {
+                "written": bridge.history.written,
+                "dropped": bridge.history.dropped,
+                "pending": bridge.history.pending,
+                "failures": bridge.history.failures,
+            },
+            "fanout": {
+                str(k): {"flushes": b.fanout.flushes} for k, b in bridge.buildings.items()
+            },
+            "sent": sent,
+        }
+    )
+
+
+# -------------------------------------------------------------------- the bare subscriber
+
+
+def subscriber_main(args: argparse.Namespace) -> None:
+    import paho.mqtt.client as mqtt
+
+    by_building: dict[str, list[str]] = json.loads(Path(args.topics).read_text())
+    building_of = {t: b for b, topics in by_building.items() for t in topics}
+    counts = dict.fromkeys(by_building, 0)
+    seqs, times = array("q"), array("d")
+    record = args.record is not None
+    subacks: set[int] = set()
+    lock = threading.Condition()
+
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
+        data = json.loads(message.payload)
+        counts[building_of[message.topic]] += 1
+        if record:
+            times.append(time.monotonic())
+            seqs.append(data[0]["value"])
+
+    def on_subscribe(client: Any, userdata: Any, mid: int, codes: Any, properties: Any) -> None:
+        with lock:
+            subacks.add(mid)
+            lock.notify_all()
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"bench-baseline-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv311,
+    )
+    client.on_message = on_message
+    client.on_subscribe = on_subscribe
+    client.connect("127.0.0.1", args.port, keepalive=60)
+    client.loop_start()
+    topics = list(building_of)
+    mids = []
+    for start in range(0, len(topics), SUBSCRIBE_BATCH):
+        _, mid = client.subscribe([(t, 1) for t in topics[start : start + SUBSCRIBE_BATCH]])
+        mids.append(mid)
+    with lock:
+        if not lock.wait_for(lambda: subacks.issuperset(mids), 60):
+            raise SystemExit("no SUBACK")
+    sampler = Sampler(lambda: dict(counts))
+    print("READY", flush=True)
+    while True:
+        sampler.take()
+        ready, _, _ = select.select([sys.stdin], [], [], SAMPLE_EVERY)
+        if not ready:
+            continue
+        command = sys.stdin.readline().strip()
+        if command == "COUNT":
+            reply(dict(counts))
+        elif command == "SAMPLES":
+            reply(sampler.dump())
+        elif command in ("STOP", ""):
+            break
+    client.disconnect()
+    client.loop_stop()
+    if record:
+        with open(args.record, "wb") as out:
+            seqs.tofile(out)
+            times.tofile(out)
+    reply({"counts": counts, "recorded": len(seqs)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="mode", required=True)
+    bridge = sub.add_parser("bridge")
+    bridge.add_argument("--broker", required=True)
+    bridge.add_argument("--db", required=True, help="a migrated SQLite file (a copy)")
+    bridge.add_argument("--inventory", nargs="+", required=True)
+    bridge.add_argument("--window", type=float, default=0.25)
+    bridge.add_argument("--history", type=float, default=2.0)
+    subscriber = sub.add_parser("subscriber")
+    subscriber.add_argument("--port", type=int, required=True)
+    subscriber.add_argument("--topics", required=True, help="JSON file: {building: [topics]}")
+    subscriber.add_argument("--record", help="write (seq, receive time) of every message here")
+    args = parser.parse_args()
+    if args.mode == "bridge":
+        bridge_main(args)
+    else:
+        subscriber_main(args)
+
+
+if __name__ == "__main__":
+    main()
