@@ -91,11 +91,20 @@ class ServedDashboard:
         )
         return json.loads(self.manage("shell", "-c", script).strip().splitlines()[-1])
 
-    def start(self, command: str = "serve", timeout: float = 30.0) -> ServedDashboard:
-        """Run ``manage.py <command> --port P`` until it prints its URL."""
-        self.command = command
+    def start(
+        self,
+        command: str = "serve",
+        *args: str,
+        ready: str = "Gooee dashboard at",
+        timeout: float = 30.0,
+    ) -> ServedDashboard:
+        """Run ``manage.py <command> [args] --port P`` until it prints ``ready``."""
+        self.command, self.args, self.ready = command, args, ready
+        argv = [command, *args]
+        if command in ("serve", "demo"):
+            argv += ["--port", str(self.port)]
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), command, "--port", str(self.port)],
+            [sys.executable, str(ROOT / "manage.py"), *argv],
             env=self.env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -107,9 +116,10 @@ class ServedDashboard:
         def drain(stream: Any) -> None:
             for line in stream:
                 self.output.append(line)
-                if line.startswith("Gooee dashboard at"):
+                if line.startswith(self.ready):
                     ready.set()
 
+        self.output = []
         threading.Thread(target=drain, args=(self.process.stdout,), daemon=True).start()
         deadline = time.monotonic() + timeout
         while not ready.wait(0.1):
@@ -134,7 +144,7 @@ class ServedDashboard:
 
     def restart(self) -> ServedDashboard:
         self.stop()
-        return self.start(self.command)
+        return self.start(self.command, *self.args, ready=self.ready)
 
     def wait_for_output(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
         """The first match of ``pattern`` in what the process printed so far or soon."""
