@@ -7,6 +7,8 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol, TextIO
 
+from django.conf import settings
+
 logger = logging.getLogger(__name__)
 
 
@@ -71,12 +73,17 @@ def run(
             stdout.write(note + "\n")
         stdout.flush()
 
+    # Behind the trusted proxy, the client's address comes from X-Forwarded-For: login
+    # throttling per address would otherwise count every client as the proxy.
+    proxied = settings.TRUSTED_PROXY_SSL_HEADER
     Server(
         application=get_default_application(),
         endpoints=build_endpoint_description_strings(host=host, port=port),
         signal_handlers=True,
         ready_callable=ready,
         verbosity=0,
+        proxy_forwarded_address_header="X-Forwarded-For" if proxied else None,
+        proxy_forwarded_port_header="X-Forwarded-Port" if proxied else None,
     ).run()
     _finish_tasks(twisted_loop)
 

@@ -121,6 +121,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every response gets the policy, static files and early refusals included.
+    "dashboard.security.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -180,6 +182,23 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# Login throttling (dashboard/accounts.py): this many failed logins for one username or from
+# one address within the window refuse further attempts for the rest of it.
+LOGIN_FAILURE_LIMIT = int(_number("LOGIN_FAILURE_LIMIT", 5, minimum=1))
+LOGIN_FAILURE_WINDOW_SECONDS = int(_number("LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=1))
+
+# The cache holds the failure counts: in Redis when there is one, so that every web process
+# counts the same failures; otherwise in this process's memory.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "gooee-cache",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -202,19 +221,33 @@ WHITENOISE_MANIFEST_STRICT = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Secure defaults whenever DEBUG is off; TLS is usually terminated by a proxy in front.
+# dashboard.security adds the Content-Security-Policy header.
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 HTTPS = _bool("HTTPS", False)
+# `serve` speaks plain HTTP, so with HTTPS a proxy terminates TLS and says so in
+# X-Forwarded-Proto. Trust that header only if the proxy sets it (and drops clients' own).
+TRUSTED_PROXY_SSL_HEADER = _bool("TRUSTED_PROXY_SSL_HEADER", HTTPS)
+if TRUSTED_PROXY_SSL_HEADER:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if HTTPS:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", True)
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_HSTS_SECONDS = int(_number("SECURE_HSTS_SECONDS", 3600))
+    # Covers subdomains of the dashboard's own host (*.dashboard.example.com), not its
+    # siblings; set false when serving from an apex domain with plain-HTTP subdomains.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Preloading is a deliberate, hard-to-undo step for a whole domain: opt in only.
+    SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        # "Cannot be submitted to the preload list": that is the choice just made.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 LOGGING = {
