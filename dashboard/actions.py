@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from dashboard.bridge.buildings import BuildingInventory, load_inventory
 from dashboard.models import ActionAttempt, Role
 from dashboard.roles import roles_on
 from dashboard.topics import Kind, Scope, build_topic
+
+logger = logging.getLogger(__name__)
 
 ALL_SPACES = "all"
 VERBS = {"off": "Turn off {target}", "on": "Turn on {target}", "dim": "Dim {target} to {level} %"}
@@ -231,6 +234,9 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
         ok, reason = result["ok"], result["reason"]
     except live.NoBridge as exc:
         ok, reason = False, f"{exc} (is the bridge running?)"
+    except Exception as exc:  # the channel layer failed: the attempt must not stay pending
+        logger.exception("could not hand action %s to the bridge", attempt.id)
+        ok, reason = False, f"could not reach the bridge: {type(exc).__name__}"
     await sync_to_async(_settle)(attempt.id, ok, reason)
     attempt = await ActionAttempt.objects.aget(id=attempt.id)
     return fragments.attempt_card(attempt.id, payload["name"], attempt.outcome, attempt.reason)

@@ -167,7 +167,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": _LAYERS[REDIS_CHANNEL_LAYER],
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 gives every read a 5 s timeout; the core layer blocks 5 s waiting
+            # for messages, so an idle channel would fail. Reads may take this long.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
         }
     }
 else:

@@ -126,6 +126,10 @@ def test_pages_actions_and_a_killed_worker_across_processes(site, chromium):
             mqtt, topic, seed.DEVICE_META, lambda: expect(value).to_have_text("87.40", timeout=1000)
         )
 
+        # Redis channels sit idle longer than redis-py's default 5 s read timeout (which
+        # once made the core layer fail every idle channel and silenced the bridge).
+        time.sleep(6)
+
         # An operator on web process B dims the Open Office: it reaches the broker.
         operator = chromium.new_page()
         operator.goto(f"{web_b.url}/accounts/login/")
@@ -152,6 +156,11 @@ def test_pages_actions_and_a_killed_worker_across_processes(site, chromium):
         publish_until(mqtt, topic, later, lambda: expect(value).to_have_text("55.50", timeout=1000))
         page.close()
         operator.close()
+
+        # Nothing went wrong quietly on the way: no process logged an error.
+        for served in (web_a, web_b, *site["workers"]):
+            logged = "".join(served.output)
+            assert "Traceback" not in logged and " ERROR " not in logged, logged[-3000:]
     finally:
         brokers.close_clients([mqtt, listener])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -56,7 +57,15 @@ class Inbox:
         if self.channel is None:
             return
         while True:
-            message = await self._layer.receive(self.channel)
+            try:
+                message = await self._layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Redis restarting or a dropped connection: keep listening, never go deaf.
+                logger.exception("bridge channel receive failed; retrying in 1 s")
+                await asyncio.sleep(1)
+                continue
             try:
                 result = self._handle(message)
                 if result is not None:
