@@ -17,8 +17,10 @@ from dashboard.bridge.session import SessionConfig
 from dashboard.bridge.supervisor import Bridge
 
 
-def config_for(url: str, **kwargs: Any) -> SessionConfig:
-    return SessionConfig(broker=parse_broker_url(url), keepalive=5, reconnect_max=1, **kwargs)
+def config_for(url: str, *, keepalive: int = 5, **kwargs: Any) -> SessionConfig:
+    return SessionConfig(
+        broker=parse_broker_url(url), keepalive=keepalive, reconnect_max=1, **kwargs
+    )
 
 
 async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:

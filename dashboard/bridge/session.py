@@ -14,6 +14,7 @@ import os
 import random
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 SUBSCRIBE_BATCH = 100  # topics per SUBSCRIBE/UNSUBSCRIBE packet
 CONNACK_TIMEOUT = 10.0
+SILENCE_FACTOR = 1.5  # keepalives without a byte from the broker before the link counts as cut
 QOS = 1
 
 
@@ -92,6 +94,7 @@ class BuildingSession:
         self._subscribed: set[str] = set()
         self._refused: set[str] = set()
         self._sock: socket.socket | None = None
+        self._last_in = time.monotonic()  # when the broker last sent us anything
         self._client = self._make_client()
 
     # --- paho wiring ---------------------------------------------------------------
@@ -157,6 +160,7 @@ class BuildingSession:
         self._loop.remove_writer(sock)
 
     def _read(self) -> None:
+        self._last_in = time.monotonic()
         self._client.loop_read()
 
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -270,6 +274,7 @@ class BuildingSession:
         if reason.is_failure:
             raise ConnectionError(f"broker refused the connection: {reason}")
         self._connected = True
+        self._last_in = time.monotonic()
         self.status.last_error = ""
         self._subscribed.clear()
         self._refused.clear()
@@ -288,6 +293,23 @@ class BuildingSession:
             await asyncio.sleep(1)
             if self._sock is not None:
                 self._client.loop_misc()
+                self._check_silence()
+
+    def _check_silence(self) -> None:
+        """Give up on a link that went silent: paho alone would wait about 2 x keepalive.
+
+        A healthy idle link answers paho's PINGREQ within one keepalive, so nothing heard
+        for 1.5 x keepalive means the path is gone (a cut without FIN never closes).
+        """
+        silent = time.monotonic() - self._last_in
+        if self._connected and silent > SILENCE_FACTOR * self.config.keepalive:
+            logger.warning(
+                "building %s: nothing from the broker for %.0f s; reconnecting",
+                self.building_id,
+                silent,
+            )
+            self._drop_socket()
+            self._handle_disconnect(self._client, None, None, f"no answer for {silent:.0f} s", None)
 
     def _drop_socket(self) -> None:
         sock = self._sock
