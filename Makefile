@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format install migrate serve clean
+.PHONY: demo test lint format install migrate serve clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,16 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The smoke benchmark runs inside `make test` as tests/test_bench_smoke.py.
 test: install lint
 	$(BIN)/python -m pytest
+
+# Benchmarks against raw-MQTT baselines in the same run (docs/benchmarks.md); not for CI.
+bench: install
+	$(BIN)/python -m bench.run
+
+bench-smoke: install
+	$(BIN)/python -m bench.run --smoke --out bench/results/smoke.json
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

@@ -52,7 +52,15 @@ class Figure:
 
 
 def _values(f: Figure) -> tuple[Any, ...]:
-    return (f.name, _round(f.value), f.unit, _round(f.baseline), _round(f.ratio, 4), f.target, f.passed)
+    return (
+        f.name,
+        _round(f.value),
+        f.unit,
+        _round(f.baseline),
+        _round(f.ratio, 4),
+        f.target,
+        f.passed,
+    )
 
 
 def _round(x: float | None, digits: int = 3) -> float | None:
@@ -95,7 +103,7 @@ def write_results(
 
 def _cell(x: Any) -> str:
     if x is None:
-        return "–"
+        return "-"
     if isinstance(x, bool):
         return "yes" if x else "NO"
     if isinstance(x, float):
@@ -114,7 +122,7 @@ def table(figures: Iterable[Figure], markdown: bool = False) -> str:
             _cell(f.baseline),
             _cell(f.ratio),
             f.target,
-            _cell(f.passed) if f.passed is not None else "–",
+            _cell(f.passed) if f.passed is not None else "-",
         ]
         for f in figures
     ]

@@ -90,6 +90,20 @@ def rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
+async def quiet(pid: int, busy: float = 0.15, seconds: float = 0.5, timeout: float = 120) -> float:
+    """Wait until the process used under ``busy`` of a core over ``seconds`` (work left over
+    from set-up must not land in a measurement); the seconds waited."""
+    process = psutil.Process(pid)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while loop.time() - began < timeout:
+        before = sum(process.cpu_times()[:2])
+        await asyncio.sleep(seconds)
+        if sum(process.cpu_times()[:2]) - before < busy * seconds:
+            break
+    return loop.time() - began
+
+
 @dataclass
 class Building:
     """A bench building in the served database, with sessions of a viewer on it."""
@@ -124,19 +138,53 @@ def building_topics(data: dict[str, Any]) -> list[str]:
     )
 
 
+class VariantServed(ServedDashboard):
+    """``serve`` through ``bench.serve_variant``: a prototype fix applied first."""
+
+    def __init__(self, directory: Path, mqtt_url: str, variant: str, **settings: Any) -> None:
+        super().__init__(directory, mqtt_url, **settings)
+        self.variant = variant
+        self.bench_directory = directory
+
+    def start(self, command: str = "serve", *args: str, **kwargs: Any) -> ServedDashboard:
+        import tests.served
+
+        real = tests.served.ROOT
+        # ServedDashboard runs ROOT / "manage.py"; point it at the launcher for this start.
+        launcher = self.bench_directory / "variant"
+        launcher.mkdir(exist_ok=True)
+        (launcher / "manage.py").write_text(
+            f"import runpy, sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+            f"sys.argv = ['bench.serve_variant', {self.variant!r}, *sys.argv[1:]]\n"
+            "runpy.run_module('bench.serve_variant', run_name='__main__')\n",
+            encoding="utf-8",
+        )
+        tests.served.ROOT = launcher
+        try:
+            return super().start(command, *args, **kwargs)
+        finally:
+            tests.served.ROOT = real
+
+
 class Stack:
     """A private Mosquitto and ``manage.py serve`` with the bridge, against it."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, server_variant: str = "as-is") -> None:
         self.directory = directory
+        self.server_variant = server_variant
         self.broker = BenchBroker()
         self.served: ServedDashboard | None = None
         self.buildings: dict[tuple[int, int], Building] = {}
 
     def start(self) -> Stack:
         self.broker.start()
-        served = ServedDashboard(self.directory / "served", self.broker.url, **SERVE_SETTINGS)
         (self.directory / "served").mkdir(exist_ok=True)
+        if self.server_variant == "as-is":
+            served = ServedDashboard(self.directory / "served", self.broker.url, **SERVE_SETTINGS)
+        else:
+            served = VariantServed(
+                self.directory / "served", self.broker.url, self.server_variant, **SERVE_SETTINGS
+            )
         served.migrate()
         self.template_db = self.directory / "migrated.sqlite3"
         shutil.copy(self.directory / "served" / "db.sqlite3", self.template_db)

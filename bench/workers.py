@@ -38,16 +38,24 @@ def reply(data: Any) -> None:
 
 
 class Sampler:
-    """Timestamped per-building counts, taken every SAMPLE_EVERY seconds."""
+    """Timestamped per-building counts, taken every SAMPLE_EVERY seconds.
 
-    def __init__(self, read: Any) -> None:
+    With ``progress``, the total is also written there (8 bytes, little-endian) for the
+    publisher to pace itself by.
+    """
+
+    def __init__(self, read: Any, progress: str | None = None) -> None:
         self._read = read
+        self._fd = os.open(progress, os.O_RDWR | os.O_CREAT) if progress else None
         self.times: list[float] = []
         self.counts: list[dict[str, int]] = []
 
     def take(self) -> None:
+        counts = self._read()
         self.times.append(time.monotonic())
-        self.counts.append(self._read())
+        self.counts.append(counts)
+        if self._fd is not None:
+            os.pwrite(self._fd, sum(counts.values()).to_bytes(8, "little"), 0)
 
     def dump(self) -> dict[str, Any]:
         data = {"t": self.times, "counts": self.counts}
@@ -72,7 +80,10 @@ def bridge_main(args: argparse.Namespace) -> None:
     import django
 
     django.setup()
+    from bench import experiments
     from bench.dbsetup import import_building
+
+    experiments.apply(args.variant)
 
     for path in args.inventory:
         import_building(path)
@@ -107,7 +118,7 @@ async def run_bridge(args: argparse.Namespace) -> None:
     def counts() -> dict[str, int]:
         return {str(k): b.state.counters["accepted"] for k, b in bridge.buildings.items()}
 
-    sampler = Sampler(counts)
+    sampler = Sampler(counts, args.progress)
     commands: asyncio.Queue[str] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     loop.add_reader(sys.stdin.fileno(), lambda: commands.put_nowait(sys.stdin.readline().strip()))
@@ -136,9 +147,7 @@ async def run_bridge(args: argparse.Namespace) -> None:
                 "pending": bridge.history.pending,
                 "failures": bridge.history.failures,
             },
-            "fanout": {
-                str(k): {"flushes": b.fanout.flushes} for k, b in bridge.buildings.items()
-            },
+            "fanout": {str(k): {"flushes": b.fanout.flushes} for k, b in bridge.buildings.items()},
             "sent": sent,
         }
     )
@@ -185,9 +194,9 @@ def subscriber_main(args: argparse.Namespace) -> None:
         _, mid = client.subscribe([(t, 1) for t in topics[start : start + SUBSCRIBE_BATCH]])
         mids.append(mid)
     with lock:
-        if not lock.wait_for(lambda: subacks.issuperset(mids), 60):
+        if not lock.wait_for(lambda: subacks.issuperset(mids), 300):
             raise SystemExit("no SUBACK")
-    sampler = Sampler(lambda: dict(counts))
+    sampler = Sampler(lambda: dict(counts), args.progress)
     print("READY", flush=True)
     while True:
         sampler.take()
@@ -219,10 +228,13 @@ def main() -> None:
     bridge.add_argument("--inventory", nargs="+", required=True)
     bridge.add_argument("--window", type=float, default=0.25)
     bridge.add_argument("--history", type=float, default=2.0)
+    bridge.add_argument("--progress", help="keep the running total in this file")
+    bridge.add_argument("--variant", default="as-is", help="a prototype (bench/experiments.py)")
     subscriber = sub.add_parser("subscriber")
     subscriber.add_argument("--port", type=int, required=True)
     subscriber.add_argument("--topics", required=True, help="JSON file: {building: [topics]}")
     subscriber.add_argument("--record", help="write (seq, receive time) of every message here")
+    subscriber.add_argument("--progress", help="keep the running total in this file")
     args = parser.parse_args()
     if args.mode == "bridge":
         bridge_main(args)

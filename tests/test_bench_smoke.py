@@ -1,0 +1,108 @@
+"""The benchmark harness at toy sizes (``python -m bench.run --smoke``), so it cannot rot.
+
+Only that it produces every figure, with sane values, in the documented shape; the targets
+are for the full run (``make bench``) on a quiet machine, not for this one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import brokers
+
+pytestmark = pytest.mark.broker
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURE_KEYS = {"name", "value", "unit", "baseline", "ratio", "target", "pass"}
+EXPECTED = [
+    "ingest.rate@",
+    "ingest.dropped@",
+    "fresh.latency_p50",
+    "fresh.latency_p95",
+    "fresh.latency_p99",
+    "fresh.final_values",
+    "bandwidth.bytes_per_client",
+    "bandwidth.frames_per_client",
+    "render.page@",
+    "memory.per_idle_client@",
+    "memory.rss_after_",
+    "growth.ingest.rate@",
+    "growth.render@",
+    "fresh.latency_p99@",
+    "bandwidth.bytes_per_client@",
+    "growth.memory.per_idle_client@",
+    "growth.exponent.ingest_cost_per_message",
+    "growth.exponent.render_time",
+    "growth.exponent.server_cpu_vs_pages",
+    "growth.exponent.server_memory_vs_pages",
+]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    if brokers.find_mosquitto() is None:
+        pytest.fail("mosquitto not found: install Debian's mosquitto package (see README)")
+    out = tmp_path_factory.mktemp("bench") / "latest.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    return json.loads(out.read_text()), run.stdout
+
+
+def by_name(data: dict) -> dict[str, dict]:
+    return {f["name"]: f for f in data["figures"]}
+
+
+def test_results_have_the_documented_shape(smoke: tuple[dict, str]) -> None:
+    data, _ = smoke
+    assert {"machine", "figures"} <= set(data)
+    assert data["machine"]["logical_cores"] >= 1 and data["machine"]["mode"] == "smoke"
+    for f in data["figures"]:
+        assert set(f) == FIGURE_KEYS, f
+        assert isinstance(f["name"], str) and isinstance(f["unit"], str)
+        assert f["pass"] in (True, False, None)
+        assert (f["pass"] is None) == (f["target"] == "informational"), f
+
+
+def test_every_figure_is_produced_with_a_value_and_a_baseline(smoke: tuple[dict, str]) -> None:
+    data, stdout = smoke
+    names = list(by_name(data))
+    for prefix in EXPECTED:
+        assert any(n.startswith(prefix) for n in names), f"no figure {prefix}…: {names}"
+    for f in data["figures"]:
+        assert f["value"] is not None and math.isfinite(f["value"]), f
+        assert f["baseline"] is not None and math.isfinite(f["baseline"]), f
+        assert f["name"] in stdout  # the table shows the same figures
+
+
+def test_values_are_sane(smoke: tuple[dict, str]) -> None:
+    figures = by_name(smoke[0])
+
+    def first(prefix: str) -> dict:
+        return next(f for n, f in figures.items() if n.startswith(prefix))
+
+    rate = first("ingest.rate@")
+    assert rate["value"] > 0 and rate["baseline"] > 0 and rate["ratio"] > 0
+    assert first("ingest.dropped@")["value"] == 0
+    p50, p99 = figures["fresh.latency_p50"], figures["fresh.latency_p99"]
+    assert 0 < p50["value"] <= p99["value"] < 10_000
+    assert 0 < p50["baseline"] <= p99["baseline"]
+    # Every page ends up with every final value at toy sizes; a parser out of step with the
+    # templates would see none.
+    assert figures["fresh.final_values"]["value"] == 100
+    bandwidth = figures["bandwidth.bytes_per_client"]
+    assert bandwidth["value"] > 0 and bandwidth["baseline"] > 0
+    assert figures["bandwidth.frames_per_client"]["baseline"] > 0
+    assert 0 < first("render.page@")["value"] < 10_000
+    assert first("memory.rss_after_")["value"] > 0
