@@ -2,7 +2,8 @@
 
 Applied by monkeypatching inside the bench's own bridge worker only
 (``python -m bench.workers bridge --variant NAME``); the product code is not changed.
-``python -m bench.experiments`` measures every variant against the bare subscriber.
+``python -m bench.experiments [DEVICES [SECONDS [VARIANT ...]]]`` measures bridge variants
+(joined by "+" to combine) against the bare subscriber, each in its own two phases.
 
 - ``no-history``: history records are dropped (an upper bound: what history costs).
 - ``sql-history``: meta samples are inserted with one ``executemany`` of prepared rows
@@ -10,11 +11,12 @@ Applied by monkeypatching inside the bench's own bridge worker only
 - ``sample-per-flush``: at most one meta sample per device and name per history flush (the
   latest), as the fan-out keeps one rendered value per window.
 - ``batched-io``: the session reads every packet waiting on the socket per wake-up and
-  writes the PUBACKs once per loop turn, instead of one event-loop turn, two recv calls
+  writes the PUBACKs once per loop turn, instead of one event-loop turn, several recv calls
   and an add_writer/remove_writer pair per message.
 
 Server variants (``python -m bench.serve_variant``, ``Stack(server_variant=...)``), measured
-by ``python -m bench.experiments serve``:
+by ``python -m bench.experiments serve [PAGES [SECONDS [VARIANT ...]]]`` (freshness, a fresh
+server each):
 
 - ``fast-dispatch``: page consumers skip Channels' per-message ``close_old_connections``
   (a hop to the sync thread and back) for the messages that never touch the database: the
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -197,13 +200,14 @@ PATCHES: dict[str, Callable[[], None]] = {
 }
 
 
-async def main(devices: int = 500, seconds: float = 15.0) -> None:
+async def main(devices: int = 500, seconds: float = 15.0, variants: tuple[str, ...] = ()) -> None:
     from bench.harness import Stack, workdir
     from bench.ingest import measure
 
-    stack = Stack(workdir()).start()
+    directory = workdir()
+    stack = Stack(directory).start()
     try:
-        for variant in MEASURED:
+        for variant in variants or MEASURED:
             result, _ = await measure(stack, devices, seconds, variant=variant)
             print(
                 f"{variant:18} bridge {result.bridge_rate:8.0f} msg/s  bare "
@@ -214,15 +218,20 @@ async def main(devices: int = 500, seconds: float = 15.0) -> None:
             )
     finally:
         stack.stop()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-async def serve_main(clients: int = 100, seconds: float = 15.0) -> None:
+async def serve_main(
+    clients: int = 100, seconds: float = 15.0, variants: tuple[str, ...] = ()
+) -> None:
     from bench import freshness
     from bench.figures import percentile
     from bench.harness import Stack, workdir
 
-    for variant in (*SERVER_VARIANTS, "as-is"):  # as-is again: how much the machine drifted
-        stack = Stack(workdir(), server_variant=variant).start()
+    # as-is again at the end: how much the machine drifted meanwhile
+    for variant in variants or (*SERVER_VARIANTS, "as-is"):
+        directory = workdir()
+        stack = Stack(directory, server_variant=variant).start()
         try:
             r = await freshness.measure(stack, 500, clients, 2000, seconds)
             print(
@@ -234,11 +243,15 @@ async def serve_main(clients: int = 100, seconds: float = 15.0) -> None:
             )
         finally:
             stack.stop()
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args and args[0] == "serve":
-        asyncio.run(serve_main(*(int(a) for a in args[1:2]), *(float(a) for a in args[2:3])))
+    if args and args[0] == "serve":  # serve [pages [seconds [variant ...]]]
+        pages = int(args[1]) if len(args) > 1 else 100
+        seconds = float(args[2]) if len(args) > 2 else 15.0
+        asyncio.run(serve_main(pages, seconds, tuple(args[3:])))
     else:
-        asyncio.run(main(int(args[0]) if args else 500, float(args[1]) if len(args) > 1 else 15.0))
+        devices = int(args[0]) if args else 500  # [devices [seconds [variant ...]]]
+        asyncio.run(main(devices, float(args[1]) if len(args) > 1 else 15.0, tuple(args[2:])))

@@ -20,6 +20,7 @@ import asyncio
 import bisect
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,9 @@ async def measure(
 ) -> tuple[IngestResult, dict]:
     """The baseline's phase, then the bridge's, on the same generated building and stream;
     with ``profile``, py-spy records the bridge's phase there."""
-    directory = stack.directory / f"ingest-{devices}-{variant}"
-    directory.mkdir()
+    # Not "+": the directory goes into a DATABASE_URL, where "+" reads as a space.
+    tag = f"ingest-{devices}-{variant.replace('+', '_')}-"
+    directory = Path(tempfile.mkdtemp(prefix=tag, dir=stack.directory))
     path, data = write_inventory(directory, devices, SEED_BASE + devices)
     building = data["buildings"][0]["id"]
     devices_file = directory / "devices.json"

@@ -1,8 +1,8 @@
 """``python -m bench.run [--smoke] [--only SCENARIO ...] [--out PATH]``: every scenario, one
 results file (``bench/results/latest.json``), the same as a table on stdout.
 
-The full run takes about a quarter of an hour on two cores; ``--smoke`` runs every scenario
-at toy sizes in about half a minute so the harness cannot rot (``tests/test_bench_smoke.py``).
+The full run takes about ten minutes on two cores; ``--smoke`` runs every scenario
+at toy sizes in about 40 seconds so the harness cannot rot (``tests/test_bench_smoke.py``).
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ async def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="toy sizes, about half a minute")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes, about 40 s")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"default {RESULTS}")
     parser.add_argument(
