@@ -306,7 +306,10 @@ class Audit:
         first = await rows.afirst()
         if first is None:
             return []
-        batch = ActionAttempt.objects.filter(idempotency_key__startswith=f"{key}:")
+        # The key comes from the client: only ever look inside this building.
+        batch = ActionAttempt.objects.filter(
+            building_id=self.building_id, idempotency_key__startswith=f"{key}:"
+        )
         found = [first] if first.idempotency_key == key else [a async for a in batch]
         return [
             fragments.attempt_card(a.id, json.loads(a.payload)["name"], a.outcome, a.reason)
