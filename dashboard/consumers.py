@@ -13,6 +13,7 @@ import logging
 import uuid
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -58,6 +59,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
     def choose(self, user: Any) -> dict[uuid.UUID, list[str]]:
         """The buildings and audiences this page follows; empty when it may follow none."""
         raise NotImplementedError
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Handle a message without Channels' per-message hop to the database thread.
+
+        Only ``connect`` reads the database, through database_sync_to_async, which closes
+        stale connections itself; every frame and every ack stays on the event loop.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"no handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         if self._rejoin is not None:
