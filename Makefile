@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format install migrate serve clean bench bench-smoke
+.PHONY: demo test lint format install migrate serve clean bench bench-smoke soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: install
 
 bench-smoke: install
 	$(BIN)/python -m bench.run --smoke --out bench/results/smoke.json
+
+# Long reliability runs (docs/reliability.md): the full fault counts, fuzzing and 30 min of load.
+soak: install
+	$(BIN)/python -m pytest -m soak -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache
