@@ -35,7 +35,20 @@ META_VALUE = re.compile(
     r'<span class="meta-label">[^<]*</span> <span class="meta-value">([^<]*)</span>'
 )
 _parsed: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
+_inflated: OrderedDict[bytes, str] = OrderedDict()
 PARSE_CACHE = 256
+
+
+def html_of(frame: str | bytes) -> str:
+    """A frame's HTML: binary frames are deflated once for all pages (``live.pack``)."""
+    if isinstance(frame, str):
+        return frame
+    html = _inflated.get(frame)
+    if html is None:
+        html = _inflated[frame] = zlib.decompress(frame, -zlib.MAX_WBITS).decode()
+        if len(_inflated) > PARSE_CACHE:
+            _inflated.popitem(last=False)
+    return html
 
 
 def seq_values(frame: str) -> list[tuple[str, int]]:
@@ -151,11 +164,11 @@ class PageClient:
                     out = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
                     stats.deflated_bytes += len(out) - 4  # RFC 7692 drops the 00 00 ff ff
                     stats.compressed_once_bytes += len(zlib.compress(data, 6))
-                if isinstance(frame, str):
-                    self._apply(frame, now)
-                    # Only a snapshot carries the (unchanging) recent-actions tile.
-                    if self.snapshot.is_set() and '<section id="actions"' in frame:
-                        stats.resyncs += 1
+                html = html_of(frame)
+                self._apply(html, now)
+                # Only a snapshot carries the (unchanging) recent-actions tile.
+                if self.snapshot.is_set() and '<section id="actions"' in html:
+                    stats.resyncs += 1
                 self.snapshot.set()
 
     def _apply(self, frame: str, now: float) -> None:

@@ -101,7 +101,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if text_data == ACK:
             self.unacked = max(0, self.unacked - 1)
 
-    async def forward(self, html: str) -> None:
+    async def forward(self, frame: str | bytes) -> None:
         """Send a frame, or cut the page off when it is too far behind to catch up by frames."""
         if self.cut_off:
             return
@@ -111,7 +111,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=TRY_AGAIN_LATER)
             return
         self.unacked += 1
-        await self.send(text_data=html)
+        if isinstance(frame, bytes):
+            await self.send(bytes_data=frame)
+        else:
+            await self.send(text_data=frame)
 
     async def live_fragments(self, event: dict[str, Any]) -> None:
         key = (event["building"], event["audience"])
@@ -120,7 +123,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if known is not None and known[0] == position[0] and position[1] <= known[1]:
             return  # already part of the snapshot this page has
         self.positions[key] = position
-        await self.forward(event["html"])
+        await self.forward(event["frame"])
         if known is not None and (known[0] != position[0] or position[1] != known[1] + 1):
             # Missed a message, or the bridge restarted: catch up on everything.
             logger.info("page %s resyncs building %s", self.channel_name, event["building"])
@@ -129,7 +132,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def live_snapshot(self, event: dict[str, Any]) -> None:
         for audience, (stream, seq) in event["positions"].items():
             self.positions[(event["building"], audience)] = (stream, seq)
-        await self.forward(event["html"])
+        await self.forward(event["frame"])
 
 
 class BuildingConsumer(LiveConsumer):

@@ -3,6 +3,8 @@
 Bridge → pages: ``live.fragments`` to a building's group (one per audience), each with a
 sequence number so a page that missed one (its channel was full) knows to resync, and
 ``live.snapshot`` straight to one page's channel with every tile of the building.
+Each carries a ``frame``: the HTML, or above ``COMPRESS_ABOVE`` bytes the HTML deflated
+once here for all pages (live.js inflates binary frames before htmx swaps them).
 Pages → bridge: ``snapshot.request`` to the building's bridge group, on every (re)connect,
 answered by whichever bridge process holds the building; ``action.publish`` from the action
 form's view, answered with ``action.result`` once the broker acknowledged it (or did not).
@@ -12,12 +14,33 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
 from channels.layers import get_channel_layer
 
 from dashboard.bridge.tiles import EVERYONE
+
+# Small frames gain nothing from compression; a window of a busy building's values shrinks
+# to about a tenth (docs/benchmarks.md, "Bandwidth").
+COMPRESS_ABOVE = 1024
+
+
+def pack(html: str) -> str | bytes:
+    """The frame pages receive: the HTML itself, or raw deflate of it when that pays."""
+    data = html.encode()
+    if len(data) <= COMPRESS_ABOVE:
+        return html
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return deflate.compress(data) + deflate.flush()
+
+
+def unpack(frame: str | bytes) -> str:
+    """The HTML in a frame made by ``pack``."""
+    if isinstance(frame, str):
+        return frame
+    return zlib.decompress(frame, -zlib.MAX_WBITS).decode()
 
 
 def group_name(building_id: uuid.UUID | str, audience: str = EVERYONE) -> str:
@@ -45,7 +68,7 @@ async def broadcast(
             "type": "live.fragments",
             "building": str(building_id),
             "audience": audience,
-            "html": html,
+            "frame": pack(html),
             "stream": stream,
             "seq": seq,
         },
@@ -62,7 +85,7 @@ async def send_snapshot(
         {
             "type": "live.snapshot",
             "building": str(building_id),
-            "html": html,
+            "frame": pack(html),
             "positions": {audience: list(pos) for audience, pos in positions.items()},
         },
     )

@@ -73,4 +73,4 @@ class Browser:
             except TimeoutError:
                 continue
             assert message["type"] == "live.fragments"
-            self.received.append(message["html"])
+            self.received.append(live.unpack(message["frame"]))

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from dashboard import live
 from dashboard.topics import Kind, Scope, build_topic
 from tests import brokers, seed
 from tests.factories import PASSWORD
@@ -89,6 +90,8 @@ def test_a_facility_manager_watches_every_example_payload_arrive_without_reload(
 ):
     served, hq = dashboard
     page = log_in(chromium, served.url, "victor")
+    frames: list[str | bytes] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda frame: frames.append(frame)))
     page.get_by_role("link", name="Headquarters").click()
     expect(page.get_by_role("heading", name="Headquarters", level=1)).to_be_visible()
     expect(page.locator("#page-status")).to_contain_text("connected")
@@ -125,6 +128,9 @@ def test_a_facility_manager_watches_every_example_payload_arrive_without_reload(
     expect(alarms.locator(".alarm.level-critical")).to_contain_text("high_temperature")
     expect(alarms.locator(".badge-alarm")).to_have_text("2 open")
     expect(alarms.locator(".badge-unacknowledged")).to_have_text("2 unacknowledged")
+    # Larger frames come deflated (live.pack) and are inflated by live.js before the swap.
+    deflated = [live.unpack(f) for f in frames if isinstance(f, bytes)]
+    assert any("high_temperature" in html for html in deflated)
 
     space_action = {**seed.SPACE_ACTION, "target_id": space}
     mqtt(build_topic(Scope.SPACE, space, Kind.ACTION), space_action)

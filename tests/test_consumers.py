@@ -75,7 +75,7 @@ async def receive_until(communicator: WebsocketCommunicator, text: str) -> str:
     received = []
     while True:
         try:
-            html = await communicator.receive_from(5)
+            html = live.unpack(await communicator.receive_from(5))
         except TimeoutError:
             raise AssertionError(f"{text!r} never arrived; got {received!r}") from None
         if text in html:
@@ -105,6 +105,22 @@ async def test_a_viewer_gets_the_snapshot_then_every_fragment_of_the_building(pa
     await live.broadcast(building, "<p>newer</p>", stream="s1", seq=5)
     assert await communicator.receive_from(5) == "<p>newer</p>"
     assert await communicator.receive_nothing(0.2)
+
+
+async def test_a_busy_window_reaches_the_page_deflated_and_a_small_one_as_text(page, hq, people):
+    building = hq[Scope.BUILDING]
+    bridge = await FakeBridge(building).join()
+    communicator, _, _ = await page(people.viewer, building)
+    request = await bridge.next_request()
+    await live.send_snapshot(request["reply_to"], building, "<p>snapshot</p>", {"all": ("s1", 1)})
+    assert await communicator.receive_from(5) == "<p>snapshot</p>"
+
+    busy = "".join(f'<span id="meta-{n}" hx-swap-oob="true">{n}</span>' for n in range(200))
+    await live.broadcast(building, busy, stream="s1", seq=2)
+    frame = await communicator.receive_from(5)
+    assert isinstance(frame, bytes)
+    assert len(frame) < len(busy) / 4
+    assert live.unpack(frame) == busy
 
 
 async def test_support_staff_also_join_the_support_group_and_viewers_do_not(page, hq, people):

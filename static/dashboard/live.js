@@ -20,6 +20,53 @@
     document.body.dataset.live = state;
   }
 
+  // Large frames arrive deflated (compressed once on the server for every page). The htmx
+  // extension only swaps text, so a binary frame is held back, inflated, and replayed on
+  // its socket as text; frames behind it wait their turn so that swaps keep their order.
+  var originalCreateWebSocket = htmx.createWebSocket;
+  htmx.createWebSocket = function (url) {
+    var socket = originalCreateWebSocket(url);
+    socket.binaryType = "arraybuffer";
+    return socket;
+  };
+  var inflating = Promise.resolve();
+  var waiting = 0;
+  var replaying = false;
+
+  function inflate(data) {
+    var stream = new Blob([data]).stream().pipeThrough(new DecompressionStream("deflate-raw"));
+    return new Response(stream).text();
+  }
+
+  function replay(socket, text) {
+    replaying = true;
+    try {
+      socket.dispatchEvent(new MessageEvent("message", { data: text }));
+    } finally {
+      replaying = false;
+    }
+  }
+
+  document.addEventListener("htmx:wsOpen", function (event) {
+    event.target.liveSocket = event.detail.event.target;
+  });
+  document.addEventListener("htmx:wsBeforeMessage", function (event) {
+    var message = event.detail.message;
+    if (replaying || (typeof message === "string" && waiting === 0)) return;
+    event.preventDefault();
+    var socket = event.target.liveSocket;
+    waiting += 1;
+    inflating = inflating
+      .then(function () { return typeof message === "string" ? message : inflate(message); })
+      .then(function (text) { replay(socket, text); })
+      .catch(function (error) {
+        // A frame that cannot be applied leaves the page behind: start again from a snapshot.
+        console.error("live update could not be applied", error);
+        socket.close(4000, "resync");
+      })
+      .finally(function () { waiting -= 1; });
+  });
+
   document.addEventListener("htmx:wsConnecting", function () {
     setPageStatus("connecting", "connecting…");
   });
