@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import random
+import select
 import socket
 import ssl
 import time
@@ -33,6 +34,8 @@ SUBSCRIBE_BATCH = 100  # topics per SUBSCRIBE/UNSUBSCRIBE packet
 CONNACK_TIMEOUT = 10.0
 SILENCE_FACTOR = 1.5  # keepalives without a byte from the broker before the link counts as cut
 QOS = 1
+# Packets read per wake-up at most, so that one flooded building cannot starve the others.
+MAX_PACKETS_PER_WAKE = 256
 
 
 class NotConnected(RuntimeError):
@@ -94,6 +97,7 @@ class BuildingSession:
         self._subscribed: set[str] = set()
         self._refused: set[str] = set()
         self._sock: socket.socket | None = None
+        self._write_soon = False
         self._last_in = time.monotonic()  # when the broker last sent us anything
         self._client = self._make_client()
 
@@ -153,15 +157,30 @@ class BuildingSession:
             self._sock = None
 
     def _register_write(self, sock: socket.socket) -> None:
+        # paho asks to write once per PUBACK; writing once per loop turn instead saves an
+        # add_writer/remove_writer pair (two epoll_ctl calls) per message.
+        if sock is self._sock and not self._write_soon:
+            self._write_soon = True
+            self._loop.call_soon(self._write, sock)
+
+    def _write(self, sock: socket.socket) -> None:
+        self._write_soon = False
         if sock is self._sock:
-            self._loop.add_writer(sock, self._client.loop_write)
+            self._client.loop_write()
+            if self._client.want_write() and sock is self._sock:
+                self._loop.add_writer(sock, self._client.loop_write)
 
     def _unregister_write(self, sock: socket.socket) -> None:
         self._loop.remove_writer(sock)
 
     def _read(self) -> None:
+        """Read every packet already waiting: paho reads one per call, a wake-up costs more."""
         self._last_in = time.monotonic()
-        self._client.loop_read()
+        sock = self._sock
+        for _ in range(MAX_PACKETS_PER_WAKE):
+            self._client.loop_read()
+            if sock is None or sock is not self._sock or not _readable(sock):
+                return
 
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if self._connack is not None and not self._connack.done():
@@ -402,6 +421,17 @@ class BuildingSession:
         self.status.subscribed = len(self._subscribed) if self._connected else 0
         self.status.refused_topics = sorted(self._refused)
         self._on_status(self.status)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Bytes wait on the socket, or inside TLS where select cannot see them."""
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending() > 0:
+        return True
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):  # closed meanwhile
+        return False
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,7 +8,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DataError, transaction
+from django.db import DataError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -25,6 +25,7 @@ from dashboard.bridge.state import (
 )
 
 OPEN_STATES = (models.FaultAlarm.OPEN, models.FaultAlarm.ACKNOWLEDGED)
+SAMPLE_FIELDS = ("device", "name", "value", "received_at")
 
 
 def write_batch(batch: list[tuple[uuid.UUID, object]]) -> int:
@@ -89,12 +90,7 @@ def _existing_devices(by_type: dict[type, list]) -> set[uuid.UUID]:
 
 def _write_meta(items: list[tuple[uuid.UUID, MetaValue]], devices: set[uuid.UUID]) -> int:
     values = [v for _, v in items if v.device_id in devices]
-    models.MetaSample.objects.bulk_create(
-        models.MetaSample(
-            device_id=v.device_id, name=v.name, value=v.value, received_at=v.received_at
-        )
-        for v in values
-    )
+    _insert_samples(values)
     latest = {(v.device_id, v.name): v for v in values}
     models.LatestMeta.objects.bulk_create(
         [
@@ -114,6 +110,34 @@ def _write_meta(items: list[tuple[uuid.UUID, MetaValue]], devices: set[uuid.UUID
         update_fields=["value", "display_name", "unit", "source_timestamp", "received_at"],
     )
     return len(values) + len(latest)
+
+
+def _insert_samples(values: list[MetaValue]) -> None:
+    """One executemany of prepared rows: the bulk of history, and of the bridge's CPU.
+
+    ``bulk_create`` built a model instance and compiled SQL per row, Python work that
+    holds the GIL the bridge's event loop needs (docs/benchmarks.md, "Ingest").
+    """
+    if not values:
+        return
+    meta = models.MetaSample._meta
+    device = meta.get_field("device").target_field
+    value = meta.get_field("value")
+    received_at = meta.get_field("received_at")
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(meta.get_field(f).column) for f in SAMPLE_FIELDS)
+    insert = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES (%s, %s, %s, %s)"
+    rows = [
+        (
+            device.get_db_prep_save(v.device_id, connection),
+            v.name,
+            value.get_db_prep_save(v.value, connection),
+            received_at.get_db_prep_save(v.received_at, connection),
+        )
+        for v in values
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(insert, rows)
 
 
 def _write_headcounts(items: list[tuple[uuid.UUID, HeadcountValue]]) -> int:
