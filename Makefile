@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format install migrate serve clean bench bench-smoke soak
+.PHONY: demo test lint format install migrate serve clean bench bench-smoke bench-scaled soak
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: install lint
 # Benchmarks against raw-MQTT baselines in the same run (docs/benchmarks.md); not for CI.
 bench: install
 	$(BIN)/python -m bench.run
+
+# Scenarios 2-3 on two web processes and a bridge worker with Redis and PostgreSQL (#9 layout).
+bench-scaled: install
+	$(BIN)/python -m bench.run --only freshness --scale-out --out bench/results/scaled.json
 
 bench-smoke: install
 	$(BIN)/python -m bench.run --smoke --out bench/results/smoke.json

@@ -182,11 +182,18 @@ class PageClient:
 
 
 async def open_pages(
-    base_url: str, building_id: str, sessions: list[str], concurrency: int = 50
+    base_url: str | list[str], building_id: str, sessions: list[str], concurrency: int = 50
 ) -> list[PageClient]:
-    """Open one page per session, ``concurrency`` at a time; each has had its snapshot."""
+    """Open one page per session, ``concurrency`` at a time; each has had its snapshot.
+
+    With several web processes' URLs the pages take turns, as a load balancer spreads them.
+    """
+    urls = [base_url] if isinstance(base_url, str) else base_url
     gate = asyncio.Semaphore(concurrency)
-    pages = [PageClient(base_url, building_id, s, deflate=n == 0) for n, s in enumerate(sessions)]
+    pages = [
+        PageClient(urls[n % len(urls)], building_id, s, deflate=n == 0)
+        for n, s in enumerate(sessions)
+    ]
 
     async def one(page: PageClient) -> None:
         async with gate:

@@ -16,9 +16,11 @@ building's topics: what a browser talking to the broker's WebSocket endpoint wou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,11 @@ from bench.profiling import Profile
 
 SEED = 2000
 SETTLE_SECONDS = 15.0  # after the last publish, how long pages may take to show it
+
+# Something more on the building during a measurement (tests/test_slow_clients.py: a page
+# that stops reading): entered once the pages are open and the bridge serves the building,
+# before the quiet check and the stream; left once the pages settled.
+Beside = Callable[[Stack, Building], contextlib.AbstractAsyncContextManager[Any]]
 
 
 @dataclass
@@ -86,6 +93,11 @@ async def publish_stream(
     last = {d.replace("-", ""): seq for d, seq in pub["last"].items()}
     order = [d.replace("-", "") for d in pub["order"]]
     return Stream(first, times, last, order, pub["start"], pub["end"])
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User and system CPU seconds of the server's processes (one, or web and bridge ones)."""
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
 async def until_bridged(stack: Stack, building: Building, page: PageClient) -> None:
@@ -142,9 +154,10 @@ async def measure(
     rate: float,
     duration: float,
     profile: Path | None = None,
+    beside: Beside | None = None,
 ) -> Freshness:
     """Pages and the bare subscriber on one stream; with ``profile``, py-spy records the
-    server while it publishes."""
+    server while it publishes; with ``beside``, that runs during the measurement too."""
     building = stack.add_building(devices, SEED, clients)
     directory = stack.directory / f"fresh-{clients}"
     directory.mkdir(exist_ok=True)
@@ -163,18 +176,22 @@ async def measure(
         str(record),
     )
     pages: list[PageClient] = []
+    extra = contextlib.AsyncExitStack()
     try:
         await bare.expect("READY", timeout=120)
-        pages = await open_pages(stack.url, building.id, building.sessions[:clients])
+        pages = await open_pages(stack.urls, building.id, building.sessions[:clients])
         await until_bridged(stack, building, pages[0])
+        if beside is not None:
+            await extra.enter_async_context(beside(stack, building))
         for page in pages:
             page.record_from = SEQUENCER.next.get(building.id, 1)
-        await quiet(stack.server_pid)
+        for pid in stack.server_pids:
+            await quiet(pid)
         marks = [(p.stats.wire_bytes, p.stats.frames) for p in pages]
         deflated = pages[0].stats.deflated_bytes
         once = pages[0].stats.compressed_once_bytes
-        server, me = psutil.Process(stack.server_pid), psutil.Process()
-        cpu0 = (sum(server.cpu_times()[:2]), sum(me.cpu_times()[:2]))
+        servers, me = [psutil.Process(pid) for pid in stack.server_pids], psutil.Process()
+        cpu0 = (cpu_seconds(servers), sum(me.cpu_times()[:2]))
         profiler = None
         if profile is not None:
             profiler = await Profile(stack.server_pid, profile, duration).start()
@@ -183,7 +200,7 @@ async def measure(
         if profiler is not None:
             await profiler.stop()
         seconds = stream.end - stream.start
-        cpu1 = (sum(server.cpu_times()[:2]), sum(me.cpu_times()[:2]))
+        cpu1 = (cpu_seconds(servers), sum(me.cpu_times()[:2]))
         sent = [
             (p.stats.wire_bytes - b, p.stats.frames - f)
             for p, (b, f) in zip(pages, marks, strict=True)
@@ -192,6 +209,7 @@ async def measure(
         once = pages[0].stats.compressed_once_bytes - once
         await bare.ask("STOP")
     finally:
+        await extra.aclose()
         await close_all(pages)
         await bare.close()
     shares = [final_share(p.stats.latest, stream.last) for p in pages]

@@ -207,6 +207,16 @@ class Stack:
         assert self.served is not None and self.served.process is not None
         return self.served.process.pid
 
+    @property
+    def urls(self) -> list[str]:
+        """Where pages connect: every web process, in turn."""
+        return [self.url]
+
+    @property
+    def server_pids(self) -> list[int]:
+        """Every process of the dashboard (web and bridge), for CPU and quiet checks."""
+        return [self.server_pid]
+
     def restart_server(self) -> None:
         """A fresh server process (same database), for measurements from a clean heap."""
         assert self.served is not None

@@ -14,16 +14,18 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bench import freshness, growth, ingest, memory, render
 from bench.figures import Figure, table, write_results
 from bench.harness import SERVE_SETTINGS, Stack, machine_info, workdir
+from bench.scaled import ScaledStack
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 SCENARIOS = ("ingest", "freshness", "render", "memory", "growth")
+SCALED = "redis-2web"  # figure suffix for the scaled-out layout (bench/scaled.py)
 
 
 @dataclass(frozen=True)
@@ -168,11 +170,11 @@ class Runner:
 
 
 async def run(
-    scale: Scale, only: set[str], profile_dir: Path | None = None
+    scale: Scale, only: set[str], profile_dir: Path | None = None, scale_out: bool = False
 ) -> tuple[list[Figure], dict[str, Any], list[str]]:
     """Every chosen scenario in order; one that fails is reported and the rest still run."""
     directory = workdir()
-    stack = Stack(directory)
+    stack = ScaledStack(directory) if scale_out else Stack(directory)
     errors: list[str] = []
     try:
         log(f"starting mosquitto and the dashboard in {directory}")
@@ -191,6 +193,9 @@ async def run(
                 errors.append(f"{name}: {traceback.format_exc(limit=3)}")
             timings[name] = round(time.monotonic() - started, 1)
         runner.details["errors"] = errors
+        if scale_out:
+            runner.figures = [replace(f, name=f"{f.name}@{SCALED}") for f in runner.figures]
+            runner.details["layout"] = SCALED
         return runner.figures, runner.details, errors
     finally:
         stack.stop()
@@ -207,13 +212,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="py-spy the bridge (ingest) and the server (freshness); profile-*.txt beside --out",
     )
+    parser.add_argument(
+        "--scale-out",
+        action="store_true",
+        help="scenarios 2-3 on two web processes and a bridge worker with Redis and PostgreSQL",
+    )
     args = parser.parse_args(argv)
+    if args.scale_out and set(args.only) - {"freshness"}:
+        parser.error("--scale-out runs the freshness scenario only: add --only freshness")
     os.chdir(Path(__file__).resolve().parent.parent)
     machine = machine_info()
     started = time.monotonic()
     scale = SMOKE if args.smoke else FULL
     profiles = args.out.resolve().parent if args.profile else None
-    figures, details, errors = asyncio.run(run(scale, set(args.only), profiles))
+    figures, details, errors = asyncio.run(run(scale, set(args.only), profiles, args.scale_out))
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     machine["run_seconds"] = round(time.monotonic() - started, 1)
     machine["mode"] = "smoke" if args.smoke else "full"
