@@ -20,6 +20,7 @@ from asgiref.sync import sync_to_async
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -137,15 +138,19 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
         raise Http404("No such building.")
     raw_target = _raw_target(request)
     targets = targets_of(inventory, raw_target)
+    roles = await sync_to_async(roles_on)(user, building_id)
     if targets is None:
+        if not roles:  # which spaces and devices a building has is for its people only
+            raise PermissionDenied("You have no role on this building.")
         raise Http404("No such space or device in this building.")
     name = "all spaces" if raw_target == ALL_SPACES else targets[0].name
     form = form_for(raw_target, name, request.POST)
     audit = Audit(inventory.id, user, targets, raw_target == ALL_SPACES)
 
-    roles = await sync_to_async(roles_on)(user, building_id)
     if Role.OPERATOR not in roles:
         await audit.refuse("not an operator of this building")
+        if not roles:  # the form would name the target to someone who may not see it
+            raise PermissionDenied("You have no role on this building.")
         return await _answer(
             request, form, [], status=403, error="Only operators may send actions."
         )
