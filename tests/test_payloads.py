@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -527,3 +528,74 @@ def test_module_is_pure_python_and_self_contained() -> None:
     )
     root = DASHBOARD.parent
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
+
+
+# --- the fast validator agrees with the reference one --------------------------------------
+
+JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+    | st.sampled_from(["", "als", "als\n", "2026-01-01T00:00:00Z", "on", "off", "dim", "1.5"])
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+DEFINITION_NAMES = sorted(payloads._DEFINITIONS)
+
+
+def _mutations_of(example: Any) -> st.SearchStrategy[Any]:
+    """The example with one field (at any depth) replaced by arbitrary JSON, or dropped."""
+    if isinstance(example, dict) and example:
+        key = st.sampled_from(sorted(example))
+        return st.one_of(
+            st.tuples(key, JSON_VALUES).map(lambda kv: {**example, kv[0]: kv[1]}),
+            key.map(lambda k: {x: v for x, v in example.items() if x != k}),
+            st.tuples(key, st.deferred(lambda: JSON_VALUES)).flatmap(
+                lambda kv: _mutations_of(example[kv[0]]).map(lambda v: {**example, kv[0]: v})
+            ),
+        )
+    if isinstance(example, list) and example:
+        return st.tuples(st.integers(0, len(example) - 1), JSON_VALUES).map(
+            lambda iv: [iv[1] if i == iv[0] else x for i, x in enumerate(example)]
+        )
+    return JSON_VALUES
+
+
+EXAMPLES = {
+    Kind.META: seed.DEVICE_META,
+    Kind.META_ITEM: seed.DEVICE_META_ITEM,
+    Kind.ACTION: seed.without_type(seed.DEVICE_ACTION),
+    Kind.TYPED_ACTION: seed.DEVICE_ACTION,
+    Kind.FAULT_ALARM: seed.DEVICE_FAULT_ALARM,
+    Kind.HEAD_COUNT: seed.headcount("headcount", 3),
+    Kind.HEADCOUNT_IN: seed.headcount("headcount_in", 3),
+    Kind.HEADCOUNT_OUT: seed.headcount("headcount_out", 3),
+    Kind.REJECTED_META: seed.REJECTED,
+    Kind.REJECTED_FAULT_ALARM: seed.REJECTED,
+}
+
+
+def _reference_is_valid(kind: Kind, data: Any) -> bool:
+    return not payloads.validate(kind, data)
+
+
+@pytest.mark.parametrize("kind", list(EXAMPLES), ids=str)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_fast_check_agrees_with_the_reference_validator(kind: Kind, data: Any) -> None:
+    message = data.draw(st.one_of(_mutations_of(EXAMPLES[kind]), JSON_VALUES))
+    assert payloads._is_valid(kind, message) == _reference_is_valid(kind, message), message
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=st.sampled_from(DEFINITION_NAMES), value=JSON_VALUES)
+def test_the_fast_check_agrees_on_every_meta_definitions_values(name: str, value: Any) -> None:
+    item = {"name": name, "value": value, "timestamp": "2026-01-01T00:00:00Z"}
+    assert payloads._is_valid(Kind.META_ITEM, item) == _reference_is_valid(Kind.META_ITEM, item)
