@@ -75,6 +75,7 @@ def bridge_main(args: argparse.Namespace) -> None:
             "DATABASE_URL": f"sqlite:///{args.db}",
             "MQTT_URL": args.broker,
             "LOG_LEVEL": "WARNING",
+            "HISTORY_WRITER": "process",
         }
     )
     import django
@@ -91,6 +92,8 @@ def bridge_main(args: argparse.Namespace) -> None:
 
 
 async def run_bridge(args: argparse.Namespace) -> None:
+    from django.conf import settings
+
     from dashboard.bridge.broker_url import parse_broker_url
     from dashboard.bridge.session import SessionConfig
     from dashboard.bridge.supervisor import Bridge
@@ -106,6 +109,7 @@ async def run_bridge(args: argparse.Namespace) -> None:
         window=args.window,
         poll_interval=3600,
         history_interval=args.history,
+        history_process=settings.HISTORY_WRITER == "process",  # as serve runs it
         send=send,
     )
     task = asyncio.create_task(bridge.run())

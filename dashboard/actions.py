@@ -236,15 +236,17 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
             },
             timeout + 2,
         )
-        ok, reason = result["ok"], result["reason"]
+        ok, reason, seen = result["ok"], result["reason"], result.get("seen", False)
     except live.NoBridge as exc:
-        ok, reason = False, f"{exc} (is the bridge running?)"
+        ok, reason, seen = False, f"{exc} (is the bridge running?)", False
     except Exception as exc:  # the channel layer failed: the attempt must not stay pending
         logger.exception("could not hand action %s to the bridge", attempt.id)
-        ok, reason = False, f"could not reach the bridge: {type(exc).__name__}"
+        ok, reason, seen = False, f"could not reach the bridge: {type(exc).__name__}", False
     await sync_to_async(_settle)(attempt.id, ok, reason)
     attempt = await ActionAttempt.objects.aget(id=attempt.id)
-    return fragments.attempt_card(attempt.id, payload["name"], attempt.outcome, attempt.reason)
+    # The bridge stores "seen" with its next history write; it may already know it.
+    outcome = ActionAttempt.SEEN if seen else attempt.outcome
+    return fragments.attempt_card(attempt.id, payload["name"], outcome, attempt.reason)
 
 
 def _settle(attempt_id: int, ok: bool, reason: str) -> None:

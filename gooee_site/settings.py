@@ -91,6 +91,12 @@ STALE_AFTER_SECONDS = int(_number("STALE_AFTER_SECONDS", 900, minimum=1))
 HISTORY_RETENTION_DAYS = int(_number("HISTORY_RETENTION_DAYS", 30, minimum=1))
 HISTORY_FLUSH_SECONDS = _number("HISTORY_FLUSH_SECONDS", 2, minimum=0.05, cast=float)
 INVENTORY_POLL_SECONDS = _number("INVENTORY_POLL_SECONDS", 2, minimum=0.1, cast=float)
+# Where the bridge writes history: "process" (a child process, the default: the writing's
+# Python work stays off the MQTT sessions' event loop) or "thread" (needs no second process;
+# what the tests use, whose database lives in memory).
+HISTORY_WRITER = env.str("HISTORY_WRITER", default="process").strip()
+if HISTORY_WRITER not in ("process", "thread"):
+    raise ImproperlyConfigured(f"HISTORY_WRITER: process or thread (got {HISTORY_WRITER!r})")
 
 REDIS_URL = env.str("REDIS_URL", default="").strip() or None
 # With Redis, bridge workers share buildings; a dead worker's buildings move after this long.

@@ -11,3 +11,6 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 # Tests must not pick up a developer's .env broker or database by accident.
 os.environ.setdefault("MQTT_URL", "")
+# The test database is in memory: a history writer process could not see it. Served
+# dashboards (tests/served.py) run the default, a writer process.
+os.environ.setdefault("HISTORY_WRITER", "thread")

@@ -58,6 +58,7 @@ class ServedDashboard:
             "PYTHONFAULTHANDLER": "1",  # a crash prints every thread's stack
             "LIVE_COALESCE_MS": "100",
             "HISTORY_FLUSH_SECONDS": "0.2",
+            "HISTORY_WRITER": "process",
             "INVENTORY_POLL_SECONDS": "1",
             **{key: str(value) for key, value in settings.items()},
         }

@@ -6,12 +6,14 @@ import asyncio
 import json
 import re
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient, Client
 
+from dashboard.bridge.state import ActionRecord
 from dashboard.models import ActionAttempt, Space
 from dashboard.topics import Kind, Scope, build_topic
 from tests.bridging import send, subscribed, until
@@ -279,3 +281,35 @@ def test_operators_see_the_forms_and_viewers_do_not(hq, people):
     assert "Lighting controls" not in viewer.get(url).content.decode()
     device_page = operator.get(f"{url}devices/{hq[Scope.DEVICE]}/").content.decode()
     assert 'aria-label="Action for Lamp 1"' in device_page
+
+
+async def test_an_echo_that_beats_the_puback_makes_the_form_say_seen(hq, people, ready, publish):
+    """The cloud's fan-out can arrive with the PUBACK, before the form's answer exists on the
+    page to take the pushed "seen"; the answer itself then says "seen"."""
+    bridge, _ = ready
+    building = bridge.buildings[hq[Scope.BUILDING]]
+    publish_now = building.session.publish
+
+    async def publish_then_echo(topic: str, payload: bytes, timeout: float = 5.0) -> None:
+        await publish_now(topic, payload, timeout)
+        action = json.loads(payload)
+        building.record(
+            ActionRecord(
+                topic=build_topic(Scope.BUILDING, hq[Scope.BUILDING], Kind.ACTION),
+                name=action["name"],
+                type=action["type"],
+                target_type="device",
+                target_id=hq[Scope.DEVICE],
+                value=action["value"],
+                created=action["created"],
+                received_at=datetime.now(UTC),
+            )
+        )
+
+    building.session.publish = publish_then_echo
+    client = await as_user(people.operator)
+    response = await client.post(
+        f"/buildings/{hq[Scope.BUILDING]}/actions/",
+        form(f"space:{hq[Scope.SPACE]}", action="off"),
+    )
+    assert "seen: the cloud reported it back" in response.content.decode()

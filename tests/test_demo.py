@@ -15,6 +15,15 @@ from tests.served import ServedDashboard
 pytestmark = pytest.mark.broker
 
 
+WRITER = "-m dashboard.bridge.writer_process"
+
+
+def command(pid: int) -> str:
+    """The module a Python process runs, as it was started."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return " ".join(a.decode() for a in argv[1:3])
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -75,6 +84,7 @@ def test_the_demo_shows_a_live_building_follows_a_dim_and_stops_cleanly(tmp_path
     page.close()
 
     pid = demo.process.pid
-    assert children_of(pid) == []  # one process: broker, emulator and simulator run inside
+    # Broker, emulator and simulator run inside; only history is written by a child.
+    assert [command(child) for child in children_of(pid)] == [WRITER]
     assert demo.stop() == 0
     assert not Path(f"/proc/{pid}").exists() or children_of(pid) == []

@@ -56,6 +56,7 @@ class BridgeService:
             window=settings.LIVE_COALESCE_MS / 1000,
             poll_interval=settings.INVENTORY_POLL_SECONDS,
             history_interval=settings.HISTORY_FLUSH_SECONDS,
+            history_process=settings.HISTORY_WRITER == "process",
             max_bytes=settings.MQTT_MAX_PAYLOAD_BYTES,
             notify_priority=settings.ALARM_NOTIFY_PRIORITY,
             leases=_leases(),

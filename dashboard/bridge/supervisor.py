@@ -178,9 +178,12 @@ class BuildingBridge:
         except (NotConnected, TopicError) as exc:
             reason = str(exc)
         else:
-            if attempt_id not in self.state.attempts:  # it may already have been seen
+            known = self.state.attempts.get(attempt_id)
+            seen = known is not None and known.outcome == "seen"  # the echo came with the PUBACK
+            if not seen:
                 self._set_attempt(attempt_id, label, "acknowledged", "", datetime.now(UTC))
-            return {"ok": True, "reason": ""}
+            # The form's answer may reach the page after the pushed "seen": it says so too.
+            return {"ok": True, "reason": "", "seen": seen}
         self._awaiting.pop(key, None)
         self._set_attempt(attempt_id, label, "failed", reason, datetime.now(UTC))
         return {"ok": False, "reason": reason}
@@ -209,6 +212,7 @@ class Bridge:
         window: float = 0.25,
         poll_interval: float = 2.0,
         history_interval: float = 2.0,
+        history_process: bool = False,
         max_bytes: int = 256 * 1024,
         send: Send = live.broadcast,
         notify_priority: int = 200,
@@ -223,7 +227,7 @@ class Bridge:
         self._poll_interval = min(poll_interval, leases.period / 3) if leases else poll_interval
         self._max_bytes = max_bytes
         self._send = send
-        self.history = HistoryWriter(history_interval)
+        self.history = HistoryWriter(history_interval, separate_process=history_process)
         self.inbox = Inbox(self.handle_request)
         self._requests: set[asyncio.Task[None]] = set()
         self.buildings: dict[uuid.UUID, BuildingBridge] = {}
