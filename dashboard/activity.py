@@ -107,6 +107,8 @@ def filter_attempts(
     if user:
         if len(user) > ActionAttempt._meta.get_field("username").max_length:
             filters.problems.append("Ignored “User”: too long to be a username.")
+        elif "\x00" in user:  # no username has one, and PostgreSQL cannot compare it
+            filters.problems.append("Ignored “User”: contains a NUL character.")
         else:
             filters.user = user
             attempts = attempts.filter(username=user)

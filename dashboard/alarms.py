@@ -117,7 +117,8 @@ def filter_alarms(
 
     level = params.get("level", "").strip()
     if level:
-        if alarms.filter(level=level).exists():
+        # No level holds NUL, and PostgreSQL cannot compare one.
+        if "\x00" not in level and alarms.filter(level=level).exists():
             filters.level = level
             alarms = alarms.filter(level=level)
         else:

@@ -169,6 +169,7 @@ def _parse_moment(
         if timezone.is_naive(moment):
             moment = timezone.make_aware(moment)
         bound = moment + step if end else moment
+        bound.astimezone(UTC)  # the database compares in UTC: the bound must exist there too
         # A whole day "to" shows as its last minute: the same bound, as datetime-local has it.
         shown = timezone.localtime(bound - timedelta(minutes=1) if end and step.days else moment)
     except (OverflowError, ValueError):  # the first or last representable day
@@ -239,6 +240,8 @@ def filter_rejections(
     if q:
         if len(q) > MAX_QUERY_TEXT:
             filters.problems.append(f"Ignored “Message”: longer than {MAX_QUERY_TEXT} characters.")
+        elif "\x00" in q:  # PostgreSQL cannot compare it
+            filters.problems.append("Ignored “Message”: contains a NUL character.")
         else:
             filters.q = q
             rows = rows.filter(message__icontains=q)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ MODELS: dict[str, type[models.Model]] = {
 }
 # Below SQLite's 999 bound parameters per query, whatever the database.
 _BATCH = 500
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class InventoryError(Exception):
@@ -223,6 +225,13 @@ class _Reader:
             return None
         if not value.strip():
             self.error(path, "must not be blank")
+            return None
+        # Neither can be stored (PostgreSQL refuses NUL; no database takes a lone surrogate).
+        if "\x00" in value:
+            self.error(path, "must not contain NUL characters")
+            return None
+        if not value.isascii() and _SURROGATE.search(value):
+            self.error(path, "not valid Unicode text (a lone surrogate)")
             return None
         if len(value) > MAX_NAME_LENGTH:
             self.error(path, f"longer than {MAX_NAME_LENGTH} characters ({len(value)})")

@@ -175,6 +175,15 @@ async def running_bridge(broker: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
+def mosquitto() -> Iterator[brokers.MosquittoBroker]:
+    """A Mosquitto for a whole module of served-dashboard tests (browsers, end to end)."""
+    if brokers.find_mosquitto() is None:
+        pytest.fail("mosquitto not found: install Debian's mosquitto package (see README)")
+    with brokers.MosquittoBroker() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="module")
 def chromium() -> Any:
     """Headless system Chromium driven by Playwright; a missing browser fails, never skips.
 

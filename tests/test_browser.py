@@ -25,14 +25,6 @@ XSS = "<img src=x onerror=\"document.title='pwned'\">"
 
 
 @pytest.fixture(scope="module")
-def mosquitto() -> Iterator[brokers.MosquittoBroker]:
-    if brokers.find_mosquitto() is None:
-        pytest.fail("mosquitto not found: install Debian's mosquitto package (see README)")
-    with brokers.MosquittoBroker() as broker:
-        yield broker
-
-
-@pytest.fixture(scope="module")
 def dashboard(
     tmp_path_factory: pytest.TempPathFactory, mosquitto: brokers.MosquittoBroker
 ) -> Iterator[tuple[ServedDashboard, dict[str, str]]]:
