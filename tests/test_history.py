@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from dashboard.bridge.buildings import load_inventory
 from dashboard.bridge.ingest import ingest
-from dashboard.bridge.state import LiveState, MetaValue, Rejection
+from dashboard.bridge.state import HeadcountValue, LiveState, MetaValue, Rejection
 from dashboard.bridge.store import load_state, write_batch
 from dashboard.models import (
     Building,
@@ -121,3 +121,15 @@ def test_a_nul_character_from_a_device_does_not_stop_history(lamp):
     stored = LatestMeta.objects.get(device=lamp, name="display_name")
     assert stored.value in ("a\x00b", "a\ufffdb")  # SQLite keeps it; PostgreSQL gets U+FFFD
     assert RejectedPayload.objects.get().message in ("bad\x00", "bad\ufffd")
+
+
+def test_records_of_a_building_deleted_while_queued_are_dropped_not_retried_forever(lamp):
+    # Before, the batch failed on a foreign key every time, and no later history was written.
+    now = datetime.now(UTC)
+    gone = Building.objects.create(name="Sold")
+    headcount = HeadcountValue("building", gone.id, "head_count", 4, now)
+    gone_id = gone.id
+    gone.delete()
+    kept = MetaValue(lamp.id, "als", 5, "ALS", "lux", "", now)
+    assert write_batch([(gone_id, headcount), (lamp.building_id, kept)]) >= 1
+    assert list(MetaSample.objects.values_list("value", flat=True)) == [5]

@@ -151,8 +151,9 @@ class BuildingSession:
         self._loop.add_reader(sock, self._read)
 
     def _socket_close(self, sock: socket.socket) -> None:
-        self._loop.remove_reader(sock)
-        self._loop.remove_writer(sock)
+        if sock.fileno() >= 0:  # after a silent cut we closed it already; paho closes it again
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
         if self._sock is sock:
             self._sock = None
 
@@ -171,7 +172,8 @@ class BuildingSession:
                 self._loop.add_writer(sock, self._client.loop_write)
 
     def _unregister_write(self, sock: socket.socket) -> None:
-        self._loop.remove_writer(sock)
+        if sock.fileno() >= 0:
+            self._loop.remove_writer(sock)
 
     def _read(self) -> None:
         """Read every packet already waiting: paho reads one per call, a wake-up costs more."""

@@ -55,8 +55,14 @@ def _without_nul(value: Any) -> Any:
 
 def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
     by_type: dict[type, list[tuple[uuid.UUID, object]]] = defaultdict(list)
+    # A building deleted while its records were queued: they are dropped, not allowed to fail
+    # every later batch (the writer retries a failed batch until it is written).
+    buildings = set(
+        models.Building.objects.filter(id__in={b for b, _ in batch}).values_list("id", flat=True)
+    )
     for building_id, record in batch:
-        by_type[type(record)].append((building_id, record))
+        if building_id in buildings:
+            by_type[type(record)].append((building_id, record))
     known_devices = _existing_devices(by_type)
     written = 0
     with transaction.atomic():
