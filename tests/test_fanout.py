@@ -56,3 +56,27 @@ async def test_support_tiles_go_to_the_support_group_only_and_device_lists_super
     fanout.changed(tiles.REJECTIONS)
     await fanout.flush()
     assert sorted(sent) == [("all", "<device:0>"), ("support", "<rejections:0>")]
+
+
+async def test_a_change_during_a_slow_flush_waits_one_window_from_when_it_came():
+    window, flush_takes = 0.2, 0.15
+    sent_at: list[float] = []
+    fanout: Fanout
+
+    async def slow_send(building_id, html, audience, stream, seq) -> None:
+        sent_at.append(loop.time())
+        if len(sent_at) == 1:
+            fanout.changed(tiles.meta(DEVICE, "temperature"))  # arrives during the flush
+            changed_at.append(loop.time())
+            await asyncio.sleep(flush_takes)  # e.g. a thousand tiles to render and send
+
+    loop = asyncio.get_running_loop()
+    changed_at: list[float] = []
+    fanout = Fanout(BUILDING, lambda tile: "<meta>", slow_send, window)
+    task = asyncio.create_task(fanout.run())
+    fanout.changed(tiles.meta(DEVICE, "temperature"))
+    await asyncio.sleep(window * 3)
+    task.cancel()
+    assert len(sent_at) == 2
+    # Not a window after the slow flush ended: a window after the change itself.
+    assert sent_at[1] - changed_at[0] < window + 0.05

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -49,6 +50,7 @@ class Fanout:
         self._dirty: dict[Tile, None] = {}  # an ordered set
         self._snapshot_requests: list[tuple[str, tuple[str, ...]]] = []
         self._wake = asyncio.Event()
+        self._since = 0.0  # when the first change still waiting for a flush came
         # A page compares (stream, seq): a new stream means this bridge restarted.
         self.stream = secrets.token_hex(4)
         self.seq: dict[str, int] = dict.fromkeys(tiles.AUDIENCES, 0)
@@ -56,20 +58,30 @@ class Fanout:
         self.snapshots = 0
 
     def changed(self, tile: Tile) -> None:
+        if not self._dirty and not self._snapshot_requests:
+            self._since = time.monotonic()
         self._dirty[tile] = None
         self._wake.set()
 
     def request_snapshot(self, reply_to: str, audiences: Iterable[str]) -> None:
         """Queue every tile of ``audiences`` for one page, sent at the next flush."""
         wanted = tuple(a for a in audiences if a in self.seq)
+        if not self._dirty and not self._snapshot_requests:
+            self._since = time.monotonic()
         self._snapshot_requests.append((reply_to, wanted))
         self._wake.set()
 
     async def run(self) -> None:
-        """Flush forever, one window after the first change of each batch."""
+        """Flush forever, one window after the first change of each batch.
+
+        The window counts from the change itself, not from the end of the flush it arrived
+        during, so no value waits longer than a window plus one flush.
+        """
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self._window)
+            delay = self._since + self._window - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
             self._wake.clear()
             await self.flush()
 
