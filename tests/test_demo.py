@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,10 +41,19 @@ def texts(page, selector: str) -> list[str]:
     return page.locator(selector).all_inner_texts()
 
 
-def test_the_demo_shows_a_live_building_follows_a_dim_and_stops_cleanly(tmp_path, chromium):
-    demo = ServedDashboard(tmp_path, mqtt_url="", LOG_LEVEL="INFO", DEMO_PASSWORD="")
-    demo.migrate()
-    demo.start("demo")
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[ServedDashboard]:
+    """``manage.py demo`` started; killed at the end if the test did not stop it."""
+    served = ServedDashboard(tmp_path, mqtt_url="", LOG_LEVEL="INFO", DEMO_PASSWORD="")
+    served.migrate()
+    served.start("demo")
+    yield served
+    if served.process is not None and served.process.poll() is None:
+        served.process.kill()
+        served.process.wait()
+
+
+def test_the_demo_shows_a_live_building_follows_a_dim_and_stops_cleanly(demo, chromium):
     password = demo.wait_for_output(r"^Log in as demo with password (\S+)$").group(1)
     building = json.loads(INVENTORY_FILE.read_text())["buildings"][0]
 
