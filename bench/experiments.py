@@ -1,48 +1,40 @@
-"""Prototypes of the fixes docs/benchmarks.md recommends, to measure them before they are made.
+"""Variants of the product measured against it in the same run, by monkeypatching inside the
+bench's own processes (the product code is not changed).
 
-Applied by monkeypatching inside the bench's own bridge worker only
-(``python -m bench.workers bridge --variant NAME``); the product code is not changed.
 ``python -m bench.experiments [DEVICES [SECONDS [VARIANT ...]]]`` measures bridge variants
-(joined by "+" to combine) against the bare subscriber, each in its own two phases.
+(``python -m bench.workers bridge --variant NAME``) against the bare subscriber, each in its
+own two phases:
 
+- ``as-is``: the product (history written by a child process, ``HISTORY_WRITER=process``).
+- ``thread-history``: history written by a thread of the bridge's process, as before.
 - ``no-history``: history records are dropped (an upper bound: what history costs).
-- ``sql-history``: meta samples are inserted with one ``executemany`` of prepared rows
-  instead of ``bulk_create`` building a model instance and compiling SQL per row.
-- ``sample-per-flush``: at most one meta sample per device and name per history flush (the
-  latest), as the fan-out keeps one rendered value per window.
-- ``batched-io``: the session reads every packet waiting on the socket per wake-up and
-  writes the PUBACKs once per loop turn, instead of one event-loop turn, several recv calls
-  and an add_writer/remove_writer pair per message.
 
-Server variants (``python -m bench.serve_variant``, ``Stack(server_variant=...)``), measured
-by ``python -m bench.experiments serve [PAGES [SECONDS [VARIANT ...]]]`` (freshness, a fresh
-server each):
+``python -m bench.experiments serve [PAGES [SECONDS [VARIANT ...]]]`` measures server variants
+(``bench.serve_variant``) by freshness, a fresh server each:
 
-- ``fast-dispatch``: page consumers skip Channels' per-message ``close_old_connections``
-  (a hop to the sync thread and back) for the messages that never touch the database: the
-  fan-out's frames, snapshots and the pages' acks.
-- ``deflate``: daphne accepts permessage-deflate, which browsers offer.
-- ``fast-dispatch+deflate``: both.
+- ``deflate``: daphne also accepts permessage-deflate, which browsers offer, compressing every
+  frame again per page (the fan-out already deflates each busy frame once for all pages).
+
+The fixes first prototyped here (one executemany per history batch, reading every waiting
+packet per wake-up, no thread hop per frame) are now in the product; docs/benchmarks.md keeps
+their measurements.
 """
 
 from __future__ import annotations
 
 import asyncio
-import select
+import os
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
-VARIANTS = ("as-is", "no-history", "sql-history", "sample-per-flush", "batched-io")
-MEASURED = (*VARIANTS, "sql-history+batched-io", "sample-per-flush+batched-io")
-SERVER_VARIANTS = ("as-is", "fast-dispatch", "deflate", "fast-dispatch+deflate")
-MAX_READS_PER_WAKE = 256
+VARIANTS = ("as-is", "thread-history", "no-history")
+SERVER_VARIANTS = ("as-is", "deflate")
 
 
 def apply(variant: str) -> None:
-    """Apply a variant, or several joined by "+" (e.g. ``sql-history+batched-io``)."""
+    """Apply a variant, or several joined by "+"."""
     for part in variant.split("+"):
         if part not in VARIANTS:
             raise SystemExit(f"unknown variant {part!r}; one of {', '.join(VARIANTS)}")
@@ -55,111 +47,11 @@ def _no_history() -> None:
     HistoryWriter.add = lambda self, building_id, record: None  # type: ignore[method-assign]
 
 
-def _meta_writer(latest_only: bool) -> Callable[..., int]:
-    from django.db import connection
+def _thread_history() -> None:
+    from django.conf import settings
 
-    from dashboard import models
-
-    sample = models.MetaSample._meta
-    device_field = sample.get_field("device").target_field
-    value_field = sample.get_field("value")
-    at_field = sample.get_field("received_at")
-    insert = (
-        f"INSERT INTO {sample.db_table} (device_id, name, value, received_at) "
-        "VALUES (%s, %s, %s, %s)"
-    )
-
-    def write_meta(items: list[tuple[Any, Any]], devices: set[Any]) -> int:
-        values = [v for _, v in items if v.device_id in devices]
-        latest = {(v.device_id, v.name): v for v in values}
-        samples = list(latest.values()) if latest_only else values
-        rows = [
-            (
-                device_field.get_db_prep_value(v.device_id, connection),
-                v.name,
-                value_field.get_db_prep_value(v.value, connection),
-                at_field.get_db_prep_value(v.received_at, connection),
-            )
-            for v in samples
-        ]
-        with connection.cursor() as cursor:
-            cursor.executemany(insert, rows)
-        # LatestMeta as store._write_meta writes it: already one row per device and name.
-        models.LatestMeta.objects.bulk_create(
-            [
-                models.LatestMeta(
-                    device_id=v.device_id,
-                    name=v.name,
-                    value=v.value,
-                    display_name=v.display_name[:200],
-                    unit=v.unit[:50],
-                    source_timestamp=v.source_timestamp[:40],
-                    received_at=v.received_at,
-                )
-                for v in latest.values()
-            ],
-            update_conflicts=True,
-            unique_fields=["device", "name"],
-            update_fields=["value", "display_name", "unit", "source_timestamp", "received_at"],
-        )
-        return len(rows) + len(latest)
-
-    return write_meta
-
-
-def _sql_history(latest_only: bool = False) -> None:
-    from dashboard.bridge import store
-
-    store._write_meta = _meta_writer(latest_only)
-
-
-def _batched_io() -> None:
-    from dashboard.bridge.session import BuildingSession
-
-    def _read(self: BuildingSession) -> None:
-        sock = self._sock
-        self._last_in = time.monotonic()  # the session's silence check (as the original)
-        for _ in range(MAX_READS_PER_WAKE):
-            self._client.loop_read()
-            if self._sock is not sock or sock is None:
-                return
-            ready, _, _ = select.select([sock], [], [], 0)
-            if not ready:
-                return
-
-    def _register_write(self: BuildingSession, sock: Any) -> None:
-        if sock is not self._sock or getattr(self, "_write_soon", False):
-            return
-        self._write_soon = True
-
-        def flush() -> None:
-            self._write_soon = False
-            if self._sock is sock:
-                self._client.loop_write()
-                if self._client.want_write():
-                    self._loop.add_writer(sock, self._client.loop_write)
-
-        self._loop.call_soon(flush)
-
-    BuildingSession._read = _read  # type: ignore[method-assign]
-    BuildingSession._register_write = _register_write  # type: ignore[method-assign]
-
-
-def _fast_dispatch() -> None:
-    from channels.consumer import get_handler_name
-
-    from dashboard.consumers import LiveConsumer
-
-    original = LiveConsumer.dispatch
-    no_database = {"live.fragments", "live.snapshot", "websocket.receive"}
-
-    async def dispatch(self: LiveConsumer, message: dict[str, Any]) -> None:
-        if message["type"] in no_database:
-            await getattr(self, get_handler_name(message))(message)
-        else:
-            await original(self, message)
-
-    LiveConsumer.dispatch = dispatch  # type: ignore[method-assign]
+    settings.HISTORY_WRITER = "thread"
+    os.environ["HISTORY_WRITER"] = "thread"
 
 
 def _deflate() -> None:
@@ -183,20 +75,13 @@ def _deflate() -> None:
 def apply_server(variant: str) -> None:
     if variant not in SERVER_VARIANTS:
         raise SystemExit(f"unknown server variant {variant!r}; one of {SERVER_VARIANTS}")
-    for part in variant.split("+"):
-        SERVER_PATCHES.get(part, lambda: None)()
+    SERVER_PATCHES.get(variant, lambda: None)()
 
 
-SERVER_PATCHES: dict[str, Callable[[], None]] = {
-    "fast-dispatch": _fast_dispatch,
-    "deflate": _deflate,
-}
-
+SERVER_PATCHES: dict[str, Callable[[], None]] = {"deflate": _deflate}
 PATCHES: dict[str, Callable[[], None]] = {
     "no-history": _no_history,
-    "sql-history": _sql_history,
-    "sample-per-flush": lambda: _sql_history(latest_only=True),
-    "batched-io": _batched_io,
+    "thread-history": _thread_history,
 }
 
 
@@ -207,7 +92,7 @@ async def main(devices: int = 500, seconds: float = 15.0, variants: tuple[str, .
     directory = workdir()
     stack = Stack(directory).start()
     try:
-        for variant in variants or MEASURED:
+        for variant in variants or VARIANTS:
             result, _ = await measure(stack, devices, seconds, variant=variant)
             print(
                 f"{variant:18} bridge {result.bridge_rate:8.0f} msg/s  bare "
