@@ -356,34 +356,52 @@ def _finite_float(text: str) -> float:
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+_CONTAINERS = (dict, list)
+_PLAIN = frozenset({int, float, bool, type(None)})  # nothing to look into
+_SCALARS = _PLAIN | {str}  # strings are looked into for lone surrogates only
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _shape_problem(data: Any, check_strings: bool) -> str | None:
-    """Why parsed JSON is unsafe to pass on (too deep, lone surrogate), or None."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-            if check_strings:
-                children = [*node.keys(), *children]
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        if depth > MAX_DEPTH:
-            return "nested too deeply"
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-            elif check_strings and isinstance(child, str):
-                try:
-                    child.encode("utf-8")
-                except UnicodeEncodeError:
+    """Why parsed JSON is unsafe to pass on (too deep, lone surrogate), or None.
+
+    One nesting level at a time, skipping empty containers: a million-item list costs one
+    pass over it, not a (node, depth) tuple per item.
+    """
+    if not isinstance(data, _CONTAINERS):
+        surrogate = check_strings and isinstance(data, str) and _lone_surrogate(data)
+        return "lone surrogate in a string" if surrogate else None
+    level: list[Any] = [data]
+    depth = 1  # of the containers in ``level``
+    while level:
+        at_limit = depth >= MAX_DEPTH  # their container children would be too deep
+        deeper: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                children: Any = node.values()
+                if check_strings and any(_lone_surrogate(key) for key in node):
                     return "lone surrogate in a string"
-    if check_strings and isinstance(data, str):
-        try:
-            data.encode("utf-8")
-        except UnicodeEncodeError:
-            return "lone surrogate in a string"
+            else:
+                children = node
+            if set(map(type, children)) <= (_PLAIN if check_strings else _SCALARS):
+                continue  # a list of numbers, say: looked at in C, not item by item
+            for child in children:
+                if isinstance(child, _CONTAINERS):
+                    if at_limit:
+                        return "nested too deeply"
+                    if child:
+                        deeper.append(child)
+                elif check_strings and isinstance(child, str) and _lone_surrogate(child):
+                    return "lone surrogate in a string"
+        level = deeper
+        depth += 1
     return None
 
 

@@ -6,13 +6,16 @@ import hashlib
 import json
 import re
 from datetime import datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 # The cloud's messages end with the refused value ('Value: "Meta_New".') and name positions
 # ('Position: [0]/name'); the same mistake in other data differs only in those.
 _VALUE = re.compile(r"(Value:\s*).*$", re.S)
 _INDEX = re.compile(r"\[\d+\]")
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+# Possessive, and an unclosed quote matches to where its string stops (then is left as it is):
+# a plain '"(?:[^"\\]|\\.)*"' rescans the rest from every quote, quadratic in a hostile message.
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*+(")?')
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
 
 
@@ -20,8 +23,13 @@ def mask(message: str) -> str:
     """The message with values and list positions masked, so equal errors compare equal."""
     masked = _VALUE.sub(r"\1…", message)
     masked = _INDEX.sub("[i]", masked)
-    masked = _QUOTED.sub('"…"', masked)
+    masked = _QUOTED.sub(_mask_quoted, masked)
     return _NUMBER.sub("#", masked).strip()
+
+
+def _mask_quoted(match: re.Match[str]) -> str:
+    # No quote inside an unclosed string can open one the plain pattern would match.
+    return '"…"' if match.group(1) else match.group(0)
 
 
 def signature(kind: str, message: str) -> str:
@@ -33,7 +41,7 @@ def signature(kind: str, message: str) -> str:
 
 # 'Position: [0]/name. Value: …' (the cloud's and payloads.validate's), also JSON-pointer style
 # 'Position: /value/level.'; the position ends at the next '. ' or at the message's end.
-_POSITION = re.compile(r"Position:\s*(.*?)(?:\.\s|\.?\s*$)", re.S)
+_POSITION_END = re.compile(r"\.\s")
 _LIST_INDEX = re.compile(r"\[(\d+)\]")
 _MAX_POSITION = 500  # characters; a longer "position" is not one
 
@@ -44,18 +52,34 @@ TRUNCATED = "… (truncated)"
 INDENT = "  "
 
 
+def _position(message: str) -> str | None:
+    """The text after the first 'Position:', up to the next '. ' or the end (less a final '.').
+
+    Plain string searches: a regex with a lazy group before '\\.?\\s*$' backtracks over every
+    run of spaces, quadratic in a hostile message (up to 64 KiB, re-read on every render).
+    """
+    if not isinstance(message, str):
+        return None
+    start = message.find("Position:")
+    if start < 0:
+        return None
+    rest = message[start + len("Position:") :]
+    end = _POSITION_END.search(rest)
+    if end is not None:
+        return rest[: end.start()].strip()
+    rest = rest.rstrip()
+    return rest.removesuffix(".").strip()
+
+
 def failing_path(message: str) -> list[int | str] | None:
     """The path the message's ``Position:`` names, e.g. ``[0, "name"]``; None when it has none.
 
     ``(root)`` is the whole payload: ``[]``. A ``[i]`` segment is a list index (an int), any
     other segment an object key; digits in a ``/0/name`` pointer are taken as indexes too.
     """
-    if not isinstance(message, str):
+    position = _position(message)
+    if position is None:
         return None
-    match = _POSITION.search(message)
-    if match is None:
-        return None
-    position = match.group(1).strip()
     if not position or len(position) > _MAX_POSITION:
         return None
     if position == "(root)":
@@ -230,6 +254,123 @@ def pretty(
     return segments
 
 
+# --- what a rejection keeps of its data ---------------------------------------------------------
+
+# Of a rejection's data and context, as JSON text: what the bridge holds in memory (the last
+# RECENT per building), stores and shows. The cloud echoes whatever was published, which may be
+# as large as the payload limit allows; pretty() shows far less than this anyway.
+MAX_KEPT_CHARS = 32 * 1024
+
+
+_SHORT = 200  # characters of JSON: a string this short is kept whole, past the budget if need be
+
+
+class _Budget:
+    def __init__(self, chars: int) -> None:
+        self.left = chars
+
+
+def _text_chars(text: str, limit: int) -> int:
+    """JSON length of a string; one longer than ``limit`` is over it whatever its escapes."""
+    return len(text) + 2 if len(text) > limit else len(encode_basestring(text))
+
+
+def _scalar_chars(value: Any, limit: int) -> int:
+    if isinstance(value, str):
+        return _text_chars(value, limit)
+    if isinstance(value, bool) or value is None:
+        return 5
+    if isinstance(value, int):  # str() refuses ints over 4300 digits; this never fails
+        return value.bit_length() // 3 + 2
+    return len(repr(value))
+
+
+# Sizes count as json.dumps writes by default: ", " between items, ": " after keys.
+
+
+def _within(value: Any, limit: int) -> bool:
+    """Whether ``value`` takes at most ``limit`` characters as JSON; stops counting past it."""
+    total = 0
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            total += 2
+            for key, child in node.items():
+                total += _text_chars(str(key), limit) + 4
+                if total > limit:
+                    return False
+                stack.append(child)
+        elif isinstance(node, list):
+            total += 2
+            for child in node:
+                total += 2
+                if total > limit:
+                    return False
+                stack.append(child)
+        else:
+            total += _scalar_chars(node, limit)
+        if total > limit:
+            return False
+    return True
+
+
+def _cut_text(text: str, budget: _Budget) -> str:
+    size = _text_chars(text, max(budget.left, _SHORT))
+    if size <= budget.left or size <= _SHORT:
+        budget.left -= size
+        return text
+    keep = max(budget.left - 2, 0)
+    head = text[:keep]
+    escaped = len(encode_basestring(head)) - 2
+    if escaped > keep:  # quotes, backslashes, control characters: keep fewer
+        head = head[: keep * len(head) // escaped]
+    budget.left = 0
+    return f"{head}… (truncated: {len(text)} characters)"
+
+
+def _cut(value: Any, budget: _Budget, depth: int) -> Any:
+    if not isinstance(value, dict | list):
+        if isinstance(value, str):
+            return _cut_text(value, budget)
+        budget.left -= _scalar_chars(value, budget.left)
+        return value
+    if depth >= MAX_NESTING:
+        budget.left -= len(TRUNCATED) + 2
+        return TRUNCATED
+    budget.left -= 2
+    if isinstance(value, list):
+        items: list[Any] = []
+        for index, child in enumerate(value):
+            if budget.left <= 0:
+                items.append(f"… (truncated: {len(value) - index} more items)")
+                break
+            budget.left -= 2
+            items.append(_cut(child, budget, depth + 1))
+        return items
+    members: dict[str, Any] = {}
+    for index, (key, child) in enumerate(value.items()):
+        if budget.left <= 0:
+            members["…"] = f"(truncated: {len(value) - index} more keys)"
+            break
+        budget.left -= 4
+        members[_cut_text(str(key), budget)] = _cut(child, budget, depth + 1)
+    return members
+
+
+def kept(value: Any, max_chars: int = MAX_KEPT_CHARS) -> Any:
+    """``value`` (parsed JSON) as a rejection keeps it: itself when its JSON is within about
+    ``max_chars`` characters, else a copy of its beginning with each cut stated where it is made.
+
+    A cut string ends "… (truncated: N characters)", a cut list ends with the item
+    "… (truncated: N more items)", a cut object ends with the key "…" whose value is
+    "(truncated: N more keys)". Failing paths near the beginning stay where they were.
+    """
+    if _within(value, max_chars):
+        return value
+    return _cut(value, _Budget(max_chars), 0)
+
+
 # --- one rejection as the inspector shows it -----------------------------------------------------
 
 KIND_LABELS = {
@@ -274,10 +415,8 @@ def _compact(value: Any) -> str:
 
 
 def _position_text(message: str) -> str | None:
-    match = _POSITION.search(message) if isinstance(message, str) else None
-    if match is None or not match.group(1).strip():
-        return None
-    return match.group(1).strip()[:_MAX_POSITION]
+    position = _position(message)
+    return position[:_MAX_POSITION] if position else None
 
 
 def _source(

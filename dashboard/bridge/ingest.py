@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from dashboard import payloads
+from dashboard import payloads, rejections
 from dashboard.bridge import tiles
 from dashboard.bridge.buildings import BuildingInventory
 from dashboard.bridge.state import (
@@ -121,8 +121,10 @@ def _meta(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink) 
 
 
 def _headcount(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink) -> str:
+    # The schema's "integer" lets 1E+2 and 5.0 through: shown and stored as 100 and 5.
+    count = int(data["value"])
     value = HeadcountValue(
-        scope=topic.scope, entity_id=topic.id, kind=topic.kind, value=data["value"], received_at=now
+        scope=topic.scope, entity_id=topic.id, kind=topic.kind, value=count, received_at=now
     )
     state.headcounts[(topic.id, topic.kind)] = value
     sink.changed(tiles.headcount(topic.id))
@@ -144,7 +146,7 @@ def _alarm(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink)
             device_id=device_id,
             type=data["type"],
             level=data["level"],
-            priority=data["priority"],
+            priority=int(data["priority"]),  # "integer": 255.0 too
             description=data.get("description") or "",
             notes=data.get("notes") or "",
             payload=data,
@@ -156,7 +158,7 @@ def _alarm(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink)
     else:
         alarm.count += 1
         alarm.last_seen = now
-        alarm.level, alarm.priority, alarm.payload = data["level"], data["priority"], data
+        alarm.level, alarm.priority, alarm.payload = data["level"], int(data["priority"]), data
         alarm.description = data.get("description") or alarm.description
         alarm.notes = data.get("notes") or alarm.notes
     sink.changed(tiles.ALARMS)
@@ -175,8 +177,9 @@ def _rejected(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Si
         kind=topic.kind,
         device_id=topic.id if topic.scope == Scope.DEVICE else None,
         message=error["message"],
-        context=error.get("context"),
-        data=data.get("data"),
+        # The cloud echoes what was published: keep a bounded copy, the cut stated in it.
+        context=rejections.kept(error.get("context")),
+        data=rejections.kept(data.get("data")),
         received_at=now,
     )
     state.rejections.appendleft(entry)
