@@ -371,7 +371,7 @@ async def test_after_each_broker_restart_data_flows_within_5s_on_one_session_wit
     )
     assert errors(caplog) == []
     assert all(abs(count - tasks_before) <= 2 for count in tasks), (tasks_before, tasks)
-    assert all(abs(count - fds_before) <= 2 for count in fds), (fds_before, fds)
+    assert all(count - fds_before <= 2 for count in fds), (fds_before, fds)  # fewer is fine
     # What stays: pytest keeps every log record, each worker thread's database connection
     # warms up once. A leaked session or client, or a few bytes a message, would show.
     assert heap[-1] < (128 + 16 * restarts) * 1024, [h // 1024 for h in heap]

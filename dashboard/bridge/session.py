@@ -323,6 +323,8 @@ class BuildingSession:
         for 1.5 x keepalive means the path is gone (a cut without FIN never closes).
         """
         silent = time.monotonic() - self._last_in
+        if self._sock is not None and _readable(self._sock):
+            return  # bytes are waiting: the loop was busy, the broker was not silent
         if self._connected and silent > SILENCE_FACTOR * self.config.keepalive:
             logger.warning(
                 "building %s: nothing from the broker for %.0f s; reconnecting",
