@@ -304,7 +304,9 @@ class Audit:
 
     async def refuse(self, reason: str) -> None:
         target = None if self.whole_building else self.targets[0]
-        await self._row(target, outcome=ActionAttempt.REFUSED, reason=reason[:1000]).asave()
+        # The reason may quote what was posted; PostgreSQL's text columns refuse NUL.
+        reason = reason.replace("\x00", "\ufffd")[:1000]
+        await self._row(target, outcome=ActionAttempt.REFUSED, reason=reason).asave()
 
     async def earlier(self, key: str) -> list[dict[str, Any]]:
         rows = ActionAttempt.objects.filter(
