@@ -1,7 +1,7 @@
 """Benchmark clients: dashboard pages over WebSocket, and raw MQTT-over-WebSocket subscribers.
 
 ``PageClient`` is what live.js does, minus the DOM: it connects with a session cookie and
-the page's Origin, sends "ack" for each frame, reconnects when cut off (1013), and reads the
+the page's Origin, sends "ack" for each frame, reconnects when cut off (4013), and reads the
 ``meta-<device>-<name>`` spans htmx would swap in. ``MqttWsClient`` is what a browser talking
 straight to the broker's WebSocket listener would receive; it counts bytes and frames.
 """
@@ -25,7 +25,7 @@ from websockets.asyncio.client import ClientConnection
 from bench.harness import SEQ_NAME
 from bench.mqttwire import connect_packet, subscribe_packet, ws_frame
 
-TRY_AGAIN_LATER = 1013
+TRY_AGAIN_LATER = 4013  # dashboard.consumers.TRY_AGAIN_LATER
 SUBSCRIBE_BATCH = 100
 
 # The meta_value.html fragment: <span id="meta-<hex>-<name>" ...><span class="meta-label">

@@ -26,7 +26,10 @@ from dashboard.roles import roles_on, visible_buildings
 logger = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008  # WebSocket close code: not logged in, or no role on the building
-TRY_AGAIN_LATER = 1013  # close code for a page that fell behind; it reconnects and resyncs
+# Close code for a page that fell behind; it reconnects and resyncs. Not 1013: autobahn (under
+# daphne) refuses every code but 1000 and 3000-4999, and raising there left the consumer's
+# groups and rejoin task behind (docs/reliability.md).
+TRY_AGAIN_LATER = 4013
 # Frames a page may have unacknowledged before it is cut off: a page that stops reading
 # must not grow the server's send buffers without bound.
 MAX_UNACKED = 200
@@ -107,7 +110,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         if self.unacked >= MAX_UNACKED:
             self.cut_off = True
-            logger.info("page %s is %d frames behind; cut off", self.channel_name, self.unacked)
+            logger.warning("page %s is %d frames behind; cut off", self.channel_name, self.unacked)
             await self.close(code=TRY_AGAIN_LATER)
             return
         self.unacked += 1

@@ -11,6 +11,8 @@
 
   var RETRIED_BY_HTMX = [1006, 1011, 1012, 1013];
   var POLICY_VIOLATION = 1008;
+  // 4013: the server cut this page off for falling behind (a code daphne can send);
+  // like any other close but 1008 it is retried below, and the page resyncs.
 
   function setPageStatus(state, text) {
     var el = document.getElementById("page-status");
