@@ -193,6 +193,7 @@ async def run(
                 errors.append(f"{name}: {traceback.format_exc(limit=3)}")
             timings[name] = round(time.monotonic() - started, 1)
         runner.details["errors"] = errors
+        runner.details["render_state_published_again"] = render.REPUBLISHED
         if scale_out:
             runner.figures = [replace(f, name=f"{f.name}@{SCALED}") for f in runner.figures]
             runner.details["layout"] = SCALED
