@@ -57,21 +57,40 @@ async def run(
     settle: float,
 ) -> tuple[list[Figure], dict[str, Any]]:
     figures: list[Figure] = []
+    failed: dict[str, str] = {}  # a size that failed is reported; the other sizes still run
+
+    async def attempt(name: str, measure: Any) -> Any:
+        try:
+            return await measure
+        except Exception as exc:
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            return None
+
     for n in devices:
         if n not in measured.ingest:
-            measured.ingest[n], _ = await ingest.measure(stack, n, seconds)
-        figures += ingest.figures(measured.ingest[n], prefix="growth.ingest")[:1]
+            result = await attempt(f"ingest@{n}", ingest.measure(stack, n, seconds))
+            if result is not None:
+                measured.ingest[n] = result[0]
+        if n in measured.ingest:
+            figures += ingest.figures(measured.ingest[n], prefix="growth.ingest")[:1]
     for n in devices:
         if n not in measured.render:
-            measured.render[n] = await render.measure(stack, n, render_repeats)
-        figures += render.figures(measured.render[n], "growth.render", target=False)
+            result = await attempt(f"render@{n}", render.measure(stack, n, render_repeats))
+            if result is not None:
+                measured.render[n] = result
+        if n in measured.render:
+            figures += render.figures(measured.render[n], "growth.render", target=False)
     if measured.bandwidth is None:
         measured.bandwidth = await freshness.measure_baseline(
             stack, fresh_devices, max(clients), rate, seconds
         )
     for c in clients:
         if c not in measured.fresh:
-            measured.fresh[c] = await freshness.measure(stack, fresh_devices, c, rate, seconds)
+            fresh = freshness.measure(stack, fresh_devices, c, rate, seconds)
+            if (result := await attempt(f"freshness@{c}clients", fresh)) is not None:
+                measured.fresh[c] = result
+        if c not in measured.fresh:
+            continue
         result = measured.fresh[c]
         figures += [
             f
@@ -95,10 +114,16 @@ async def run(
         )
     points = {
         "ingest_cost_per_message": {
-            n: 1 / measured.ingest[n].bridge_rate for n in devices if measured.ingest[n].bridge_rate
+            n: 1 / r.bridge_rate for n in devices if (r := measured.ingest.get(n)) and r.bridge_rate
         },
-        "render_time": {n: statistics.median(measured.render[n].page_ms) for n in devices},
-        "server_cpu_vs_pages": {c: measured.fresh[c].server_cpu for c in clients},
+        "render_time": {
+            n: statistics.median(measured.render[n].page_ms)
+            for n in devices
+            if n in measured.render
+        },
+        "server_cpu_vs_pages": {
+            c: measured.fresh[c].server_cpu for c in clients if c in measured.fresh
+        },
         "server_memory_vs_pages": {
             c: measured.memory.checkpoints[c] * c
             for c in clients
@@ -109,5 +134,6 @@ async def run(
     details = {
         "points": {name: {str(n): v for n, v in p.items()} for name, p in points.items()},
         "exponents": {name: exponent(p) for name, p in points.items()},
+        "failed": failed,
     }
     return figures, details

@@ -167,6 +167,9 @@ class Runner:
             s.memory_settle,
         )
         self.figures += more
+        failed = self.details["growth"]["failed"]
+        if failed:  # the other sizes' figures are kept; the run still reports the failure
+            raise RuntimeError(f"growth sizes failed: {failed}")
 
 
 async def run(
