@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,19 @@ class ServedDashboard:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{pattern!r} never printed:\n{''.join(self.output)}")
             time.sleep(0.1)
+
+
+def until_shown(
+    publish: Callable[[], None], check: Callable[[], None], timeout: float = 15
+) -> None:
+    """Publish, then look in the browser; again until it shows (the bridge may still be
+    subscribing to the building when the first message goes out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        publish()
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise

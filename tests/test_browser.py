@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from dashboard import live
 from dashboard.topics import Kind, Scope, build_topic
 from tests import brokers, seed
 from tests.factories import PASSWORD
-from tests.served import ServedDashboard
+from tests.served import ServedDashboard, until_shown
 
 pytestmark = pytest.mark.broker
 
@@ -62,19 +61,6 @@ def log_in(browser: Browser, base: str, username: str) -> Page:
 
 def has_class(css_class: str) -> re.Pattern[str]:
     return re.compile(rf"(^|\s){re.escape(css_class)}(\s|$)")
-
-
-def until_shown(publish: Callable[[], None], check: Callable[[], None], timeout: float = 15):
-    """Publish, then look; again until it shows (the bridge may still be subscribing)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        publish()
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
 
 
 def test_a_facility_manager_watches_every_example_payload_arrive_without_reload(

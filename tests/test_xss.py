@@ -27,7 +27,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 from dashboard.topics import Kind, Scope, build_topic
 from tests import brokers
 from tests.factories import PASSWORD
-from tests.served import ServedDashboard
+from tests.served import ServedDashboard, until_shown
 
 pytestmark = pytest.mark.broker
 
@@ -225,19 +225,6 @@ def mqtt(mosquitto: brokers.MosquittoBroker) -> Iterator[Callable[[str, Any], No
 
     yield send
     brokers.close_clients([client])
-
-
-def until_shown(publish: Callable[[], None], check: Callable[[], None], timeout: float = 15):
-    """Publish, then look; again until it shows (the bridge may still be subscribing)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        publish()
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
 
 
 STAMP = "2026-03-02T09:00:00Z"
