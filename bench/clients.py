@@ -16,8 +16,8 @@ import re
 import time
 import zlib
 from array import array
-from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -34,42 +34,32 @@ META_VALUE = re.compile(
     r'<span id="meta-([0-9a-f]{32})-([a-z0-9_-]+)"[^>]*>'
     r'<span class="meta-label">[^<]*</span> <span class="meta-value">([^<]*)</span>'
 )
-_parsed: OrderedDict[str, list[tuple[str, int]]] = OrderedDict()
-_inflated: OrderedDict[bytes, str] = OrderedDict()
 PARSE_CACHE = 256
+
+
+@lru_cache(maxsize=PARSE_CACHE)
+def _inflate(frame: bytes) -> str:
+    return zlib.decompress(frame, -zlib.MAX_WBITS).decode()
 
 
 def html_of(frame: str | bytes) -> str:
     """A frame's HTML: binary frames are deflated once for all pages (``live.pack``)."""
-    if isinstance(frame, str):
-        return frame
-    html = _inflated.get(frame)
-    if html is None:
-        html = _inflated[frame] = zlib.decompress(frame, -zlib.MAX_WBITS).decode()
-        if len(_inflated) > PARSE_CACHE:
-            _inflated.popitem(last=False)
-    return html
+    return frame if isinstance(frame, str) else _inflate(frame)
 
 
-def seq_values(frame: str) -> list[tuple[str, int]]:
+@lru_cache(maxsize=PARSE_CACHE)
+def seq_values(frame: str) -> tuple[tuple[str, int], ...]:
     """(device hex, sequence number) of every ``bench_seq`` value in a frame.
 
     Every page of a building receives the same broadcast frame; it is parsed once and the
     result shared (keyed by its text), so the harness does not need 100 times the CPU.
     """
-    found = _parsed.get(frame)
-    if found is not None:
-        _parsed.move_to_end(frame)
-        return found
     found = []
     for device, name, text in META_VALUE.findall(frame):
         if name == SEQ_NAME:
             with contextlib.suppress(ValueError):
                 found.append((device, int(text)))
-    _parsed[frame] = found
-    if len(_parsed) > PARSE_CACHE:
-        _parsed.popitem(last=False)
-    return found
+    return tuple(found)
 
 
 @dataclass
