@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 from dashboard.topics import Kind, Scope, build_topic
 from tests import brokers, seed
 from tests.factories import PASSWORD
-from tests.served import ServedDashboard
+from tests.served import ServedDashboard, until_shown
 
 pytestmark = pytest.mark.broker
 
@@ -92,15 +92,7 @@ def holder(building: str) -> int:
 
 
 def publish_until(mqtt, topic: str, payload, check, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        brokers.publish(mqtt, topic, json.dumps(payload))
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
+    until_shown(lambda: brokers.publish(mqtt, topic, json.dumps(payload)), check, timeout)
 
 
 def test_pages_actions_and_a_killed_worker_across_processes(site, chromium):
