@@ -14,6 +14,8 @@ own two phases:
 
 - ``deflate``: daphne also accepts permessage-deflate, which browsers offer, compressing every
   frame again per page (the fan-out already deflates each busy frame once for all pages).
+- ``trace``: the product, recording where a value's wait goes (flush period, rendering,
+  sending, the last page's forward, event-loop lag); its percentiles are printed.
 
 The fixes first prototyped here (one executemany per history batch, reading every waiting
 packet per wake-up, no thread hop per frame) are now in the product; docs/benchmarks.md keeps
@@ -23,6 +25,7 @@ their measurements.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import sys
@@ -30,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 VARIANTS = ("as-is", "thread-history", "no-history")
-SERVER_VARIANTS = ("as-is", "deflate")
+SERVER_VARIANTS = ("as-is", "deflate", "trace")
 
 
 def apply(variant: str) -> None:
@@ -72,13 +75,100 @@ def _deflate() -> None:
     daphne.server.WebSocketFactory = CompressingFactory  # type: ignore[attr-defined]
 
 
+def _trace() -> None:
+    """Record where a value's wait goes, as JSON lines to ``$BENCH_TRACE``: each flush (start,
+    rendering done, sent), each page's forward of a busy frame, and the event loop's lag."""
+    import json
+    import time
+
+    from dashboard.bridge.fanout import Fanout
+    from dashboard.consumers import LiveConsumer
+
+    out = open(os.environ["BENCH_TRACE"], "a")  # noqa: SIM115 - open while the server runs
+    flush, render_one, live_fragments = (
+        Fanout.flush,
+        Fanout._render_one,
+        LiveConsumer.live_fragments,
+    )
+
+    def write(**record: float) -> None:
+        out.write(json.dumps(record) + "\n")
+
+    def traced_render_one(self: Any, tile: Any) -> str:
+        html = render_one(self, tile)
+        self.trace_rendered = time.monotonic()
+        return html
+
+    async def traced_flush(self: Any) -> None:
+        self.trace_rendered = start = time.monotonic()
+        await flush(self)
+        write(start=start, rendered=self.trace_rendered, end=time.monotonic())
+        if not hasattr(self, "trace_lag"):
+            self.trace_lag = asyncio.get_running_loop().create_task(lag())
+
+    async def lag() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.005)
+            write(lag=time.monotonic() - before - 0.005)
+
+    async def traced_live_fragments(self: Any, event: dict[str, Any]) -> None:
+        await live_fragments(self, event)
+        if isinstance(event["frame"], bytes):
+            write(seq=event["seq"], forwarded=time.monotonic())
+
+    Fanout.flush = traced_flush  # type: ignore[method-assign]
+    Fanout._render_one = traced_render_one  # type: ignore[method-assign]
+    LiveConsumer.live_fragments = traced_live_fragments  # type: ignore[method-assign]
+
+
+def trace_summary(path: str) -> str:
+    """Percentiles of what ``_trace`` recorded: flush period and parts, forwards, loop lag."""
+    import bisect
+    import json
+    from collections import defaultdict
+
+    from bench.figures import percentile
+
+    flushes, lags, forwards = [], [], defaultdict(list)
+    with open(path) as lines:
+        for line in lines:
+            record = json.loads(line)
+            if "lag" in record:
+                lags.append(record["lag"] * 1000)
+            elif "forwarded" in record:
+                forwards[record["seq"]].append(record["forwarded"])
+            elif record["end"] - record["start"] > 0.003:  # a busy frame, not a status tile
+                flushes.append(record)
+    starts = [f["start"] for f in flushes]
+    ends = sorted(f["end"] for f in flushes)
+    last_forward = []
+    for times in forwards.values():
+        i = bisect.bisect_right(ends, min(times)) - 1
+        if i >= 0:
+            last_forward.append((max(times) - ends[i]) * 1000)
+    rows = {
+        "flush period": [(b - a) * 1000 for a, b in itertools.pairwise(starts)],
+        "flush: rendering": [(f["rendered"] - f["start"]) * 1000 for f in flushes],
+        "flush: packing, sending": [(f["end"] - f["rendered"]) * 1000 for f in flushes],
+        "last page forwarded after": last_forward,
+        "event loop lag": lags,
+    }
+    return "\n".join(
+        f"{name:28} p50 {percentile(v, 50):7.1f}  p90 {percentile(v, 90):7.1f}  "
+        f"p99 {percentile(v, 99):7.1f} ms"
+        for name, v in rows.items()
+        if v
+    )
+
+
 def apply_server(variant: str) -> None:
     if variant not in SERVER_VARIANTS:
         raise SystemExit(f"unknown server variant {variant!r}; one of {SERVER_VARIANTS}")
     SERVER_PATCHES.get(variant, lambda: None)()
 
 
-SERVER_PATCHES: dict[str, Callable[[], None]] = {"deflate": _deflate}
+SERVER_PATCHES: dict[str, Callable[[], None]] = {"deflate": _deflate, "trace": _trace}
 PATCHES: dict[str, Callable[[], None]] = {
     "no-history": _no_history,
     "thread-history": _thread_history,
@@ -116,6 +206,8 @@ async def serve_main(
     # as-is again at the end: how much the machine drifted meanwhile
     for variant in variants or (*SERVER_VARIANTS, "as-is"):
         directory = workdir()
+        trace = directory / "trace.jsonl"
+        os.environ["BENCH_TRACE"] = str(trace)  # for the served process
         stack = Stack(directory, server_variant=variant).start()
         try:
             r = await freshness.measure(stack, 500, clients, 2000, seconds)
@@ -126,6 +218,8 @@ async def serve_main(
                 f"resyncs {r.resyncs}",
                 flush=True,
             )
+            if trace.exists():
+                print(trace_summary(str(trace)), flush=True)
         finally:
             stack.stop()
             shutil.rmtree(directory, ignore_errors=True)

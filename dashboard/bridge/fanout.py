@@ -20,6 +20,11 @@ from dashboard.bridge.tiles import Tile
 
 logger = logging.getLogger(__name__)
 
+# In a window's last quarter, what changed so far is rendered every 1/25 window, so the flush
+# itself renders only what changed in the last step (docs/benchmarks.md, "Freshness").
+RENDER_AHEAD = 0.25
+RENDER_STEP = 0.04
+
 # (building id, html, audience, stream, seq)
 Send = Callable[[uuid.UUID, str, str, str, int], Awaitable[None]]
 # (channel, building id, html, {audience: (stream, seq)})
@@ -47,10 +52,11 @@ class Fanout:
         self._window = window
         self._all_tiles = all_tiles
         self._reply = reply
-        self._dirty: dict[Tile, None] = {}  # an ordered set
+        # Ordered: each changed tile, with its HTML once rendered ahead of the flush.
+        self._dirty: dict[Tile, str | None] = {}
         self._snapshot_requests: list[tuple[str, tuple[str, ...]]] = []
         self._wake = asyncio.Event()
-        self._since = 0.0  # when the first change still waiting for a flush came
+        self._last_flush = -window  # when the last flush began
         # A page compares (stream, seq): a new stream means this bridge restarted.
         self.stream = secrets.token_hex(4)
         self.seq: dict[str, int] = dict.fromkeys(tiles.AUDIENCES, 0)
@@ -58,43 +64,56 @@ class Fanout:
         self.snapshots = 0
 
     def changed(self, tile: Tile) -> None:
-        if not self._dirty and not self._snapshot_requests:
-            self._since = time.monotonic()
         self._dirty[tile] = None
+        # A device's value list shows this value too: rendered early, it is out of date now.
+        if tile[0] == "meta" and self._dirty.get(device := tiles.device(tile[1])):
+            self._dirty[device] = None
         self._wake.set()
 
     def request_snapshot(self, reply_to: str, audiences: Iterable[str]) -> None:
         """Queue every tile of ``audiences`` for one page, sent at the next flush."""
         wanted = tuple(a for a in audiences if a in self.seq)
-        if not self._dirty and not self._snapshot_requests:
-            self._since = time.monotonic()
         self._snapshot_requests.append((reply_to, wanted))
         self._wake.set()
 
     async def run(self) -> None:
-        """Flush forever, one window after the first change of each batch.
+        """Flush forever: at once when the last flush began a window ago, else when it has.
 
-        The window counts from the change itself, not from the end of the flush it arrived
-        during, so no value waits longer than a window plus one flush.
+        Flushes begin at most once a window, whatever they take: under steady load a value
+        waits at most a window plus its own flush, and a lone change goes out at once. Most
+        of a window's tiles are rendered ``ahead`` of its end, so the flush renders only those
+        changed since and rendering is mostly off the values' way to the pages.
         """
+        ahead, step = self._window * RENDER_AHEAD, self._window * RENDER_STEP
         while True:
             await self._wake.wait()
-            delay = self._since + self._window - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            due = self._last_flush + self._window
+            while (left := due - time.monotonic()) > 0:
+                if left > ahead:
+                    await asyncio.sleep(left - ahead)
+                else:
+                    self.render_ahead()
+                    await asyncio.sleep(min(left, step))
             self._wake.clear()
+            self._last_flush = time.monotonic()
             await self.flush()
+
+    def render_ahead(self) -> None:
+        """Render the tiles changed so far; a tile changed again is rendered again at the flush."""
+        for tile, html in self._dirty.items():
+            if html is None and tiles.KINDS[tile[0]].early and not self._superseded(tile):
+                self._dirty[tile] = self._render_one(tile)
 
     async def flush(self) -> None:
         dirty, self._dirty = self._dirty, {}
         requests, self._snapshot_requests = self._snapshot_requests, []
         if dirty:
             by_audience: dict[str, list[str]] = {}
-            for tile in dirty:
-                # A device's whole list supersedes its single values in the same window.
+            for tile, html in dirty.items():
                 if tile[0] == "meta" and tiles.device(tile[1]) in dirty:
                     continue
-                self._render_into(by_audience, tile)
+                audience = tiles.KINDS[tile[0]].audience
+                by_audience.setdefault(audience, []).append(html or self._render_one(tile))
             for audience, parts in by_audience.items():
                 self.seq[audience] += 1
                 await self._send(
@@ -103,6 +122,10 @@ class Fanout:
             self.flushes += 1
         if requests:
             await self._answer(requests)
+
+    def _superseded(self, tile: Tile) -> bool:
+        # A device's whole list supersedes its single values in the same window.
+        return tile[0] == "meta" and tiles.device(tile[1]) in self._dirty
 
     async def _answer(self, requests: list[tuple[str, tuple[str, ...]]]) -> None:
         if self._all_tiles is None or self._reply is None:
@@ -124,8 +147,11 @@ class Fanout:
             self.snapshots += 1
 
     def _render_into(self, by_audience: dict[str, list[str]], tile: Tile) -> None:
-        audience = tiles.KINDS[tile[0]].audience
+        by_audience.setdefault(tiles.KINDS[tile[0]].audience, []).append(self._render_one(tile))
+
+    def _render_one(self, tile: Tile) -> str:
         try:
-            by_audience.setdefault(audience, []).append(self._render(tile))
+            return self._render(tile)
         except Exception:
             logger.exception("could not render tile %s of building %s", tile[0], self.building_id)
+            return ""

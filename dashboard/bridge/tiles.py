@@ -22,6 +22,7 @@ AUDIENCES = (EVERYONE, SUPPORT, SUMMARY)
 class TileKind:
     template: str
     audience: str = EVERYONE
+    early: bool = True  # may be rendered ahead of the flush (its context has no side effect)
 
 
 # Data, not code: which template renders a tile and who may receive it.
@@ -37,7 +38,8 @@ KINDS: dict[str, TileKind] = {
     "summary": TileKind("dashboard/fragments/summary.html", SUMMARY),
     "attempt": TileKind("dashboard/fragments/attempt.html"),
     "banner": TileKind("dashboard/fragments/alarm_banner.html"),
-    "rejected_new": TileKind("dashboard/fragments/rejected_new.html", SUPPORT),
+    # Its context takes the new rejections, so it is rendered once, at the flush.
+    "rejected_new": TileKind("dashboard/fragments/rejected_new.html", SUPPORT, early=False),
 }
 
 ALARMS: Tile = ("alarms",)
