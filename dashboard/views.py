@@ -41,8 +41,8 @@ def _building_for(request: HttpRequest, building_id: uuid.UUID) -> tuple[Buildin
     return inventory, roles
 
 
-def _page_state(building_id: uuid.UUID):
-    state = load_state(building_id)
+def _page_state(building_id: uuid.UUID, devices: list[uuid.UUID]):
+    state = load_state(building_id, devices)
     # Only the bridge knows its connection; the page's first snapshot fills it in.
     state.status = ConnectionStatus(state="unknown")
     return state
@@ -67,7 +67,7 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     inventory, roles = _building_for(request, building_id)
     space_filter = request.GET.get("space", "")
     text_filter = request.GET.get("q", "").strip()
-    devices = page_data.device_rows(inventory, space_filter, text_filter)
+    devices = page_data.device_table(inventory, space_filter, text_filter, request.GET.get("page"))
     spaces = sorted(inventory.spaces.values(), key=lambda s: s.name)
     controls = []
     if Role.OPERATOR in roles:
@@ -79,7 +79,7 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
         "dashboard/building.html",
         {
             **_live_context(inventory, roles),
-            "state": _page_state(building_id),
+            "state": _page_state(building_id, [row["device"].id for row in devices["rows"]]),
             "spaces": spaces,
             "controls": controls,
             "areas": sorted(inventory.areas.values(), key=lambda a: a.name),
@@ -106,7 +106,7 @@ def device(request: HttpRequest, building_id: uuid.UUID, device_id: uuid.UUID) -
         "dashboard/device.html",
         {
             **_live_context(inventory, roles),
-            "state": _page_state(building_id),
+            "state": _page_state(building_id, [device_id]),
             "device": entity,
             "space": space,
             "history": page_data.meta_history(device_id),

@@ -134,7 +134,13 @@ async def test_a_bad_dim_level_is_refused_with_a_field_message_and_nothing_is_pu
         f"/buildings/{hq[Scope.BUILDING]}/actions/", form(f"space:{hq[Scope.SPACE]}", **values)
     )
     assert response.status_code == 422
-    assert f"<strong>Level</strong>: {message}" in response.content.decode()
+    html = response.content.decode()
+    assert f"<strong>Level</strong>: {message}" in html
+    # The form comes back as the operator filled it in, the faulty field marked.
+    assert '<option value="dim" selected>Dim</option>' in html
+    level_input = re.search(r'<input type="number" name="[^"]*-level"[^>]*>', html).group()
+    assert 'aria-invalid="true"' in level_input
+    assert f'value="{"" if level is None else level}"' in level_input
     await asyncio.sleep(0.5)
     assert watcher.messages == []
     [attempt] = await attempts()
@@ -278,6 +284,10 @@ def test_operators_see_the_forms_and_viewers_do_not(hq, people):
     assert 'aria-label="Action for Open Office"' in page
     for label in ("Action", "Level", "Transition time"):
         assert f">{label}</label>" in page
+    # The inputs carry the form's own bounds, so browsers check them before sending.
+    assert re.search(r'<select name="[^"]*-action" id="[^"]*" required>', page)
+    assert re.search(r'name="[^"]*-level" id="[^"]*" min="0" max="100" value=""', page)
+    assert re.search(r'name="[^"]*-transition_time" id="[^"]*" min="0" max="3600" required', page)
     assert "Lighting controls" not in viewer.get(url).content.decode()
     device_page = operator.get(f"{url}devices/{hq[Scope.DEVICE]}/").content.decode()
     assert 'aria-label="Action for Lamp 1"' in device_page

@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from dashboard import live
+from dashboard.demo.inventory import building_inventory
 from dashboard.topics import Kind, Scope, build_topic
 from tests import brokers, seed
 from tests.factories import PASSWORD
@@ -264,4 +265,54 @@ def test_support_sees_a_refusal_and_an_urgent_alarm_arrive_live(chromium, dashbo
     page.reload()
     group = page.locator(".rejection-group", has_text="regex pattern not matching")
     expect(group.first).to_contain_text("Lamp 1")
+    page.close()
+
+
+def test_a_large_buildings_devices_come_a_page_at_a_time_and_the_rest_is_dropped_quietly(
+    chromium, dashboard, mqtt
+):
+    served, _ = dashboard
+    tower = building_inventory(120, seed=5, name="Tall Tower")
+    building = tower["buildings"][0]["id"]
+    served.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        "from dashboard.inventory import apply_inventory, load_inventory; "
+        "from dashboard.models import Role; "
+        f"apply_inventory(load_inventory({json.dumps(json.dumps(tower))})); "
+        "Role.objects.create(user=User.objects.get(username='victor'), "
+        f"building_id='{building}', role=Role.VIEWER)",
+    )
+    devices = sorted(tower["buildings"][0]["devices"], key=lambda d: d["name"].casefold())
+    first, last = devices[0], devices[-1]  # on the first page, and on the second
+
+    page = log_in(chromium, served.url, "victor")
+    errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.goto(f"{served.url}/buildings/{building}/")
+    expect(page.locator(".device-table tbody tr")).to_have_count(100)
+    expect(page.locator("#device-count")).to_have_text("1\u2013100 of 120 shown")
+
+    def temperature(device: dict[str, str]) -> Any:
+        return page.locator(f"#meta-{device['id'].replace('-', '')}-temperature .meta-value")
+
+    def publish_both() -> None:
+        for device in (last, first):  # the value for a device not on this page comes first
+            mqtt(build_topic(Scope.DEVICE, device["id"], Kind.META), seed.DEVICE_META)
+
+    until_shown(
+        publish_both, lambda: expect(temperature(first)).to_have_text("87.40", timeout=1000)
+    )
+    page.wait_for_timeout(500)  # frames behind it
+    assert errors == []  # htmx logs an error for each fragment without a target
+
+    page.get_by_role("link", name="Next").click()
+    expect(page.locator(".device-table tbody tr")).to_have_count(20)
+    expect(temperature(last)).to_have_text("87.40")
+    page.get_by_label("Search devices").fill(first["name"])
+    page.get_by_label("Search devices").press("Enter")
+    expect(page.locator(".device-table tbody tr")).to_have_count(1)
+    expect(temperature(first)).to_have_text("87.40")
+    assert "q=" in page.url and errors == []
     page.close()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.test import Client
 
+from dashboard import page_data
 from dashboard.bridge.state import Alarm, HeadcountValue, MetaValue, Rejection
 from dashboard.bridge.store import write_batch
 from dashboard.models import Device
@@ -140,6 +141,38 @@ def test_the_device_filter_works_without_javascript_too(lived_in, people):
         re.findall(r'<tr data-space="[0-9a-f]*" data-name="([^"]+)"( hidden)?>', html.decode())
     )
     assert rows == {"lamp 1": "", "door sensor": " hidden"}
+
+
+def test_a_large_buildings_devices_come_a_page_at_a_time_filtered_by_the_server(
+    lived_in, people, monkeypatch
+):
+    monkeypatch.setattr(page_data, "DEVICES_PER_PAGE", 2)
+    building, space = lived_in[Scope.BUILDING], lived_in[Scope.SPACE]
+    for name in ("Window sensor", "boiler", "Door sensor"):
+        Device.objects.create(building_id=building, name=name, space_id=space)
+    client = logged_in(people.viewer)
+    url = f"/buildings/{building}/"
+    lamp_value = f'id="meta-{lived_in[Scope.DEVICE].hex}-temperature"'
+
+    def rows(html: str) -> list[str]:
+        return re.findall(r'<tr data-space="[0-9a-f]*" data-name="([^"]+)">', html)
+
+    first = client.get(url).content.decode()
+    assert rows(first) == ["boiler", "door sensor"]  # by name, none hidden
+    assert "data-paged" in first and "1\u20132 of 4 shown" in first
+    assert 'href="?page=2" rel="next">Next</a>' in first
+    assert lamp_value not in first  # only the page's devices' values are rendered
+    second = client.get(url, {"page": "2"}).content.decode()
+    assert rows(second) == ["lamp 1", "window sensor"]
+    assert lamp_value in second and "3\u20134 of 4 shown" in second
+
+    sensors = client.get(url, {"q": "sensor", "space": space.hex}).content.decode()
+    assert rows(sensors) == ["door sensor", "window sensor"]
+    assert "Page 1 of" not in sensors  # one page: no pager
+    narrow = client.get(url, {"q": "o", "space": space.hex}).content.decode()
+    assert f'href="?space={space.hex}&amp;q=o&amp;page=2" rel="next"' in narrow
+    none = client.get(url, {"q": "no such device"}).content.decode()
+    assert rows(none) == [] and "No device matches these filters." in none
 
 
 def test_the_device_page_shows_every_value_and_its_recent_history(lived_in, people):

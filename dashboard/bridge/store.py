@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -253,11 +254,17 @@ def _write_simple(by_type: dict[type, list], devices: set[uuid.UUID]) -> int:
     return len(rejected) + len(malformed) + len(actions)
 
 
-def load_state(building_id: uuid.UUID) -> LiveState:
-    """The building's live state as last written: what a page or a restarted bridge starts from."""
+def load_state(building_id: uuid.UUID, devices: Collection[uuid.UUID] | None = None) -> LiveState:
+    """The building's live state as last written: what a page or a restarted bridge starts from.
+
+    With ``devices``, only those devices' meta values: the ones a page shows.
+    """
     state = LiveState(building_id)
+    meta = models.LatestMeta.objects.filter(device__building_id=building_id)
+    if devices is not None:
+        meta = meta.filter(device_id__in=list(devices))
     # Tuples, not model instances: a large building has thousands of values.
-    meta = models.LatestMeta.objects.filter(device__building_id=building_id).values_list(
+    meta = meta.values_list(
         "device_id", "name", "value", "display_name", "unit", "source_timestamp", "received_at"
     )
     for row in meta:

@@ -52,15 +52,40 @@
   document.addEventListener("htmx:wsOpen", function (event) {
     event.target.liveSocket = event.detail.event.target;
   });
+  // A building's frames carry every tile of the building, and a page shows some of them
+  // (one page of a large device table, one device): the rest are dropped here, as htmx
+  // would log an error for each fragment whose target is not on the page.
+  function swapTarget(fragment) {
+    var swap = fragment.getAttribute("hx-swap-oob");
+    var colon = swap.indexOf(":");
+    return colon < 0 ? document.getElementById(fragment.id) : document.querySelector(swap.slice(colon + 1));
+  }
+  function onThisPage(text) {
+    var template = document.createElement("template");
+    template.innerHTML = text;
+    var dropped = false;
+    Array.prototype.slice.call(template.content.children).forEach(function (fragment) {
+      if (fragment.hasAttribute("hx-swap-oob") && !swapTarget(fragment)) {
+        fragment.remove();
+        dropped = true;
+      }
+    });
+    return dropped ? template.innerHTML : text;
+  }
+
   document.addEventListener("htmx:wsBeforeMessage", function (event) {
     var message = event.detail.message;
-    if (replaying || (typeof message === "string" && waiting === 0)) return;
+    if (replaying) return;
     event.preventDefault();
     var socket = event.target.liveSocket;
+    if (typeof message === "string" && waiting === 0) {
+      replay(socket, onThisPage(message));
+      return;
+    }
     waiting += 1;
     inflating = inflating
       .then(function () { return typeof message === "string" ? message : inflate(message); })
-      .then(function (text) { replay(socket, text); })
+      .then(function (text) { replay(socket, onThisPage(text)); })
       .catch(function (error) {
         // A frame that cannot be applied leaves the page behind: start again from a snapshot.
         console.error("live update could not be applied", error);
@@ -172,7 +197,7 @@
   // Device filter: instant, and kept in the address so a wall screen can bookmark it.
   function filterDevices() {
     var form = document.getElementById("device-filter");
-    if (!form) return;
+    if (!form || "paged" in form.dataset) return;
     var space = form.elements.space.value;
     var text = form.elements.q.value.trim().toLowerCase();
     var shown = 0;
@@ -193,7 +218,10 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     var form = document.getElementById("device-filter");
-    if (form) {
+    if (form && "paged" in form.dataset) {
+      // A large building's devices come a page at a time: the server filters them.
+      form.elements.space.addEventListener("change", function () { form.requestSubmit(); });
+    } else if (form) {
       form.addEventListener("input", filterDevices);
       form.addEventListener("submit", function (event) {
         event.preventDefault();
