@@ -160,6 +160,7 @@ class PageClient:
                 received(data)
 
             ws.data_received = counting  # type: ignore[method-assign]
+            snapshots = 0
             async for frame in ws:
                 # When its bytes were read (or later, if more came since): not when this loop
                 # got round to the page, after the other pages' frames of the same broadcast.
@@ -174,9 +175,11 @@ class PageClient:
                     stats.compressed_once_bytes += len(zlib.compress(data, 6))
                 html = html_of(frame)
                 self._unread.append((html, now))
-                # Only a snapshot carries the (unchanging) recent-actions tile.
-                if self.snapshot.is_set() and '<section id="actions"' in html:
-                    stats.resyncs += 1
+                # Only a snapshot carries the (unchanging) recent-actions tile; a connection's
+                # first may come after live frames, and any after it is a resync.
+                if '<section id="actions"' in html:
+                    snapshots += 1
+                    stats.resyncs += snapshots > 1
                 self.snapshot.set()
 
     def _apply(self, frame: str, now: float) -> None:

@@ -120,8 +120,15 @@ class Building:
 
 
 def write_inventory(directory: Path, devices: int, seed: int) -> tuple[Path, dict[str, Any]]:
-    """The simulator's generated building (``building_inventory``) as an import file."""
-    data = building_inventory(devices, seed=seed, name=f"Bench {devices} #{seed}")
+    """The simulator's generated building (``building_inventory``) as an import file.
+
+    The generator's ids come from its seed alone, so one seed at two sizes would be one
+    building that grows (a 10,000-device one holding the 1,000-device one's devices), and
+    the bridge would follow the change mid-measurement: each size gets its own seed.
+    """
+    data = building_inventory(
+        devices, seed=seed * 1_000_003 + devices, name=f"Bench {devices} #{seed}"
+    )
     path = directory / f"inventory-{devices}-{seed}.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     return path, data

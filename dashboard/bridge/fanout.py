@@ -2,8 +2,10 @@
 
 Within one window only the latest state of each tile is rendered, once, and sent
 to the building's group in a single message; a change during a flush is sent in
-the next window, so the final value always goes out. Pages that (re)connect ask
-for a snapshot: every tile, rendered once per window however many pages ask.
+the next window, so the final value always goes out. Flushes begin at most once a
+window, and most tiles are rendered in the window's last part, ahead of the flush.
+Pages that (re)connect ask for a snapshot: every tile, rendered once per window
+however many pages ask.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ class Fanout:
     def render_ahead(self) -> None:
         """Render the tiles changed so far; a tile changed again is rendered again at the flush."""
         for tile, html in self._dirty.items():
-            if html is None and tiles.KINDS[tile[0]].early and not self._superseded(tile):
+            if html is None and tiles.KINDS[tile[0]].early and not _superseded(tile, self._dirty):
                 self._dirty[tile] = self._render_one(tile)
 
     async def flush(self) -> None:
@@ -110,7 +112,7 @@ class Fanout:
         if dirty:
             by_audience: dict[str, list[str]] = {}
             for tile, html in dirty.items():
-                if tile[0] == "meta" and tiles.device(tile[1]) in dirty:
+                if _superseded(tile, dirty):
                     continue
                 audience = tiles.KINDS[tile[0]].audience
                 by_audience.setdefault(audience, []).append(html or self._render_one(tile))
@@ -122,10 +124,6 @@ class Fanout:
             self.flushes += 1
         if requests:
             await self._answer(requests)
-
-    def _superseded(self, tile: Tile) -> bool:
-        # A device's whole list supersedes its single values in the same window.
-        return tile[0] == "meta" and tiles.device(tile[1]) in self._dirty
 
     async def _answer(self, requests: list[tuple[str, tuple[str, ...]]]) -> None:
         if self._all_tiles is None or self._reply is None:
@@ -155,3 +153,8 @@ class Fanout:
         except Exception:
             logger.exception("could not render tile %s of building %s", tile[0], self.building_id)
             return ""
+
+
+def _superseded(tile: Tile, dirty: dict[Tile, str | None]) -> bool:
+    # A device's whole list supersedes its single values in the same window.
+    return tile[0] == "meta" and tiles.device(tile[1]) in dirty
