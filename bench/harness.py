@@ -176,9 +176,15 @@ class VariantServed(ServedDashboard):
 class Stack:
     """A private Mosquitto and ``manage.py serve`` with the bridge, against it."""
 
-    def __init__(self, directory: Path, server_variant: str = "as-is") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        server_variant: str = "as-is",
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.directory = directory
         self.server_variant = server_variant
+        self.settings = {**SERVE_SETTINGS, **(settings or {})}
         self.broker = BenchBroker()
         self.served: ServedDashboard | None = None
         self.buildings: dict[tuple[int, int], Building] = {}
@@ -187,10 +193,10 @@ class Stack:
         self.broker.start()
         (self.directory / "served").mkdir(exist_ok=True)
         if self.server_variant == "as-is":
-            served = ServedDashboard(self.directory / "served", self.broker.url, **SERVE_SETTINGS)
+            served = ServedDashboard(self.directory / "served", self.broker.url, **self.settings)
         else:
             served = VariantServed(
-                self.directory / "served", self.broker.url, self.server_variant, **SERVE_SETTINGS
+                self.directory / "served", self.broker.url, self.server_variant, **self.settings
             )
         served.migrate()
         self.template_db = self.directory / "migrated.sqlite3"

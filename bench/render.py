@@ -100,7 +100,7 @@ async def fill_state(stack: Stack, building: Building) -> None:
         if loop.time() > deadline:
             raise TimeoutError("the bridge never stored the probe")
         await asyncio.to_thread(publish_all, stack.broker.port, probe)
-        await asyncio.sleep(3)
+        await asyncio.sleep(0.5)
     await asyncio.to_thread(publish_all, stack.broker.port, messages)
     stored, progress_at = 0, loop.time()
     while (now_stored := stored_devices(stack, building)) < len(building.devices):
@@ -122,7 +122,7 @@ async def fill_state(stack: Stack, building: Building) -> None:
             REPUBLISHED.append(len(building.devices) - now_stored)
             await asyncio.to_thread(publish_all, stack.broker.port, messages)
             progress_at = loop.time()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.25)
     await quiet(stack.server_pid)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from bench.harness import SERVE_SETTINGS, Stack
+from bench.harness import Stack
 from tests.served import ServedDashboard
 
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -25,8 +25,8 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 class ScaledStack(Stack):
     """Mosquitto, Redis, PostgreSQL, two web processes and one bridge worker."""
 
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory)
+    def __init__(self, directory: Path, settings: dict[str, str] | None = None) -> None:
+        super().__init__(directory, settings=settings)
         self.database = f"gooee_bench_{secrets.token_hex(4)}"
         self.webs: list[ServedDashboard] = []
         self.worker: ServedDashboard | None = None
@@ -37,7 +37,7 @@ class ScaledStack(Stack):
             admin.execute(f"CREATE DATABASE {self.database}")
         redis.Redis.from_url(REDIS_URL).flushdb()
         settings = {
-            **SERVE_SETTINGS,
+            **self.settings,
             "DATABASE_URL": POSTGRES.rsplit("/", 1)[0] + f"/{self.database}",
             "REDIS_URL": REDIS_URL,
         }
