@@ -147,6 +147,20 @@ async def test_a_bad_dim_level_is_refused_with_a_field_message_and_nothing_is_pu
     assert attempt.outcome == ActionAttempt.REFUSED and attempt.reason.startswith("invalid")
 
 
+async def test_a_post_without_its_idempotency_key_comes_back_without_one(hq, people, ready):
+    """A scripted client's refused form must not come back carrying the key "None", which
+    every later such form would share (and be taken for a double click of the first)."""
+    target = f"space:{hq[Scope.SPACE]}"
+    data = form(target, action="off")
+    del data[f"space-{hq[Scope.SPACE]}-idempotency_key"]
+    client = await as_user(people.operator)
+    response = await client.post(f"/buildings/{hq[Scope.BUILDING]}/actions/", data)
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert re.search(r'name="[^"]*-idempotency_key" value=""', html)
+    assert 'value="None"' not in html
+
+
 async def test_a_viewer_is_refused_and_the_refusal_is_audited(hq, people, ready):
     _, watcher = ready
     client = await as_user(people.viewer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import statistics
 import uuid
 
 from dashboard.bridge import tiles
@@ -27,15 +28,45 @@ def make_fanout(window: float = 0.05) -> tuple[Fanout, list[tuple[str, str]], di
     return Fanout(BUILDING, render, send, window), sent, value
 
 
-async def test_a_burst_within_one_window_is_sent_once_with_the_final_value():
-    fanout, sent, value = make_fanout()
+async def test_a_burst_goes_out_as_its_first_value_at_once_then_the_final_one():
+    fanout, sent, value = make_fanout(window=0.2)
     task = asyncio.create_task(fanout.run())
-    for n in range(1, 101):
+    for n in range(1, 101):  # 100 changes over about 0.1 s
         value["temperature"] = n
         fanout.changed(tiles.meta(DEVICE, "temperature"))
-    await asyncio.sleep(0.2)
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.4)
     task.cancel()
-    assert sent == [("all", "<meta:100>")]
+    assert sent[-1] == ("all", "<meta:100>")
+    assert len(sent) == 2  # the first at once, everything after it coalesced
+
+
+async def test_a_failing_send_is_logged_once_and_the_fanout_goes_on(caplog):
+    fanout, sent, value = make_fanout()
+    original = fanout._send
+    down = True
+
+    async def send(*args) -> None:
+        if down:
+            raise ConnectionError("channel layer unavailable")
+        await original(*args)
+
+    fanout._send = send
+    task = asyncio.create_task(fanout.run())
+    for _ in range(5):
+        fanout.changed(tiles.meta(DEVICE, "temperature"))
+        await asyncio.sleep(0.06)
+    down = False
+    value["temperature"] = 3
+    fanout.changed(tiles.meta(DEVICE, "temperature"))
+    await asyncio.sleep(0.15)
+    task.cancel()
+    assert sent == [("all", "<meta:3>")]
+    failures = [r for r in caplog.records if "failing" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    assert any("works again" in r.getMessage() for r in caplog.records)
+    # The lost frames' numbers stay used, so pages see the gap and ask for a snapshot.
+    assert fanout.seq["all"] > 1
 
 
 async def test_a_change_during_a_flush_goes_out_in_the_next_window():
@@ -125,7 +156,9 @@ async def test_under_steady_changes_flushes_begin_once_a_window_and_every_final_
     task.cancel()
     periods = [b - a for a, b in itertools.pairwise(sent_at)]
     assert len(periods) >= 6
-    assert all(window * 0.9 < p < window * 1.3 for p in periods), periods
+    # A busy machine may be late now and then, never early.
+    assert all(p > window * 0.9 for p in periods), periods
+    assert statistics.median(periods) < window * 1.3, periods
     # Rendered ahead of each flush, then changed again: still the final value.
     assert shown == {"device": str(value["n"])}
 

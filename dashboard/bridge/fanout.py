@@ -64,6 +64,7 @@ class Fanout:
         self.seq: dict[str, int] = dict.fromkeys(tiles.AUDIENCES, 0)
         self.flushes = 0
         self.snapshots = 0
+        self.failing = False
 
     def changed(self, tile: Tile) -> None:
         self._dirty[tile] = None
@@ -98,7 +99,19 @@ class Fanout:
                     await asyncio.sleep(min(left, step))
             self._wake.clear()
             self._last_flush = time.monotonic()
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:
+                # The channel layer refused (Redis down, say): this window's frames are lost,
+                # and pages see the gap in sequence numbers and ask for a snapshot. Logged
+                # once per outage, not once a window.
+                if not self.failing:
+                    logger.exception("fan-out of building %s failing", self.building_id)
+                self.failing = True
+            else:
+                if self.failing:
+                    logger.warning("fan-out of building %s works again", self.building_id)
+                self.failing = False
 
     def render_ahead(self) -> None:
         """Render the tiles changed so far; a tile changed again is rendered again at the flush."""

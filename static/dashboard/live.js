@@ -79,7 +79,13 @@
     event.preventDefault();
     var socket = event.target.liveSocket;
     if (typeof message === "string" && waiting === 0) {
-      replay(socket, onThisPage(message));
+      var text = message;
+      try {
+        text = onThisPage(message);
+      } catch (error) {
+        console.error("live update could not be filtered; applied as it came", error);
+      }
+      replay(socket, text);
       return;
     }
     waiting += 1;
