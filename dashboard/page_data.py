@@ -6,10 +6,10 @@ import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
 
 from django.core.paginator import Paginator
 from django.db.models import Count
+from django.http import QueryDict
 from django.utils import timezone
 
 from dashboard import fragments, models
@@ -21,6 +21,7 @@ TREND_BUCKET = 60  # seconds per point of the day's headcount chart
 HISTORY_HOURS = 24
 HISTORY_ROWS = 20  # per meta name on the device page
 DEVICES_PER_PAGE = 100  # on a building's page
+CARDS_PER_PAGE = 100  # headcount cards of spaces, and of areas, on a building's page
 
 
 def summaries(buildings: list[models.Building]) -> list[dict[str, Any]]:
@@ -64,7 +65,7 @@ def summaries(buildings: list[models.Building]) -> list[dict[str, Any]]:
 
 
 def device_table(
-    inventory: BuildingInventory, space: str, text: str, page_number: str | None = None
+    inventory: BuildingInventory, space: str, text: str, params: QueryDict
 ) -> dict[str, Any]:
     """The building's devices by name, with their space, filtered by the page's filters.
 
@@ -83,12 +84,28 @@ def device_table(
         rows.append({"device": device, "space": space_entity, "shown": shown})
     if len(rows) <= DEVICES_PER_PAGE:
         return {"rows": rows, "paged": False}
-    page = Paginator([row for row in rows if row["shown"]], DEVICES_PER_PAGE).get_page(page_number)
-    query = urlencode({k: v for k, v in (("space", space), ("q", text)) if v})
+    return paginate([row for row in rows if row["shown"]], DEVICES_PER_PAGE, params, "page")
+
+
+def cards(entities: list[Entity], params: QueryDict, param: str) -> dict[str, Any]:
+    """Headcount cards of spaces or areas: all of them, or a page of ``CARDS_PER_PAGE``."""
+    if len(entities) <= CARDS_PER_PAGE:
+        return {"rows": entities, "paged": False}
+    return paginate(entities, CARDS_PER_PAGE, params, param)
+
+
+def paginate(items: list[Any], per_page: int, params: QueryDict, param: str) -> dict[str, Any]:
+    """The page of ``items`` that query parameter ``param`` asks for; the pager's links keep
+    the page's other parameters (filters, and where the other lists of the page are)."""
+    page = Paginator(items, per_page).get_page(params.get(param))
+    others = params.copy()
+    others.pop(param, None)
+    query = others.urlencode()
     return {
         "rows": page.object_list,
         "paged": True,
         "page": page,
+        "param": param,
         "page_query": f"{query}&" if query else "",
     }
 

@@ -67,11 +67,14 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     inventory, roles = _building_for(request, building_id)
     space_filter = request.GET.get("space", "")
     text_filter = request.GET.get("q", "").strip()
-    devices = page_data.device_table(inventory, space_filter, text_filter, request.GET.get("page"))
+    devices = page_data.device_table(inventory, space_filter, text_filter, request.GET)
     spaces = sorted(inventory.spaces.values(), key=lambda s: s.name)
+    areas = sorted(inventory.areas.values(), key=lambda a: a.name)
+    space_cards = page_data.cards(spaces, request.GET, "spaces_page")
     controls = []
     if Role.OPERATOR in roles:
-        controls = [actions.form_for(f"space:{s.id}", s.name) for s in spaces]
+        # A control per space shown: a large building's come a page at a time, as its cards.
+        controls = [actions.form_for(f"space:{s.id}", s.name) for s in space_cards["rows"]]
         if len(spaces) > 1:
             controls.append(actions.form_for(actions.ALL_SPACES, "all spaces"))
     return render(
@@ -81,8 +84,9 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             **_live_context(inventory, roles),
             "state": _page_state(building_id, [row["device"].id for row in devices["rows"]]),
             "spaces": spaces,
+            "space_cards": space_cards,
+            "area_cards": page_data.cards(areas, request.GET, "areas_page"),
             "controls": controls,
-            "areas": sorted(inventory.areas.values(), key=lambda a: a.name),
             "devices": devices,
             "device_total": len(inventory.devices),
             "device_base": reverse("building", args=[building_id]) + "devices/",

@@ -11,7 +11,7 @@ from django.test import Client
 from dashboard import page_data
 from dashboard.bridge.state import Alarm, HeadcountValue, MetaValue, Rejection
 from dashboard.bridge.store import write_batch
-from dashboard.models import Device
+from dashboard.models import Area, Device, Space
 from dashboard.topics import Scope
 from tests import seed
 
@@ -169,10 +169,39 @@ def test_a_large_buildings_devices_come_a_page_at_a_time_filtered_by_the_server(
     sensors = client.get(url, {"q": "sensor", "space": space.hex}).content.decode()
     assert rows(sensors) == ["door sensor", "window sensor"]
     assert "Page 1 of" not in sensors  # one page: no pager
-    narrow = client.get(url, {"q": "o", "space": space.hex}).content.decode()
+    narrow = client.get(url, {"space": space.hex, "q": "o"}).content.decode()
     assert f'href="?space={space.hex}&amp;q=o&amp;page=2" rel="next"' in narrow
     none = client.get(url, {"q": "no such device"}).content.decode()
     assert rows(none) == [] and "No device matches these filters." in none
+
+
+def test_a_large_buildings_spaces_and_areas_come_a_page_at_a_time_with_their_controls(
+    lived_in, people, monkeypatch
+):
+    monkeypatch.setattr(page_data, "CARDS_PER_PAGE", 1)
+    building = lived_in[Scope.BUILDING]
+    annex = Space.objects.create(building_id=building, name="Annex", capacity=10)
+    desk = Area.objects.create(building_id=building, space=annex, name="Annex desk", capacity=2)
+    client = logged_in(people.operator)
+    url = f"/buildings/{building}/"
+
+    def cards(html: str) -> list[str]:
+        return re.findall(r'<section id="headcount-([0-9a-f]{32})"', html)
+
+    def controls(html: str) -> list[str]:
+        return re.findall(r'aria-label="Action for ([^"]+)"', html)
+
+    first = client.get(url).content.decode()
+    hq_space, hq_area = lived_in[Scope.SPACE].hex, lived_in[Scope.AREA].hex
+    assert cards(first) == [building.hex, annex.id.hex, desk.id.hex]  # by name
+    assert controls(first) == ["Annex", "all spaces"]  # the spaces shown, and all of them
+    assert 'aria-label="Pages of spaces"' in first and 'aria-label="Pages of areas"' in first
+    second = client.get(url, {"spaces_page": "2", "areas_page": "2"}).content.decode()
+    assert cards(second) == [building.hex, hq_space, hq_area]
+    assert controls(second) == ["Open Office", "all spaces"]
+    # Each pager keeps where the other lists are, and the filters.
+    assert 'href="?areas_page=2&amp;spaces_page=1" rel="prev"' in second
+    assert 'href="?spaces_page=2&amp;areas_page=1" rel="prev"' in second
 
 
 def test_the_device_page_shows_every_value_and_its_recent_history(lived_in, people):

@@ -60,15 +60,24 @@ def load_inventory(building_id: uuid.UUID) -> BuildingInventory | None:
         id=building.id,
         name=building.name,
         version=building.inventory_version,
+        # Tuples, not model instances: every page of a building loads this, and a large
+        # building has thousands of devices.
         spaces={
-            s.id: Entity(s.id, s.name, capacity=s.capacity)
-            for s in Space.objects.filter(building=building)
+            id: Entity(id, name, capacity=capacity)
+            for id, name, capacity in Space.objects.filter(building=building).values_list(
+                "id", "name", "capacity"
+            )
         },
         areas={
-            a.id: Entity(a.id, a.name, a.space_id, a.capacity)
-            for a in Area.objects.filter(building=building)
+            row[0]: Entity(*row)
+            for row in Area.objects.filter(building=building).values_list(
+                "id", "name", "space_id", "capacity"
+            )
         },
         devices={
-            d.id: Entity(d.id, d.name, d.space_id) for d in Device.objects.filter(building=building)
+            row[0]: Entity(*row)
+            for row in Device.objects.filter(building=building).values_list(
+                "id", "name", "space_id"
+            )
         },
     )

@@ -269,14 +269,11 @@ def load_state(building_id: uuid.UUID, devices: Collection[uuid.UUID] | None = N
     )
     for row in meta:
         state.meta.setdefault(row[0], {})[row[1]] = MetaValue(*row)
-    for row in models.LatestHeadcount.objects.filter(building_id=building_id):
-        state.headcounts[(row.entity_id, row.kind)] = HeadcountValue(
-            scope=row.scope,
-            entity_id=row.entity_id,
-            kind=row.kind,
-            value=row.value,
-            received_at=row.received_at,
-        )
+    headcounts = models.LatestHeadcount.objects.filter(building_id=building_id).values_list(
+        "scope", "entity_id", "kind", "value", "received_at"
+    )
+    for row in headcounts:
+        state.headcounts[(row[1], row[2])] = HeadcountValue(*row)
     for row in models.FaultAlarm.objects.filter(building_id=building_id, state__in=OPEN_STATES):
         alarm = Alarm(
             device_id=row.device_id,
