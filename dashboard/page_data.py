@@ -22,6 +22,7 @@ HISTORY_HOURS = 24
 HISTORY_ROWS = 20  # per meta name on the device page
 DEVICES_PER_PAGE = 100  # on a building's page
 CARDS_PER_PAGE = 100  # headcount cards of spaces, and of areas, on a building's page
+TREND_SPACES = 8  # a line each on the building's chart (trend.js has as many colours)
 
 
 def summaries(buildings: list[models.Building]) -> list[dict[str, Any]]:
@@ -111,10 +112,16 @@ def paginate(items: list[Any], per_page: int, params: QueryDict, param: str) -> 
 
 
 def headcount_trend(inventory: BuildingInventory, now: datetime | None = None) -> dict[str, Any]:
-    """Today's head_count of the building and each space, one point per minute (uPlot's shape)."""
+    """Today's head_count of the building and each space, one point per minute (uPlot's shape).
+
+    Above ``TREND_SPACES`` spaces only the building's: a line per space of a large building
+    is unreadable, and its day of samples would be megabytes in the page.
+    """
     now = timezone.localtime(now or timezone.now())
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     spaces = sorted(inventory.spaces.values(), key=lambda s: s.name)
+    if len(spaces) > TREND_SPACES:
+        spaces = []
     series = [Entity(inventory.id, inventory.name), *spaces]
     index = {entity.id: n for n, entity in enumerate(series)}
     buckets: dict[int, list[int | None]] = defaultdict(lambda: [None] * len(series))

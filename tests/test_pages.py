@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -202,6 +203,23 @@ def test_a_large_buildings_spaces_and_areas_come_a_page_at_a_time_with_their_con
     # Each pager keeps where the other lists are, and the filters.
     assert 'href="?areas_page=2&amp;spaces_page=1" rel="prev"' in second
     assert 'href="?spaces_page=2&amp;areas_page=1" rel="prev"' in second
+
+
+def test_the_chart_draws_each_space_of_a_small_building_and_the_building_alone_of_a_large_one(
+    lived_in, people
+):
+    building = lived_in[Scope.BUILDING]
+    client = logged_in(people.viewer)
+
+    def series() -> list[str]:
+        html = client.get(f"/buildings/{building}/").content.decode()
+        data = re.search(r'<script id="trend-data" type="application/json">(.*?)</script>', html)
+        return [s["name"] for s in json.loads(data.group(1))["series"]]
+
+    assert series() == ["Headquarters", "Open Office"]
+    for n in range(page_data.TREND_SPACES):
+        Space.objects.create(building_id=building, name=f"Room {n}", capacity=4)
+    assert series() == ["Headquarters"]
 
 
 def test_the_device_page_shows_every_value_and_its_recent_history(lived_in, people):
