@@ -25,11 +25,11 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import paho.mqtt.client as mqtt
 
@@ -704,6 +704,21 @@ def publish(
     if not info.is_published():
         raise TimeoutError(f"publish to {topic!r} (QoS {qos}) not acknowledged within {timeout}s")
     return info
+
+
+@contextlib.contextmanager
+def json_publisher(broker: BrokerProcess) -> Iterator[Callable[[str, Any], None]]:
+    """A device's side of the broker: publish a value as JSON, or bytes as they are."""
+    client = connect_client(broker)
+
+    def send(topic: str, payload: Any) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        publish(client, topic, body)
+
+    try:
+        yield send
+    finally:
+        close_clients([client])
 
 
 class Subscriber:

@@ -39,14 +39,8 @@ def dashboard(
 
 @pytest.fixture
 def mqtt(mosquitto: brokers.MosquittoBroker) -> Iterator[Callable[[str, Any], None]]:
-    client = brokers.connect_client(mosquitto)
-
-    def send(topic: str, payload: Any) -> None:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        brokers.publish(client, topic, body)
-
-    yield send
-    brokers.close_clients([client])
+    with brokers.json_publisher(mosquitto) as send:
+        yield send
 
 
 def log_in(browser: Browser, base: str, username: str) -> Page:

@@ -217,14 +217,8 @@ def watch(chromium: Any, served: ServedDashboard) -> Iterator[Watch]:
 
 @pytest.fixture(scope="module")
 def mqtt(mosquitto: brokers.MosquittoBroker) -> Iterator[Callable[[str, Any], None]]:
-    client = brokers.connect_client(mosquitto)
-
-    def send(topic: str, payload: Any) -> None:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        brokers.publish(client, topic, body)
-
-    yield send
-    brokers.close_clients([client])
+    with brokers.json_publisher(mosquitto) as send:
+        yield send
 
 
 STAMP = "2026-03-02T09:00:00Z"
