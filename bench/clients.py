@@ -43,7 +43,7 @@ def _inflate(frame: bytes) -> str:
 
 
 def html_of(frame: str | bytes) -> str:
-    """A frame's HTML: binary frames are deflated once for all pages (``live.pack``)."""
+    """A frame's HTML: binary frames are deflated once for all pages (``layer.pack``)."""
     return frame if isinstance(frame, str) else _inflate(frame)
 
 

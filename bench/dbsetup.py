@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import transaction
 
-from dashboard.inventory import apply_inventory, load_inventory
+from dashboard.live.inventory import apply_inventory, parse_inventory
 from dashboard.models import Role
 
 USERNAME = "bench"
@@ -24,7 +24,7 @@ BACKEND = "django.contrib.auth.backends.ModelBackend"
 def import_building(inventory_path: str) -> str:
     """Import the file's (one) building; its id."""
     text = Path(inventory_path).read_text(encoding="utf-8")
-    apply_inventory(load_inventory(text), prune=True)
+    apply_inventory(parse_inventory(text), prune=True)
     return json.loads(text)["buildings"][0]["id"]
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import psutil
 
+from dashboard.contract.topics import subscription_topics
 from dashboard.demo.inventory import building_inventory
-from dashboard.topics import subscription_topics
 from tests.brokers import MosquittoBroker
 from tests.served import ServedDashboard
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from bench.figures import Figure, Target, figure
 from bench.harness import Building, Stack, quiet
+from dashboard.contract.topics import Kind, Scope, build_topic
 from dashboard.demo.inventory import is_sensor
 from dashboard.demo.simulator import meta_item, timestamp
-from dashboard.topics import Kind, Scope, build_topic
 
 SEED = 3000
 STALL_SECONDS = 30.0

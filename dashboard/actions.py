@@ -27,11 +27,13 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from dashboard import fragments, live, payloads
-from dashboard.bridge.buildings import BuildingInventory, load_inventory
+from dashboard.contract import payloads
+from dashboard.contract.topics import Kind, Scope, build_topic
+from dashboard.live import fragments, layer
+from dashboard.live.buildings import BuildingInventory
+from dashboard.live.store import load_building
 from dashboard.models import ActionAttempt, Role
 from dashboard.roles import roles_on
-from dashboard.topics import Kind, Scope, build_topic
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +135,7 @@ def targets_of(inventory: BuildingInventory, target: str) -> list[Target] | None
 async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     """Validate, audit and publish one action (or one per space); answer with the form."""
     user = await request.auser()
-    inventory = await sync_to_async(load_inventory)(building_id)
+    inventory = await sync_to_async(load_building)(building_id)
     if inventory is None:
         raise Http404("No such building.")
     raw_target = _raw_target(request)
@@ -222,7 +224,7 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
     payload = json.loads(attempt.payload)
     timeout = settings.ACTION_PUBACK_TIMEOUT_SECONDS
     try:
-        result = await live.request_publish(
+        result = await layer.request_publish(
             building_id,
             {
                 "attempt": attempt.id,
@@ -237,7 +239,7 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
             timeout + 2,
         )
         ok, reason, seen = result["ok"], result["reason"], result.get("seen", False)
-    except live.NoBridge as exc:
+    except layer.NoBridge as exc:
         ok, reason, seen = False, f"{exc} (is the bridge running?)", False
     except Exception as exc:  # the channel layer failed: the attempt must not stay pending
         logger.exception("could not hand action %s to the bridge", attempt.id)

@@ -7,7 +7,7 @@ optional note). Operators and support may act; every role on the building may lo
 
 Each transition is a conditional update inside one transaction, so two people clicking at
 once record one event, not two. After the commit the building's bridge hears of it
-(``live.alarms_changed``) and updates every open page.
+(``layer.alarms_changed``) and updates every open page.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from dashboard import live
-from dashboard.fragments import severity
+from dashboard.live import layer
+from dashboard.live.fragments import severity
 from dashboard.models import AlarmEvent, Building, Device, FaultAlarm, Role, Space
 from dashboard.roles import roles_on
 
@@ -391,7 +391,7 @@ async def _act(
     _report(request, kind, outcome, bad, single)
     if outcome.moved:
         try:
-            await live.alarms_changed(building_id, outcome.changes(kind))
+            await layer.alarms_changed(building_id, outcome.changes(kind))
         except Exception:  # the change is committed: say so, and let the pages catch up
             logger.exception("could not tell the bridge of building %s about alarms", building_id)
             messages.warning(

@@ -17,9 +17,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from dashboard import live
-from dashboard.bridge import tiles
-from dashboard.bridge.inbox import REJOIN_EVERY
+from dashboard.live import layer, tiles
 from dashboard.models import Role
 from dashboard.roles import roles_on, visible_buildings
 
@@ -57,7 +55,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self._join()
         self._rejoin = asyncio.create_task(self._keep_joined())
         for building_id, audiences in subscriptions.items():
-            await live.request_snapshot(building_id, self.channel_name, audiences)
+            await layer.request_snapshot(building_id, self.channel_name, audiences)
 
     def choose(self, user: Any) -> dict[uuid.UUID, list[str]]:
         """The buildings and audiences this page follows; empty when it may follow none."""
@@ -84,7 +82,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
 
     def _groups(self) -> list[str]:
         return [
-            live.group_name(building_id, audience)
+            layer.group_name(building_id, audience)
             for building_id, audiences in self.subscriptions.items()
             for audience in audiences
         ]
@@ -96,7 +94,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _keep_joined(self) -> None:
         # Channel layers forget group members after group_expiry; a wall screen stays a week.
         while True:
-            await asyncio.sleep(REJOIN_EVERY)
+            await asyncio.sleep(layer.REJOIN_EVERY)
             await self._join()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -130,7 +128,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if known is not None and (known[0] != position[0] or position[1] != known[1] + 1):
             # Missed a message, or the bridge restarted: catch up on everything.
             logger.info("page %s resyncs building %s", self.channel_name, event["building"])
-            await live.request_snapshot(event["building"], self.channel_name, [event["audience"]])
+            await layer.request_snapshot(event["building"], self.channel_name, [event["audience"]])
 
     async def live_snapshot(self, event: dict[str, Any]) -> None:
         for audience, (stream, seq) in event["positions"].items():

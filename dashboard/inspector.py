@@ -30,11 +30,11 @@ from django.http import Http404, HttpRequest, HttpResponse, QueryDict, Streaming
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
-from dashboard import payloads, rejections
-from dashboard.bridge.state import ConnectionStatus
+from dashboard.contract import payloads, rejections
+from dashboard.contract.topics import CATALOGUE, Kind
+from dashboard.live.state import ConnectionStatus
 from dashboard.models import Building, Device, MalformedPayload, RejectedPayload, Role
 from dashboard.roles import roles_on
-from dashboard.topics import CATALOGUE, Kind
 
 PER_PAGE = 50  # entries on a page; the first page is also the live list's start
 SHOWN_GROUPS = 50

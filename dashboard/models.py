@@ -241,7 +241,7 @@ class RejectedPayload(models.Model):
     topic = models.CharField(max_length=300)
     kind = models.CharField(max_length=32)
     message = models.TextField()
-    # dashboard.rejections.signature(kind, message): equal for the same mistake.
+    # dashboard.contract.rejections.signature(kind, message): equal for the same mistake.
     signature = models.CharField(max_length=32, db_index=True, default="")
     context = models.JSONField(null=True)
     data = models.JSONField(null=True)

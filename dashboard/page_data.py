@@ -12,10 +12,11 @@ from django.db.models import Count
 from django.http import QueryDict
 from django.utils import timezone
 
-from dashboard import fragments, models
-from dashboard.bridge.buildings import BuildingInventory, Entity
-from dashboard.bridge.state import HeadcountValue
-from dashboard.bridge.store import OPEN_STATES
+from dashboard import models
+from dashboard.live import fragments
+from dashboard.live.buildings import BuildingInventory, Entity
+from dashboard.live.state import HeadcountValue
+from dashboard.live.store import OPEN_STATES
 
 TREND_BUCKET = 60  # seconds per point of the day's headcount chart
 HISTORY_HOURS = 24

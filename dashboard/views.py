@@ -16,9 +16,9 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from dashboard import actions, page_data
-from dashboard.bridge.buildings import BuildingInventory, Entity, load_inventory
-from dashboard.bridge.state import ConnectionStatus
-from dashboard.bridge.store import load_state
+from dashboard.live.buildings import BuildingInventory, Entity
+from dashboard.live.state import ConnectionStatus
+from dashboard.live.store import load_building, load_state
 from dashboard.models import Role
 from dashboard.roles import roles_on, visible_buildings
 
@@ -32,7 +32,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def _building_for(request: HttpRequest, building_id: uuid.UUID) -> tuple[BuildingInventory, set]:
-    inventory = load_inventory(building_id)
+    inventory = load_building(building_id)
     if inventory is None:
         raise Http404("No such building.")
     roles = roles_on(request.user, building_id)

@@ -11,10 +11,10 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from dashboard import live
 from dashboard.bridge.broker_url import parse_broker_url
 from dashboard.bridge.session import SessionConfig
 from dashboard.bridge.supervisor import Bridge
+from dashboard.live import layer
 
 
 def config_for(url: str, *, keepalive: int = 5, **kwargs: Any) -> SessionConfig:
@@ -56,7 +56,7 @@ class Browser:
 
     async def join(self, audience: str = "all") -> Browser:
         self.channel = await self.layer.new_channel()
-        await self.layer.group_add(live.group_name(self.building_id, audience), self.channel)
+        await self.layer.group_add(layer.group_name(self.building_id, audience), self.channel)
         return self
 
     async def wait_for(self, text: str, timeout: float = 5.0) -> str:
@@ -73,4 +73,4 @@ class Browser:
             except TimeoutError:
                 continue
             assert message["type"] == "live.fragments"
-            self.received.append(live.unpack(message["frame"]))
+            self.received.append(layer.unpack(message["frame"]))

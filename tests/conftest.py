@@ -142,7 +142,7 @@ def hq(db: None) -> dict[str, Any]:
 @pytest.fixture
 def people(hq: dict[str, Any]) -> Any:
     """Headquarters' operator, viewer and support, and an outsider with another building."""
-    from dashboard.topics import Scope
+    from dashboard.contract.topics import Scope
     from tests.factories import make_people
 
     return make_people(hq[Scope.BUILDING])

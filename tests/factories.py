@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 
+from dashboard.contract.topics import Scope
 from dashboard.models import Area, Building, Device, Role, Space
-from dashboard.topics import Scope
 
 PASSWORD = "correct horse battery staple"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboard.topics import Kind, Scope
+from dashboard.contract.topics import Kind, Scope
 
 DEVICE_META = [
     {

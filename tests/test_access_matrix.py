@@ -35,9 +35,11 @@ from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
-from dashboard import consumers, live, rejections
-from dashboard.bridge import tiles
+from dashboard import consumers
 from dashboard.consumers import POLICY_VIOLATION
+from dashboard.contract import rejections
+from dashboard.contract.topics import Kind, Scope, build_topic
+from dashboard.live import layer, tiles
 from dashboard.models import (
     ActionAttempt,
     ActionSeen,
@@ -52,7 +54,6 @@ from dashboard.models import (
     Space,
 )
 from dashboard.routing import websocket_urlpatterns
-from dashboard.topics import Kind, Scope, build_topic
 from gooee_site.asgi import application
 from tests import seed
 from tests.bridging import send, subscribed
@@ -552,7 +553,7 @@ class TestEveryUrl:
         async def acknowledged(building_id: Any, request: dict[str, Any], timeout: float) -> dict:
             return {"ok": True, "reason": ""}
 
-        monkeypatch.setattr(live, "request_publish", acknowledged)
+        monkeypatch.setattr(layer, "request_publish", acknowledged)
 
     @pytest.mark.parametrize(
         ("row", "role"),
@@ -665,7 +666,7 @@ class BridgeStandIn:
     async def join(self, *building_ids: uuid.UUID) -> BridgeStandIn:
         self.channel = await self.layer.new_channel("bridge.")
         for building_id in building_ids:
-            self.groups.append(live.bridge_group(building_id))
+            self.groups.append(layer.bridge_group(building_id))
             await self.layer.group_add(self.groups[-1], self.channel)
         return self
 
@@ -811,7 +812,7 @@ async def test_through_a_real_bridge_each_page_hears_only_what_it_may_show(
 
     async def hear(communicator: WebsocketCommunicator, frames: list[str], text: str) -> None:
         while not any(text in frame for frame in frames):
-            frames.append(live.unpack(await communicator.receive_from(5)))  # maybe deflated
+            frames.append(layer.unpack(await communicator.receive_from(5)))  # maybe deflated
             await communicator.send_to(text_data=consumers.ACK)
 
     for role, key, communicator, frames in opened:
@@ -825,7 +826,7 @@ async def test_through_a_real_bridge_each_page_hears_only_what_it_may_show(
                 await hear(communicator, frames, f'"head-count">{head_counts[followed]}<')
     for role, key, communicator, frames in opened:
         while not await communicator.receive_nothing(0.2):
-            frames.append(live.unpack(await communicator.receive_from(1)))
+            frames.append(layer.unpack(await communicator.receive_from(1)))
         words = world.forbidden(role, BUILDING, key) if key else world.forbidden(role, OVERVIEW)
         page = f"{role}'s page of {key}" if key else f"{role}'s overview"
         assert_shows_nothing_forbidden("\n".join(frames), words, page)

@@ -13,9 +13,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient, Client
 
-from dashboard.bridge.state import ActionRecord
+from dashboard.contract.topics import Kind, Scope, build_topic
+from dashboard.live.state import ActionRecord
 from dashboard.models import ActionAttempt, Space
-from dashboard.topics import Kind, Scope, build_topic
 from tests.bridging import send, subscribed, until
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]

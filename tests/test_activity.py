@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.test import Client
 
+from dashboard.contract.topics import Scope
 from dashboard.models import ActionAttempt, Building
-from dashboard.topics import Scope
 
 pytestmark = pytest.mark.django_db
 

@@ -1,7 +1,7 @@
 """Fault alarms: the list and its filters, and people acknowledging and clearing them.
 
 The views that change alarms are async, so these tests use the AsyncClient and real
-transactions. The bridge's side of ``live.alarms_changed`` is tested with the bridge; here
+transactions. The bridge's side of ``layer.alarms_changed`` is tested with the bridge; here
 a recorder stands in for it.
 """
 
@@ -18,9 +18,9 @@ from django.test import AsyncClient, Client
 from django.urls import reverse
 from django.utils import timezone
 
-from dashboard import live
+from dashboard.contract.topics import Scope
+from dashboard.live import layer
 from dashboard.models import AlarmEvent, Building, Device, FaultAlarm, Space
-from dashboard.topics import Scope
 from tests import seed
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -110,13 +110,13 @@ async def events(alarm: FaultAlarm) -> list[AlarmEvent]:
 
 @pytest.fixture
 def bridge_told(monkeypatch) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Every ``live.alarms_changed`` call, recorded instead of sent to the channel layer."""
+    """Every ``layer.alarms_changed`` call, recorded instead of sent to the channel layer."""
     calls: list[tuple[str, list[dict[str, Any]]]] = []
 
     async def record(building_id: uuid.UUID | str, changes: list[dict[str, Any]]) -> None:
         calls.append((str(building_id), changes))
 
-    monkeypatch.setattr(live, "alarms_changed", record)
+    monkeypatch.setattr(layer, "alarms_changed", record)
     return calls
 
 
@@ -380,7 +380,7 @@ async def test_a_change_stays_saved_when_the_bridge_cannot_be_told(hq, people, h
     async def broken(building_id: Any, changes: Any) -> None:
         raise ConnectionError("channel layer down")
 
-    monkeypatch.setattr(live, "alarms_changed", broken)
+    monkeypatch.setattr(layer, "alarms_changed", broken)
     client = await as_user(people.operator)
     response = await client.post(ack_url(hot), {})
     assert response.status_code == 303

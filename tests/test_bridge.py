@@ -8,8 +8,8 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 
+from dashboard.contract.topics import Kind, Scope, build_topic
 from dashboard.models import Device, LatestHeadcount, LatestMeta
-from dashboard.topics import Kind, Scope, build_topic
 from tests import seed
 from tests.bridging import Browser, config_for, send, subscribed, until
 from tests.factories import make_building

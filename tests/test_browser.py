@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from dashboard import live
+from dashboard.contract.topics import Kind, Scope, build_topic
 from dashboard.demo.inventory import building_inventory
-from dashboard.topics import Kind, Scope, build_topic
+from dashboard.live import layer
 from tests import brokers, seed
 from tests.factories import PASSWORD
 from tests.served import ServedDashboard, until_shown
@@ -101,8 +101,8 @@ def test_a_facility_manager_watches_every_example_payload_arrive_without_reload(
     expect(alarms.locator(".alarm.level-critical")).to_contain_text("high_temperature")
     expect(alarms.locator(".badge-alarm")).to_have_text("2 open")
     expect(alarms.locator(".badge-unacknowledged")).to_have_text("2 unacknowledged")
-    # Larger frames come deflated (live.pack) and are inflated by live.js before the swap.
-    deflated = [live.unpack(f) for f in frames if isinstance(f, bytes)]
+    # Larger frames come deflated (layer.pack) and are inflated by live.js before the swap.
+    deflated = [layer.unpack(f) for f in frames if isinstance(f, bytes)]
     assert any("high_temperature" in html for html in deflated)
 
     space_action = {**seed.SPACE_ACTION, "target_id": space}
@@ -272,9 +272,9 @@ def test_a_large_buildings_devices_come_a_page_at_a_time_and_the_rest_is_dropped
         "shell",
         "-c",
         "from django.contrib.auth.models import User; "
-        "from dashboard.inventory import apply_inventory, load_inventory; "
+        "from dashboard.live.inventory import apply_inventory, parse_inventory; "
         "from dashboard.models import Role; "
-        f"apply_inventory(load_inventory({json.dumps(json.dumps(tower))})); "
+        f"apply_inventory(parse_inventory({json.dumps(json.dumps(tower))})); "
         "Role.objects.create(user=User.objects.get(username='victor'), "
         f"building_id='{building}', role=Role.VIEWER)",
     )

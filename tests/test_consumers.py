@@ -12,10 +12,10 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from dashboard import consumers, live
-from dashboard.bridge import tiles
+from dashboard import consumers
 from dashboard.consumers import POLICY_VIOLATION
-from dashboard.topics import Kind, Scope, build_topic
+from dashboard.contract.topics import Kind, Scope, build_topic
+from dashboard.live import layer, tiles
 from gooee_site.asgi import application
 from tests import seed
 from tests.bridging import send, subscribed
@@ -40,7 +40,7 @@ class FakeBridge:
 
     async def join(self) -> FakeBridge:
         self.channel = await self.layer.new_channel("bridge.")
-        await self.layer.group_add(live.bridge_group(self.building_id), self.channel)
+        await self.layer.group_add(layer.bridge_group(self.building_id), self.channel)
         return self
 
     async def next_request(self) -> dict[str, Any]:
@@ -75,7 +75,7 @@ async def receive_until(communicator: WebsocketCommunicator, text: str) -> str:
     received = []
     while True:
         try:
-            html = live.unpack(await communicator.receive_from(5))
+            html = layer.unpack(await communicator.receive_from(5))
         except TimeoutError:
             raise AssertionError(f"{text!r} never arrived; got {received!r}") from None
         if text in html:
@@ -98,11 +98,11 @@ async def test_a_viewer_gets_the_snapshot_then_every_fragment_of_the_building(pa
     request = await bridge.next_request()
     assert request["type"] == "snapshot.request"
     assert request["audiences"] == [tiles.EVERYONE]  # a viewer gets no support details
-    await live.send_snapshot(request["reply_to"], building, "<p>snapshot</p>", {"all": ("s1", 4)})
+    await layer.send_snapshot(request["reply_to"], building, "<p>snapshot</p>", {"all": ("s1", 4)})
     assert await communicator.receive_from(5) == "<p>snapshot</p>"
 
-    await live.broadcast(building, "<p>older</p>", stream="s1", seq=4)  # already in the snapshot
-    await live.broadcast(building, "<p>newer</p>", stream="s1", seq=5)
+    await layer.broadcast(building, "<p>older</p>", stream="s1", seq=4)  # already in the snapshot
+    await layer.broadcast(building, "<p>newer</p>", stream="s1", seq=5)
     assert await communicator.receive_from(5) == "<p>newer</p>"
     assert await communicator.receive_nothing(0.2)
 
@@ -112,15 +112,15 @@ async def test_a_busy_window_reaches_the_page_deflated_and_a_small_one_as_text(p
     bridge = await FakeBridge(building).join()
     communicator, _, _ = await page(people.viewer, building)
     request = await bridge.next_request()
-    await live.send_snapshot(request["reply_to"], building, "<p>snapshot</p>", {"all": ("s1", 1)})
+    await layer.send_snapshot(request["reply_to"], building, "<p>snapshot</p>", {"all": ("s1", 1)})
     assert await communicator.receive_from(5) == "<p>snapshot</p>"
 
     busy = "".join(f'<span id="meta-{n}" hx-swap-oob="true">{n}</span>' for n in range(200))
-    await live.broadcast(building, busy, stream="s1", seq=2)
+    await layer.broadcast(building, busy, stream="s1", seq=2)
     frame = await communicator.receive_from(5)
     assert isinstance(frame, bytes)
     assert len(frame) < len(busy) / 4
-    assert live.unpack(frame) == busy
+    assert layer.unpack(frame) == busy
 
 
 async def test_support_staff_also_join_the_support_group_and_viewers_do_not(page, hq, people):
@@ -131,7 +131,7 @@ async def test_support_staff_also_join_the_support_group_and_viewers_do_not(page
     audiences = sorted([(await bridge.next_request())["audiences"] for _ in range(2)])
     assert audiences == [[tiles.EVERYONE], [tiles.EVERYONE, tiles.SUPPORT]]
 
-    await live.broadcast(building, "<p>rejected details</p>", tiles.SUPPORT, "s1", 1)
+    await layer.broadcast(building, "<p>rejected details</p>", tiles.SUPPORT, "s1", 1)
     assert await support.receive_from(5) == "<p>rejected details</p>"
     assert await viewer.receive_nothing(0.3)
 
@@ -143,7 +143,7 @@ async def test_an_outsider_and_an_anonymous_visitor_are_closed_with_a_policy_cod
     anonymous, _, _ = await page(None, building)
     assert await closed_with(anonymous) == POLICY_VIOLATION
 
-    await live.broadcast(building, "<p>private</p>", stream="s1", seq=1)
+    await layer.broadcast(building, "<p>private</p>", stream="s1", seq=1)
     assert await outsider.receive_nothing(0.2)
 
 
@@ -160,12 +160,12 @@ async def test_a_missed_fragment_or_a_restarted_bridge_makes_the_page_resync(pag
     communicator, _, _ = await page(people.viewer, building)
     await bridge.next_request()
 
-    await live.broadcast(building, "<p>1</p>", stream="s1", seq=1)
-    await live.broadcast(building, "<p>3</p>", stream="s1", seq=3)  # 2 was dropped
+    await layer.broadcast(building, "<p>1</p>", stream="s1", seq=1)
+    await layer.broadcast(building, "<p>3</p>", stream="s1", seq=3)  # 2 was dropped
     assert [await communicator.receive_from(5) for _ in range(2)] == ["<p>1</p>", "<p>3</p>"]
     assert (await bridge.next_request())["audiences"] == [tiles.EVERYONE]
 
-    await live.broadcast(building, "<p>new bridge</p>", stream="s2", seq=1)
+    await layer.broadcast(building, "<p>new bridge</p>", stream="s2", seq=1)
     assert await communicator.receive_from(5) == "<p>new bridge</p>"
     assert (await bridge.next_request())["type"] == "snapshot.request"
 
@@ -203,7 +203,7 @@ async def test_a_page_that_stops_reading_is_cut_off_and_one_that_keeps_up_is_not
     keeping_up, _, _ = await page(people.viewer, building)
     stalled, _, _ = await page(people.operator, building)
     for seq in range(1, 9):
-        await live.broadcast(building, f"<p>{seq}</p>", stream="s1", seq=seq)
+        await layer.broadcast(building, f"<p>{seq}</p>", stream="s1", seq=seq)
         assert await keeping_up.receive_from(5) == f"<p>{seq}</p>"
         await keeping_up.send_to(text_data=consumers.ACK)
     for seq in range(1, 6):

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from dashboard import payloads
 from dashboard.bridge.broker_url import parse_broker_url
-from dashboard.bridge.buildings import BuildingInventory, Entity
+from dashboard.contract import payloads
+from dashboard.contract.topics import Kind, parse_topic
 from dashboard.demo.emulator import (
     Cloud,
     CloudEmulator,
@@ -24,7 +24,7 @@ from dashboard.demo.emulator import (
     handle_ingress,
     ingress_topic,
 )
-from dashboard.topics import Kind, parse_topic
+from dashboard.live.buildings import BuildingInventory, Entity
 from tests import seed
 
 _NAMESPACE = uuid.UUID("3d6f0c1e-7a8b-4c9d-8e0f-1a2b3c4d5e6f")

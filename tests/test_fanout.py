@@ -7,8 +7,8 @@ import itertools
 import statistics
 import uuid
 
-from dashboard.bridge import tiles
 from dashboard.bridge.fanout import Fanout
+from dashboard.live import tiles
 
 BUILDING = uuid.uuid4()
 DEVICE = uuid.uuid4()

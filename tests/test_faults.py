@@ -33,14 +33,13 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import OperationalError, connection
 
-from dashboard import live
-from dashboard.bridge import store
 from dashboard.bridge.history import HistoryWriter
 from dashboard.bridge.session import client_id
-from dashboard.bridge.state import LiveState
 from dashboard.bridge.supervisor import Bridge
+from dashboard.contract.topics import Kind, Scope, build_topic
+from dashboard.live import layer, store
+from dashboard.live.state import LiveState
 from dashboard.models import FaultAlarm, LatestHeadcount, MetaSample
-from dashboard.topics import Kind, Scope, build_topic
 from tests import seed
 from tests.bridging import config_for, send, subscribed, until
 from tests.brokers import HOST, MosquittoBroker
@@ -223,7 +222,7 @@ class Page:
     async def open(self) -> Page:
         self._layer = get_channel_layer()
         self._channel = await self._layer.new_channel()
-        await self._layer.group_add(live.group_name(self.building_id), self._channel)
+        await self._layer.group_add(layer.group_name(self.building_id), self._channel)
         self._task = asyncio.create_task(self._listen(), name="page")
         return self
 
@@ -231,14 +230,14 @@ class Page:
         while True:
             message = await self._layer.receive(self._channel)
             if message["type"] == "live.fragments":
-                for value in map(int, self._pattern.findall(live.unpack(message["frame"]))):
+                for value in map(int, self._pattern.findall(layer.unpack(message["frame"]))):
                     self.backwards += value < self.latest
                     self.latest = value
 
     async def close(self) -> None:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-        await self._layer.group_discard(live.group_name(self.building_id), self._channel)
+        await self._layer.group_discard(layer.group_name(self.building_id), self._channel)
 
 
 def seq_in(state: LiveState, device_id: uuid.UUID) -> int:

@@ -39,13 +39,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from dashboard import fragments, payloads, rejections
-from dashboard.bridge import tiles
-from dashboard.bridge.buildings import BuildingInventory, Entity
 from dashboard.bridge.ingest import ingest
 from dashboard.bridge.session import SessionConfig
-from dashboard.bridge.state import LiveState, Rejection
-from dashboard.topics import SUBSCRIPTIONS, Kind, Scope, build_topic
+from dashboard.contract import payloads, rejections
+from dashboard.contract.topics import SUBSCRIPTIONS, Kind, Scope, build_topic
+from dashboard.live import fragments, tiles
+from dashboard.live.buildings import BuildingInventory, Entity
+from dashboard.live.state import LiveState, Rejection
 from tests import seed
 from tests.bridging import config_for, subscribed, until
 

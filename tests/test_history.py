@@ -10,10 +10,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from dashboard.bridge.buildings import load_inventory
 from dashboard.bridge.ingest import ingest
-from dashboard.bridge.state import HeadcountValue, LiveState, MetaValue, Rejection
-from dashboard.bridge.store import load_state, write_batch
+from dashboard.live.state import HeadcountValue, LiveState, MetaValue, Rejection
+from dashboard.live.store import load_building, load_state, write_batch
 from dashboard.models import (
     Building,
     Device,
@@ -48,7 +47,7 @@ def lamp() -> Device:
 def test_what_the_bridge_wrote_is_the_state_a_restarted_bridge_starts_from(lamp):
     building_id = lamp.building_id
     state, sink = LiveState(building_id), Collect()
-    inventory = load_inventory(building_id)
+    inventory = load_building(building_id)
     now = timezone.now()
     alarm = dict(seed.DEVICE_FAULT_ALARM)
     for n in range(5):  # five occurrences of one alarm, one of them redelivered
@@ -83,7 +82,7 @@ def _json(data: object) -> bytes:
 
 def test_unknown_device_topics_are_ignored_not_stored(lamp):
     state, sink = LiveState(lamp.building_id), Collect()
-    inventory = load_inventory(lamp.building_id)
+    inventory = load_building(lamp.building_id)
     outcome = ingest(
         state,
         inventory,

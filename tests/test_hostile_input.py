@@ -28,7 +28,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from dashboard import actions, live, rejections
+from dashboard import actions
+from dashboard.contract import rejections
+from dashboard.contract.topics import Kind, Scope
+from dashboard.live import layer
 from dashboard.models import (
     ActionAttempt,
     AlarmEvent,
@@ -40,7 +43,6 @@ from dashboard.models import (
     RejectedPayload,
     Space,
 )
-from dashboard.topics import Kind, Scope
 from tests import seed
 from tests.factories import PASSWORD
 
@@ -463,7 +465,7 @@ def published(monkeypatch) -> list[dict[str, Any]]:
         asked.append(request)
         return {"ok": True, "reason": ""}
 
-    monkeypatch.setattr(actions.live, "request_publish", record)
+    monkeypatch.setattr(actions.layer, "request_publish", record)
     return asked
 
 
@@ -573,7 +575,7 @@ def bridge_told(monkeypatch) -> list[Any]:
     async def record(building_id: Any, changes: list[dict[str, Any]]) -> None:
         calls.append(changes)
 
-    monkeypatch.setattr(live, "alarms_changed", record)
+    monkeypatch.setattr(layer, "alarms_changed", record)
     return calls
 
 

@@ -21,11 +21,11 @@ from django.contrib.auth.models import User
 from django.template.loader import render_to_string
 from django.test import Client
 
-from dashboard import rejections
-from dashboard.bridge.state import Rejection
-from dashboard.bridge.store import write_batch
+from dashboard.contract import rejections
+from dashboard.contract.topics import Kind, Scope
+from dashboard.live.state import Rejection
+from dashboard.live.store import write_batch
 from dashboard.models import Building, Device, MalformedPayload, RejectedPayload
-from dashboard.topics import Kind, Scope
 from tests import seed
 
 pytestmark = pytest.mark.django_db

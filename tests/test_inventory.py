@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from dashboard.inventory import InventoryError, apply_inventory, load_inventory
+from dashboard.live.inventory import InventoryError, apply_inventory, parse_inventory
 from dashboard.models import Area, Building, Device, Role, Space
 from dashboard.roles import has_role
 
@@ -174,7 +174,7 @@ def test_importing_the_same_file_again_changes_nothing(
     before = snapshot()
 
     assert import_file(write(tmp_path, imported)) == "nothing changed\n"
-    report = apply_inventory(load_inventory(json.dumps(imported)))
+    report = apply_inventory(parse_inventory(json.dumps(imported)))
 
     assert not report.changed
     assert all(not ids for ids in [*report.created.values(), *report.updated.values()])
@@ -493,12 +493,12 @@ def test_every_problem_is_reported_in_one_go(tmp_path: Path) -> None:
 
 def test_a_whole_json_value_other_than_an_object_is_refused() -> None:
     with pytest.raises(InventoryError) as raised:
-        load_inventory("[]")
+        parse_inventory("[]")
     assert raised.value.messages == ["$: expected an object with a buildings array, got array"]
 
 
 def test_empty_lists_and_null_capacity_are_fine() -> None:
-    inventory = load_inventory(
+    inventory = parse_inventory(
         json.dumps({"buildings": [{"id": HQ, "name": "HQ", "spaces": None}]})
     )
     assert inventory.buildings[0].spaces == ()
@@ -631,8 +631,8 @@ def test_a_failure_midway_leaves_nothing_half_imported(
     def database_gone(*args: object) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr("dashboard.inventory._prune", database_gone)
+    monkeypatch.setattr("dashboard.live.inventory._prune", database_gone)
     with pytest.raises(RuntimeError):
-        apply_inventory(load_inventory(json.dumps(imported)), prune=True)
+        apply_inventory(parse_inventory(json.dumps(imported)), prune=True)
 
     assert snapshot() == before

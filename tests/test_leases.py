@@ -11,7 +11,7 @@ import pytest
 from redis import asyncio as aioredis
 
 from dashboard.bridge.leases import Leases, assign
-from dashboard.topics import Kind, Scope, build_topic
+from dashboard.contract.topics import Kind, Scope, build_topic
 from tests import seed
 from tests.bridging import send, until
 from tests.factories import make_building

@@ -6,9 +6,8 @@ import asyncio
 
 import pytest
 
-from dashboard import live
-from dashboard.bridge import tiles
-from dashboard.topics import Kind, Scope, build_topic
+from dashboard.contract.topics import Kind, Scope, build_topic
+from dashboard.live import layer, tiles
 from tests import seed
 from tests.bridging import Browser, send, subscribed, until
 
@@ -56,11 +55,11 @@ async def test_acknowledged_and_cleared_on_a_page_the_live_alarms_follow(hq, bri
     key = (hq[Scope.DEVICE], "high_temperature")
 
     change = {"device": str(hq[Scope.DEVICE]), "type": "high_temperature"}
-    await live.alarms_changed(hq[Scope.BUILDING], [{**change, "state": "acknowledged"}])
+    await layer.alarms_changed(hq[Scope.BUILDING], [{**change, "state": "acknowledged"}])
     await until(lambda: bridged.state.alarms[key].state == "acknowledged", what="acknowledged")
     await page.wait_for('<span class="state">acknowledged</span>')
 
-    await live.alarms_changed(hq[Scope.BUILDING], [{**change, "state": "cleared"}])
+    await layer.alarms_changed(hq[Scope.BUILDING], [{**change, "state": "cleared"}])
     await until(lambda: key not in bridged.state.alarms, what="cleared")
     await page.wait_for("No open alarms.")
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dashboard.topics import Kind, Scope, build_topic
+from dashboard.contract.topics import Kind, Scope, build_topic
 from tests import seed
 from tests.bridging import config_for, send, subscribed, until
 from tests.relay import Relay

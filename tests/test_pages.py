@@ -10,10 +10,10 @@ import pytest
 from django.test import Client
 
 from dashboard import page_data
-from dashboard.bridge.state import Alarm, HeadcountValue, MetaValue, Rejection
-from dashboard.bridge.store import write_batch
+from dashboard.contract.topics import Scope
+from dashboard.live.state import Alarm, HeadcountValue, MetaValue, Rejection
+from dashboard.live.store import write_batch
 from dashboard.models import Area, Device, Space
-from dashboard.topics import Scope
 from tests import seed
 
 pytestmark = pytest.mark.django_db

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from dashboard import payloads
-from dashboard.payloads import (
+from dashboard.contract import payloads
+from dashboard.contract.payloads import (
     MAX_ERRORS,
     MAX_PAYLOAD_BYTES,
     RAW_PREVIEW_BYTES,
@@ -26,7 +26,7 @@ from dashboard.payloads import (
     parse,
     validate,
 )
-from dashboard.topics import Kind
+from dashboard.contract.topics import Kind
 from tests import seed
 
 DASHBOARD = Path(payloads.__file__).resolve().parent
@@ -523,7 +523,7 @@ def test_module_is_pure_python_and_self_contained() -> None:
     source = Path(payloads.__file__).read_text(encoding="utf-8")
     assert "shared" not in source
     code = (
-        "import sys, dashboard.payloads; "
+        "import sys, dashboard.contract.payloads; "
         "sys.exit(any(m.split('.')[0] == 'django' for m in sys.modules))"
     )
     root = DASHBOARD.parent

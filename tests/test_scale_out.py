@@ -16,7 +16,7 @@ import pytest
 import redis
 from playwright.sync_api import expect
 
-from dashboard.topics import Kind, Scope, build_topic
+from dashboard.contract.topics import Kind, Scope, build_topic
 from tests import brokers, seed
 from tests.factories import PASSWORD
 from tests.served import ServedDashboard, until_shown

@@ -25,9 +25,9 @@ from django.test import Client
 from django.urls import reverse
 
 from dashboard.bridge.broker_url import parse_broker_url
+from dashboard.contract.topics import Scope
 from dashboard.models import Building
 from dashboard.security import POLICY
-from dashboard.topics import Scope
 from tests import brokers
 from tests.factories import PASSWORD
 from tests.served import ServedDashboard

@@ -15,9 +15,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from dashboard import payloads
 from dashboard.bridge.broker_url import BrokerUrl, parse_broker_url
-from dashboard.bridge.buildings import BuildingInventory
+from dashboard.contract import payloads
+from dashboard.contract.topics import Kind, parse_topic
 from dashboard.demo.emulator import CloudEmulator, encode
 from dashboard.demo.inventory import (
     INVENTORY_FILE,
@@ -27,9 +27,9 @@ from dashboard.demo.inventory import (
     is_sensor,
 )
 from dashboard.demo.simulator import DAY_STEPS, OVERFLOW, BuildingSimulator, Occupancy
-from dashboard.inventory import apply_inventory, load_inventory
+from dashboard.live.buildings import BuildingInventory
+from dashboard.live.inventory import apply_inventory, parse_inventory
 from dashboard.models import Building, Device
-from dashboard.topics import Kind, parse_topic
 
 
 @pytest.fixture
@@ -49,10 +49,10 @@ def test_the_committed_demo_building_is_the_generators_and_imports_cleanly() -> 
     text = INVENTORY_FILE.read_text(encoding="utf-8")
     assert json.loads(text) == demo_inventory()
 
-    report = apply_inventory(load_inventory(text))
+    report = apply_inventory(parse_inventory(text))
 
     assert report.lines() == ["created: 1 building, 6 spaces, 3 areas, 40 devices"]
-    assert apply_inventory(load_inventory(text)).lines() == ["nothing changed"]
+    assert apply_inventory(parse_inventory(text)).lines() == ["nothing changed"]
     building = Building.objects.get()
     assert building.name == "Harbour House"
     assert not Device.objects.filter(space=None).exists()
@@ -62,7 +62,7 @@ def test_the_committed_demo_building_is_the_generators_and_imports_cleanly() -> 
 def test_generated_buildings_have_the_devices_asked_for_in_their_spaces(devices: int) -> None:
     data = building_inventory(devices, seed=11)
 
-    inventory = load_inventory(json.dumps(data))  # the import's own validation
+    inventory = parse_inventory(json.dumps(data))  # the import's own validation
 
     [building] = inventory.buildings
     assert len(building.devices) == devices

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dashboard.topics import (
+from dashboard.contract.topics import (
     CATALOGUE,
     Kind,
     Scope,

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from dashboard.bridge.history import HistoryWriter
-from dashboard.bridge.state import MetaValue
+from dashboard.live.state import MetaValue
 from tests.served import ServedDashboard
 
 

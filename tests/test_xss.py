@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from dashboard.topics import Kind, Scope, build_topic
+from dashboard.contract.topics import Kind, Scope, build_topic
 from tests import brokers
 from tests.factories import PASSWORD
 from tests.served import ServedDashboard, until_shown

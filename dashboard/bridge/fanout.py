@@ -17,8 +17,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
-from dashboard.bridge import tiles
-from dashboard.bridge.tiles import Tile
+from dashboard.live import tiles
+from dashboard.live.tiles import Tile
 
 logger = logging.getLogger(__name__)
 

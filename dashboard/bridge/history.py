@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.db import close_old_connections, connections
 
-from dashboard.bridge import store
 from dashboard.bridge.writer_process import WriterProcess
+from dashboard.live import store
 
 logger = logging.getLogger(__name__)
 

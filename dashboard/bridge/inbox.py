@@ -11,12 +11,9 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from dashboard import live
+from dashboard.live import layer
 
 logger = logging.getLogger(__name__)
-
-# Channel layers forget group members after a day (group_expiry); rejoin well before.
-REJOIN_EVERY = 3600.0
 
 Handler = Callable[[dict[str, Any]], Awaitable[None] | None]
 
@@ -37,19 +34,19 @@ class Inbox:
     async def join(self, building_id: uuid.UUID) -> None:
         if self.channel is None:
             return
-        await self._layer.group_add(live.bridge_group(building_id), self.channel)
+        await self._layer.group_add(layer.bridge_group(building_id), self.channel)
         self._joined[building_id] = time.monotonic()
 
     async def leave(self, building_id: uuid.UUID) -> None:
         if self.channel is None or self._joined.pop(building_id, None) is None:
             return
-        await self._layer.group_discard(live.bridge_group(building_id), self.channel)
+        await self._layer.group_discard(layer.bridge_group(building_id), self.channel)
 
     async def refresh(self) -> None:
         """Rejoin the groups whose membership is getting old."""
         now = time.monotonic()
         for building_id, joined in list(self._joined.items()):
-            if now - joined > REJOIN_EVERY:
+            if now - joined > layer.REJOIN_EVERY:
                 await self.join(building_id)
 
     async def run(self) -> None:

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from dashboard import payloads, rejections
-from dashboard.bridge import tiles
-from dashboard.bridge.buildings import BuildingInventory
-from dashboard.bridge.state import (
+from dashboard.contract import payloads, rejections
+from dashboard.contract.topics import Kind, Scope, Topic, TopicError, parse_topic
+from dashboard.live import tiles
+from dashboard.live.buildings import BuildingInventory
+from dashboard.live.state import (
     ActionRecord,
     Alarm,
     HeadcountValue,
@@ -24,7 +25,6 @@ from dashboard.bridge.state import (
     MetaValue,
     Rejection,
 )
-from dashboard.topics import Kind, Scope, Topic, TopicError, parse_topic
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from dashboard.bridge.broker_url import BrokerUrl
-from dashboard.bridge.state import ConnectionStatus
-from dashboard.topics import TopicError, parse_topic
+from dashboard.contract.topics import TopicError, parse_topic
+from dashboard.live.state import ConnectionStatus
 
 logger = logging.getLogger(__name__)
 

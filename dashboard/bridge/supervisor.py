@@ -13,16 +13,16 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from dashboard import fragments, live
-from dashboard.bridge import tiles
-from dashboard.bridge.buildings import BuildingInventory, load_inventory, load_versions
 from dashboard.bridge.fanout import Fanout, Reply, Send
 from dashboard.bridge.history import HistoryWriter
 from dashboard.bridge.inbox import Inbox
 from dashboard.bridge.ingest import ingest
 from dashboard.bridge.leases import Leases, assign
 from dashboard.bridge.session import BuildingSession, NotConnected, SessionConfig
-from dashboard.bridge.state import (
+from dashboard.contract.topics import TopicError
+from dashboard.live import fragments, layer, tiles
+from dashboard.live.buildings import BuildingInventory
+from dashboard.live.state import (
     ActionRecord,
     Alarm,
     AttemptSeen,
@@ -31,8 +31,7 @@ from dashboard.bridge.state import (
     LiveState,
     Rejection,
 )
-from dashboard.bridge.store import load_state
-from dashboard.topics import TopicError
+from dashboard.live.store import load_building, load_state, load_versions
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ class BuildingBridge:
         send: Send,
         window: float,
         max_bytes: int,
-        reply: Reply = live.send_snapshot,
+        reply: Reply = layer.send_snapshot,
         notify_priority: int = 200,
     ) -> None:
         self.inventory = inventory
@@ -214,7 +213,7 @@ class Bridge:
         history_interval: float = 2.0,
         history_process: bool = False,
         max_bytes: int = 256 * 1024,
-        send: Send = live.broadcast,
+        send: Send = layer.broadcast,
         notify_priority: int = 200,
         leases: Leases | None = None,
     ) -> None:
@@ -283,7 +282,7 @@ class Bridge:
 
     async def _publish(self, building: BuildingBridge, message: dict[str, Any]) -> None:
         result = await building.publish_action(message)
-        await live.send_result(message["reply_to"], result)
+        await layer.send_result(message["reply_to"], result)
 
     async def keep_leases(self) -> None:
         """Renew the leases held; stop at once any building whose lease was lost."""
@@ -325,7 +324,7 @@ class Bridge:
             running = self.buildings.get(building_id)
             if running is not None and running.inventory.version == version:
                 continue
-            inventory = await _db(load_inventory, building_id)
+            inventory = await _db(load_building, building_id)
             if inventory is None:
                 continue
             if running is not None:

@@ -110,7 +110,7 @@ def main() -> None:
     django.setup()
     from django.db import close_old_connections, connections
 
-    from dashboard.bridge import store
+    from dashboard.live import store
 
     while True:
         try:

@@ -2,4 +2,5 @@
 
 ``emulator`` validates device publishes and fans actions out as the cloud would; ``simulator``
 plays the devices and people of one or more buildings; ``inventory`` makes demo buildings.
+Imports the public names of ``contract``, ``live`` and ``bridge``; never the web modules.
 """

@@ -18,18 +18,16 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from dashboard import payloads
 from dashboard.bridge.broker_url import BrokerUrl
+from dashboard.contract import payloads
+from dashboard.contract.payloads import Malformed
+from dashboard.contract.topics import Kind, Scope, TopicError, build_topic, parse_topic
 from dashboard.demo.mqtt import DemoClient
-from dashboard.payloads import Malformed
-from dashboard.topics import Kind, Scope, TopicError, build_topic, parse_topic
-
-if TYPE_CHECKING:
-    from dashboard.bridge.buildings import BuildingInventory
+from dashboard.live.buildings import BuildingInventory
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,9 @@ import random
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from dashboard.bridge.buildings import BuildingInventory
+from dashboard.live.buildings import BuildingInventory, Entity
 
 DEMO_SEED = 7
 DEMO_DEVICES = 40
@@ -161,7 +160,6 @@ def render(data: dict) -> str:
 
 def building_inventories(data: dict) -> list[BuildingInventory]:
     """An inventory file's buildings as the bridge sees them, without a database."""
-    from dashboard.bridge.buildings import BuildingInventory, Entity
 
     def ref(row: dict[str, Any]) -> uuid.UUID | None:
         return uuid.UUID(row["space"]) if row.get("space") else None

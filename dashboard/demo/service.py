@@ -5,10 +5,10 @@ from __future__ import annotations
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from dashboard.bridge.buildings import load_inventory
 from dashboard.bridge.runner import BridgeService
 from dashboard.demo.emulator import CloudEmulator
 from dashboard.demo.simulator import BuildingSimulator
+from dashboard.live.store import load_building
 
 DEMO_RATE = 8.0  # device meta messages per second: every device changes within seconds
 
@@ -27,7 +27,7 @@ class DemoService:
         broker = self._bridge.broker
         if broker is None:
             raise RuntimeError("the demo starts after the bridge")
-        inventory = await sync_to_async(load_inventory, thread_sensitive=False)(self._building_id)
+        inventory = await sync_to_async(load_building, thread_sensitive=False)(self._building_id)
         if inventory is None:
             raise RuntimeError(f"demo building {self._building_id} is not in the database")
         self.emulator = CloudEmulator(broker, [inventory], ca_file=settings.MQTT_CA_FILE)

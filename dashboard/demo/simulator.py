@@ -22,15 +22,15 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from dashboard import payloads
 from dashboard.bridge.broker_url import BrokerUrl
+from dashboard.contract import payloads
+from dashboard.contract.topics import Kind, Scope, TopicError, build_topic, parse_topic
 from dashboard.demo.emulator import encode, ingress_topic
 from dashboard.demo.inventory import is_sensor
 from dashboard.demo.mqtt import DemoClient
-from dashboard.topics import Kind, Scope, TopicError, build_topic, parse_topic
 
 if TYPE_CHECKING:
-    from dashboard.bridge.buildings import BuildingInventory
+    from dashboard.live.buildings import BuildingInventory
 
 logger = logging.getLogger(__name__)
 

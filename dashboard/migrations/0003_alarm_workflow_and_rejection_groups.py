@@ -5,7 +5,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-from dashboard.rejections import signature
+from dashboard.contract.rejections import signature
 
 
 def sign_existing(apps, schema_editor):

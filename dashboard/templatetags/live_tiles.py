@@ -7,7 +7,7 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
-from dashboard import fragments
+from dashboard.live import fragments
 
 register = template.Library()
 

@@ -16,7 +16,7 @@ from dashboard import serving
 from dashboard.bridge.runner import BridgeService
 from dashboard.demo.inventory import DEMO_SEED, INVENTORY_FILE
 from dashboard.demo.service import DemoService
-from dashboard.inventory import InventoryError, apply_inventory, load_inventory
+from dashboard.live.inventory import InventoryError, apply_inventory, parse_inventory
 from dashboard.models import Role
 
 DEMO_USER = "demo"
@@ -31,7 +31,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         try:
-            inventory = load_inventory(INVENTORY_FILE.read_text(encoding="utf-8"))
+            inventory = parse_inventory(INVENTORY_FILE.read_text(encoding="utf-8"))
             apply_inventory(inventory)
         except InventoryError as exc:
             raise CommandError(f"the demo inventory does not load: {exc}") from None

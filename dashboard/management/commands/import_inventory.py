@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from dashboard.inventory import InventoryError, apply_inventory, load_inventory
+from dashboard.live.inventory import InventoryError, apply_inventory, parse_inventory
 
 
 class Command(BaseCommand):
@@ -29,7 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, path: str, prune: bool, **options: Any) -> None:
         text = self.read(path)
         try:
-            report = apply_inventory(load_inventory(text), prune=prune)
+            report = apply_inventory(parse_inventory(text), prune=prune)
         except InventoryError as exc:
             for message in exc.messages:
                 self.stderr.write(message)

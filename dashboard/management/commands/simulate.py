@@ -17,12 +17,12 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from dashboard.bridge.buildings import BuildingInventory, load_inventory
 from dashboard.demo.emulator import INGRESS_PREFIX, CloudEmulator
 from dashboard.demo.inventory import building_inventory
 from dashboard.demo.simulator import BuildingSimulator
-from dashboard.inventory import InventoryError, apply_inventory
-from dashboard.inventory import load_inventory as read_inventory
+from dashboard.live.buildings import BuildingInventory
+from dashboard.live.inventory import InventoryError, apply_inventory, parse_inventory
+from dashboard.live.store import load_building
 
 DEFAULT_DEVICES = 40
 # The emulator publishes topics no client may publish on the real cloud, which would drop
@@ -125,13 +125,13 @@ class Command(BaseCommand):
             try:
                 # Pruned: the generated building is the simulator's own, and a smaller
                 # --devices must not leave devices behind that nothing simulates.
-                report = apply_inventory(read_inventory(json.dumps(data)), prune=True)
+                report = apply_inventory(parse_inventory(json.dumps(data)), prune=True)
             except InventoryError as exc:
                 raise CommandError(f"cannot import the generated building: {exc}") from None
             if report.changed:
                 self.stdout.write(f"imported the simulated building: {'; '.join(report.lines())}")
             building_id = uuid.UUID(data["buildings"][0]["id"])
-        inventory = load_inventory(building_id)
+        inventory = load_building(building_id)
         if inventory is None:
             raise CommandError(f"no building {building_id}; import_inventory it first")
         return inventory

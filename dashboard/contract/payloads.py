@@ -20,7 +20,7 @@ import jsonschema_rs
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.validators import extend
 
-from dashboard.topics import Kind
+from dashboard.contract.topics import Kind
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_DEPTH = 32  # the contract's payloads nest 4 deep; jsonschema recurses per level

@@ -13,8 +13,10 @@ from django.db import DataError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from dashboard import models, rejections
-from dashboard.bridge.state import (
+from dashboard import models
+from dashboard.contract import rejections
+from dashboard.live.buildings import BuildingInventory, Entity
+from dashboard.live.state import (
     ActionRecord,
     Alarm,
     AttemptSeen,
@@ -59,7 +61,9 @@ def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
     # A building deleted while its records were queued: they are dropped, not allowed to fail
     # every later batch (the writer retries a failed batch until it is written).
     buildings = set(
-        models.Building.objects.filter(id__in={b for b, _ in batch}).values_list("id", flat=True)
+        models.Building.objects.filter(id__in={b for b, _ in batch}).values_list(
+            "id", flat=True
+        )
     )
     for building_id, record in batch:
         if building_id in buildings:
@@ -337,3 +341,46 @@ def prune_history(days: int, now: datetime | None = None) -> dict[str, int]:
     closed = Q(state=models.FaultAlarm.CLEARED, last_seen__lt=cutoff)
     removed["FaultAlarm"], _ = models.FaultAlarm.objects.filter(closed).delete()
     return removed
+
+
+# --- the inventory ----------------------------------------------------------------------------
+
+
+def load_versions(building_ids: list[uuid.UUID] | None = None) -> dict[uuid.UUID, int]:
+    """Inventory version per building: one cheap query the bridge polls."""
+    buildings = models.Building.objects.all()
+    if building_ids:
+        buildings = buildings.filter(id__in=building_ids)
+    return dict(buildings.values_list("id", "inventory_version"))
+
+
+def load_building(building_id: uuid.UUID) -> BuildingInventory | None:
+    """The building's inventory, or None when it no longer exists."""
+    building = models.Building.objects.filter(id=building_id).first()
+    if building is None:
+        return None
+    return BuildingInventory(
+        id=building.id,
+        name=building.name,
+        version=building.inventory_version,
+        # Tuples, not model instances: every page of a building loads this, and a large
+        # building has thousands of devices.
+        spaces={
+            id: Entity(id, name, capacity=capacity)
+            for id, name, capacity in models.Space.objects.filter(building=building).values_list(
+                "id", "name", "capacity"
+            )
+        },
+        areas={
+            row[0]: Entity(*row)
+            for row in models.Area.objects.filter(building=building).values_list(
+                "id", "name", "space_id", "capacity"
+            )
+        },
+        devices={
+            row[0]: Entity(*row)
+            for row in models.Device.objects.filter(building=building).values_list(
+                "id", "name", "space_id"
+            )
+        },
+    )

@@ -311,7 +311,7 @@ class _Reader:
                 self.error(path, f"space {space_id} belongs to another building ({home[1]})")
 
 
-def load_inventory(text: str) -> InventoryFile:
+def parse_inventory(text: str) -> InventoryFile:
     """Parse and validate a whole inventory file, or raise InventoryError naming every problem.
 
     Keys the format does not know are ignored, so Gooee Cloud API exports with extra fields load.

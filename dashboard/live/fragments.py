@@ -9,10 +9,10 @@ from typing import Any
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard import payloads, rejections
-from dashboard.bridge import tiles
-from dashboard.bridge.buildings import BuildingInventory, Entity
-from dashboard.bridge.state import (
+from dashboard.contract import payloads, rejections
+from dashboard.live import tiles
+from dashboard.live.buildings import BuildingInventory, Entity
+from dashboard.live.state import (
     Alarm,
     ConnectionStatus,
     HeadcountValue,

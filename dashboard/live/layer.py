@@ -20,11 +20,14 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from dashboard.bridge.tiles import EVERYONE
+from dashboard.live.tiles import EVERYONE
 
 # Small frames gain nothing from compression; a window of a busy building's values shrinks
 # to about a tenth (docs/benchmarks.md, "Bandwidth").
 COMPRESS_ABOVE = 1024
+
+# Channel layers forget group members after a day (group_expiry); rejoin well before.
+REJOIN_EVERY = 3600.0
 
 
 def pack(html: str) -> str | bytes:
