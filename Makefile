@@ -28,9 +28,12 @@ demo: migrate
 serve: migrate
 	$(BIN)/python manage.py serve
 
+# ruff (style), import-linter (the layers' import rules) and mypy (types), all must be clean.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	SECRET_KEY=lint $(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .
