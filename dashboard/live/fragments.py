@@ -18,6 +18,7 @@ from dashboard.live.state import (
     HeadcountValue,
     LiveState,
     MetaValue,
+    Outcome,
 )
 
 SHOWN_ALARMS = 50
@@ -62,12 +63,11 @@ def meta_item(value: MetaValue) -> dict[str, Any]:
 
 
 def _meta(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    _, device_id, name = tile
-    return {"item": meta_item(state.meta[device_id][name])}
+    return {"item": meta_item(state.meta[tile.entity][tile.name])}
 
 
 def _device(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    device_id = tile[1]
+    device_id = tile.entity
     values = state.meta.get(device_id, {})
     return {
         "device": inventory.devices.get(device_id, UNKNOWN),
@@ -97,7 +97,7 @@ def headcount_card(
 
 
 def _headcount(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    entity_id = tile[1]
+    entity_id = tile.entity
     if entity_id == inventory.id:
         return headcount_card(Entity(inventory.id, inventory.name), "building", state)
     if entity_id in inventory.spaces:
@@ -224,11 +224,11 @@ def _summary(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -
 
 
 OUTCOME_TEXT = {
-    "pending": "sending…",
-    "refused": "refused",
-    "failed": "failed",
-    "acknowledged": "sent: the broker acknowledged it",
-    "seen": "seen: the cloud reported it back",
+    Outcome.PENDING: "sending…",
+    Outcome.REFUSED: "refused",
+    Outcome.FAILED: "failed",
+    Outcome.ACKNOWLEDGED: "sent: the broker acknowledged it",
+    Outcome.SEEN: "seen: the cloud reported it back",
 }
 
 
@@ -246,7 +246,7 @@ def attempt_card(attempt_id: int, label: str, outcome: str, reason: str) -> dict
 
 
 def _attempt(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    status = state.attempts[tile[1]]
+    status = state.attempts[tile.attempt]
     return attempt_card(status.id, status.label, status.outcome, status.reason)
 
 
@@ -270,5 +270,5 @@ CONTEXTS: dict[str, Context] = {
 
 def render_tile(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> str:
     """The tile's HTML, rendered once for every page of the building."""
-    kind = tile[0]
+    kind = tile.kind
     return render_to_string(tiles.KINDS[kind].template, CONTEXTS[kind](tile, state, inventory))

@@ -19,15 +19,17 @@ from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
+    AlarmState,
     AttemptSeen,
     HeadcountValue,
     LiveState,
     MalformedMessage,
     MetaValue,
+    Outcome,
     Rejection,
 )
 
-OPEN_STATES = (models.FaultAlarm.OPEN, models.FaultAlarm.ACKNOWLEDGED)
+OPEN_STATES = (AlarmState.OPEN, AlarmState.ACKNOWLEDGED)
 SAMPLE_FIELDS = ("device", "name", "value", "received_at")
 
 
@@ -61,9 +63,7 @@ def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
     # A building deleted while its records were queued: they are dropped, not allowed to fail
     # every later batch (the writer retries a failed batch until it is written).
     buildings = set(
-        models.Building.objects.filter(id__in={b for b, _ in batch}).values_list(
-            "id", flat=True
-        )
+        models.Building.objects.filter(id__in={b for b, _ in batch}).values_list("id", flat=True)
     )
     for building_id, record in batch:
         if building_id in buildings:
@@ -82,7 +82,7 @@ def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
 def _write_seen(items: list[tuple[uuid.UUID, AttemptSeen]]) -> int:
     for _, seen in items:
         models.ActionAttempt.objects.filter(id=seen.attempt_id).update(
-            outcome=models.ActionAttempt.SEEN, seen_at=seen.seen_at
+            outcome=Outcome.SEEN, seen_at=seen.seen_at
         )
     return len(items)
 
@@ -290,7 +290,7 @@ def load_state(building_id: uuid.UUID, devices: Collection[uuid.UUID] | None = N
             count=row.count,
             first_seen=row.first_seen,
             last_seen=row.last_seen,
-            state=row.state,
+            state=AlarmState(row.state),
         )
         state.alarms[alarm.key] = alarm
     recent = state.rejections.maxlen
@@ -338,7 +338,7 @@ def prune_history(days: int, now: datetime | None = None) -> dict[str, int]:
         models.ActionSeen,
     ):
         removed[model.__name__], _ = model.objects.filter(received_at__lt=cutoff).delete()
-    closed = Q(state=models.FaultAlarm.CLEARED, last_seen__lt=cutoff)
+    closed = Q(state=AlarmState.CLEARED, last_seen__lt=cutoff)
     removed["FaultAlarm"], _ = models.FaultAlarm.objects.filter(closed).delete()
     return removed
 
