@@ -63,7 +63,6 @@ class Fanout:
         self.stream = secrets.token_hex(4)
         self.seq: dict[str, int] = dict.fromkeys(tiles.AUDIENCES, 0)
         self.flushes = 0
-        self.snapshots = 0
         self.failing = False
 
     def changed(self, tile: Tile) -> None:
@@ -155,7 +154,6 @@ class Fanout:
                 await self._reply(reply_to, self.building_id, html, positions)
             except Exception:  # a page that left meanwhile has a full or gone channel
                 logger.info("snapshot for %s not delivered", reply_to, exc_info=True)
-            self.snapshots += 1
 
     def _render_into(self, by_audience: dict[str, list[str]], tile: Tile) -> None:
         by_audience.setdefault(tiles.KINDS[tile.kind].audience, []).append(self._render_one(tile))

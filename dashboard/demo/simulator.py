@@ -471,12 +471,6 @@ class BuildingSimulator:
         """Messages published so far."""
         return self._client.published
 
-    def simulated_time(self) -> str:
-        """The simulated time of day, e.g. ``09:45``."""
-        minutes = self.occupancy[0].minute if self.occupancy else 0
-        total = int(DAY_START_HOUR * 60) + minutes
-        return f"{total // 60:02d}:{total % 60:02d}"
-
     async def start(self) -> None:
         """Connect and subscribe to the actions, then start simulating."""
         self._loop = asyncio.get_running_loop()

@@ -76,9 +76,7 @@ def _device(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) ->
     }
 
 
-def headcount_card(
-    entity: Entity, scope: str, state: LiveState, stale_after: float | None = None
-) -> dict[str, Any]:
+def headcount_card(entity: Entity, scope: str, state: LiveState) -> dict[str, Any]:
     values = state.headcount(entity.id)
     count = values.get("head_count")
     occupancy = None
