@@ -16,7 +16,8 @@ from dashboard import serving
 from dashboard.bridge.runner import BridgeService
 from dashboard.demo.inventory import DEMO_SEED, INVENTORY_FILE
 from dashboard.demo.service import DemoService
-from dashboard.live.inventory import InventoryError, apply_inventory, parse_inventory
+from dashboard.live.inventory import apply_inventory
+from dashboard.live.inventory_file import InventoryError, parse_inventory
 from dashboard.models import Role
 
 DEMO_USER = "demo"
