@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from dashboard.bridge.broker_url import BrokerUrl
-from dashboard.contract import payloads
+from dashboard.contract import meta_definitions, payloads
 from dashboard.contract.topics import Kind, Scope, TopicError, build_topic, parse_topic
 from dashboard.demo.emulator import encode, ingress_topic
 from dashboard.demo.inventory import is_sensor
@@ -269,7 +269,7 @@ def timestamp() -> str:
 def meta_item(name: str, value: Any, when: str) -> dict:
     """One meta item, named and unit-labelled as the cloud defines ``name``."""
     item: dict[str, Any] = {"name": name, "value": value, "timestamp": when}
-    definition = payloads.meta_definition(name)
+    definition = meta_definitions.meta_definition(name)
     if definition is not None:
         item["display_name"] = definition.display_name
         if definition.unit:

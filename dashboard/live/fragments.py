@@ -9,7 +9,7 @@ from typing import Any
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard.contract import payloads, rejections
+from dashboard.contract import meta_definitions, rejections
 from dashboard.live import tiles
 from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.state import (
@@ -34,12 +34,12 @@ def meta_dom_id(device_id: uuid.UUID, name: str) -> str:
 
 def display_label(name: str) -> str:
     """The cloud's display name of a meta name, or the name itself."""
-    definition = payloads.meta_definition(name)
+    definition = meta_definitions.meta_definition(name)
     return definition.display_name if definition else name
 
 
 def format_meta(name: str, value: Any) -> str:
-    return payloads.format_value(payloads.meta_definition(name), value)
+    return meta_definitions.format_value(meta_definitions.meta_definition(name), value)
 
 
 def meta_item(value: MetaValue) -> dict[str, Any]:
@@ -48,7 +48,9 @@ def meta_item(value: MetaValue) -> dict[str, Any]:
         "dom_id": meta_dom_id(value.device_id, value.name),
         "name": value.name,
         "label": value.display_name,
-        "text": payloads.format_value(payloads.meta_definition(value.name), value.value),
+        "text": meta_definitions.format_value(
+            meta_definitions.meta_definition(value.name), value.value
+        ),
         "unit": value.unit,
         # Formatted here, not with template filters: a building page shows thousands, and a
         # busy building pushes thousands a second. No time zone is activated per request, and
