@@ -216,10 +216,10 @@ class FaultAlarm(models.Model):
 class AlarmEvent(models.Model):
     """An alarm's history: who acknowledged or cleared it, when, and why."""
 
-    # An event is named after the state it moved the alarm to.
-    ACKNOWLEDGED = AlarmState.ACKNOWLEDGED
-    CLEARED = AlarmState.CLEARED
-    KINDS = [(ACKNOWLEDGED.value, "Acknowledged"), (CLEARED.value, "Cleared")]
+    # An event's kind is the value of the state it moved the alarm to.
+    ACKNOWLEDGED = AlarmState.ACKNOWLEDGED.value
+    CLEARED = AlarmState.CLEARED.value
+    KINDS = [(ACKNOWLEDGED, "Acknowledged"), (CLEARED, "Cleared")]
 
     alarm = models.ForeignKey(FaultAlarm, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=16, choices=KINDS)

@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from dashboard.bridge.broker_url import BrokerUrl
 from dashboard.bridge.loop_driven import LoopDriven, readable
@@ -124,11 +126,25 @@ class BuildingSession(LoopDriven):
         self._drive(client)
         return client
 
-    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _handle_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if self._connack is not None and not self._connack.done():
             self._connack.set_result(reason_code)
 
-    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _handle_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags | None,
+        reason_code: ReasonCode | str,  # a str when we gave up on a silent link
+        properties: Properties | None,
+    ) -> None:
         was_connected = self._connected
         self._connected = False
         if was_connected and not self._stopping.is_set():
@@ -140,20 +156,29 @@ class BuildingSession(LoopDriven):
         self._acked.clear()
         self._lost.set()
 
-    def _handle_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+    def _handle_message(
+        self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
         try:
             topic = message.topic
         except UnicodeDecodeError:
             topic = message._topic.decode("utf-8", "replace")
         try:
-            self._on_message(topic, message.payload)
+            self._on_message(topic, bytes(message.payload))  # bytes already: no copy
         except Exception:
             # One bad message must never stop the session.
             logger.exception(
                 "building %s: message on %r not handled", self.building_id, topic[:200]
             )
 
-    def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _handle_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         batch = self._pending_subs.pop(mid, [])
         for topic, code in zip(batch, reason_codes, strict=False):
             if code.is_failure:
@@ -166,10 +191,24 @@ class BuildingSession(LoopDriven):
                 self._refused.discard(topic)
         self._report()
 
-    def _handle_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _handle_unsubscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         self._report()
 
-    def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _handle_publish(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
         future = self._acked.pop(mid, None)
         if future is not None and not future.done():
             future.set_result(None)
@@ -307,7 +346,7 @@ class BuildingSession(LoopDriven):
         for start in range(0, len(topics), SUBSCRIBE_BATCH):
             batch = topics[start : start + SUBSCRIBE_BATCH]
             rc, mid = self._client.subscribe([(t, QOS) for t in batch])
-            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
                 self._pending_subs[mid] = batch
                 self._subscribed.update(batch)
 

@@ -182,6 +182,7 @@ def _compile_definition(name: str) -> tuple[Any, dict] | None:
 
 def _meta_items(kind: Kind, data: Any) -> Iterator[tuple[tuple[Any, ...], dict]]:
     """(path prefix, item) for each meta item whose value a definition constrains."""
+    items: Iterator[tuple[tuple[Any, ...], Any]]
     if kind is Kind.META and isinstance(data, list):
         items = (((i,), item) for i, item in enumerate(data[:_MAX_META_ITEMS]))
     elif kind is Kind.META_ITEM:
@@ -195,7 +196,10 @@ def _meta_items(kind: Kind, data: Any) -> Iterator[tuple[tuple[Any, ...], dict]]
 
 @cache
 def _fast_definition(name: str) -> Any:
-    return jsonschema_rs.Draft202012Validator(_compile_definition(name)[0].schema)
+    compiled = _compile_definition(name)
+    if compiled is None:  # asked only for names whose definition has a value schema
+        raise KeyError(name)
+    return jsonschema_rs.Draft202012Validator(compiled[0].schema)
 
 
 def _is_valid(kind: Kind, data: Any) -> bool:

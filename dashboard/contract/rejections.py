@@ -181,8 +181,10 @@ def _emit(
 
     ``here`` is the value's path while it may still lead to ``target``, else None.
     """
-    on_path = here is not None and target is not None and here == target[: len(here)]
-    marked = marked or (on_path and len(here) == len(target))
+    if here is not None and target is not None and here == target[: len(here)]:
+        marked = marked or len(here) == len(target)
+    else:
+        here = None  # off the path: no child leads to the target either
     pad = INDENT * depth
     if isinstance(value, dict | list) and value:
         if depth >= MAX_NESTING:
@@ -206,7 +208,7 @@ def _emit(
                 depth + 1,
                 child_lead,
                 "," if position < last else "",
-                (*here, key) if on_path else None,
+                None if here is None else (*here, key),
                 target,
                 marked,
             )

@@ -439,7 +439,9 @@ class BuildingSimulator:
 
     def _make_devices(self) -> None:
         for inventory in self.inventories:
-            space_levels = {sid: self.rng.choice(LAMP_LEVELS) for sid in inventory.spaces}
+            space_levels: dict[uuid.UUID | None, int] = {
+                sid: self.rng.choice(LAMP_LEVELS) for sid in inventory.spaces
+            }
             for device in inventory.devices.values():
                 self._building_devices[inventory.id].append(device.id)
                 if is_sensor(device.name):
@@ -588,7 +590,8 @@ class BuildingSimulator:
         sensor.temperature += 0.2 * (goal - sensor.temperature) + self.rng.gauss(0, 0.05)
         sensor.temperature = round(min(26.0, max(18.0, sensor.temperature)), 2)
         lamps = [
-            lamp.level if lamp.on else 0 for lamp in self._space_lamps.get(sensor.space_id, ())
+            lamp.level if lamp.on else 0
+            for lamp in (self._space_lamps.get(sensor.space_id, []) if sensor.space_id else [])
         ]
         artificial = 5.0 * sum(lamps) / len(lamps) if lamps else 0.0  # ~500 lux at full
         lux = sensor.window * daylight(occupancy.hour) + artificial + self.rng.gauss(0, 5)
@@ -618,7 +621,11 @@ class BuildingSimulator:
         invalid = self.rng.random() < self.invalid_fraction
         if invalid:
             alarm = self.rng.choice(INVALID_ALARM)(alarm)
-        scope, entity = (Scope.DEVICE, device_id) if on_device else (Scope.BUILDING, building_id)
+        # on_device implies a device_id: it was drawn from a non-empty list.
+        if on_device and device_id is not None:
+            scope, entity = Scope.DEVICE, device_id
+        else:
+            scope, entity = Scope.BUILDING, building_id
         self._publish(
             build_topic(scope, entity, Kind.FAULT_ALARM),
             encode(alarm),

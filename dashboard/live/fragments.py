@@ -223,7 +223,7 @@ def _summary(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -
     )
 
 
-OUTCOME_TEXT = {
+OUTCOME_TEXT: dict[str, str] = {
     Outcome.PENDING: "sending…",
     Outcome.REFUSED: "refused",
     Outcome.FAILED: "failed",

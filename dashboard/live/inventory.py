@@ -122,7 +122,7 @@ def _upsert(
         changed = [name for name, value in values.items() if getattr(obj, name) != value]
         if not changed:
             continue
-        if "building_id" in changed:
+        if "building_id" in changed and isinstance(obj, Space | Area | Device):
             moved[entity_id] = obj.building_id
             touched.add(obj.building_id)
         for name in changed:
