@@ -14,7 +14,8 @@ from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import transaction
 
-from dashboard.live.inventory import apply_inventory, parse_inventory
+from dashboard.live.inventory import apply_inventory
+from dashboard.live.inventory_file import parse_inventory
 from dashboard.models import Role
 
 USERNAME = "bench"

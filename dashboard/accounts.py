@@ -94,7 +94,9 @@ class ThrottledAuthenticationForm(AuthenticationForm):
 
     def clean(self) -> dict[str, Any]:
         username = self.cleaned_data.get("username") or ""
-        throttle = LoginThrottle(username, client_address(self.request))
+        # LoginView always passes the request; a form built without one throttles as "unknown".
+        address = client_address(self.request) if self.request is not None else "unknown"
+        throttle = LoginThrottle(username, address)
         wait = throttle.refused_seconds()
         if wait:
             minutes = math.ceil(wait / 60)

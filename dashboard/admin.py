@@ -63,8 +63,8 @@ class AlarmEventInline(admin.TabularInline):
     """An alarm's history, as people wrote it on the alarms page: shown, never edited."""
 
     model = AlarmEvent
-    fields = ["at", "kind", "username", "note"]
-    readonly_fields = fields
+    readonly_fields = ("at", "kind", "username", "note")
+    fields = readonly_fields
     extra = 0
     can_delete = False
 

@@ -8,6 +8,15 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from dashboard.contract.topics import Scope
+from dashboard.live.state import AlarmState, Outcome
+
+# The enums' values are what the database stores; these choices keep the order and labels the
+# migrations recorded, so changing the enums' home changed no schema.
+SCOPES = [
+    (s.value, s.value.capitalize()) for s in (Scope.BUILDING, Scope.SPACE, Scope.AREA, Scope.DEVICE)
+]
+
 
 class Building(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=True)
@@ -93,13 +102,6 @@ class Role(models.Model):
         return f"{self.user} is {self.role} of {self.building}"
 
 
-class Scope(models.TextChoices):
-    BUILDING = "building"
-    SPACE = "space"
-    AREA = "area"
-    DEVICE = "device"
-
-
 class LatestMeta(models.Model):
     """The latest value of one meta name of one device."""
 
@@ -124,7 +126,7 @@ class LatestHeadcount(models.Model):
     """The latest head_count, headcount_in or headcount_out of a building, space or area."""
 
     building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="headcounts")
-    scope = models.CharField(max_length=10, choices=Scope.choices)
+    scope = models.CharField(max_length=10, choices=SCOPES)
     entity_id = models.UUIDField()
     kind = models.CharField(max_length=16)
     value = models.BigIntegerField()
@@ -158,7 +160,7 @@ class HeadcountSample(models.Model):
     """History of headcounts, written in batches."""
 
     building = models.ForeignKey(Building, on_delete=models.CASCADE)
-    scope = models.CharField(max_length=10, choices=Scope.choices)
+    scope = models.CharField(max_length=10, choices=SCOPES)
     entity_id = models.UUIDField()
     kind = models.CharField(max_length=16)
     value = models.BigIntegerField()
@@ -174,10 +176,11 @@ class HeadcountSample(models.Model):
 class FaultAlarm(models.Model):
     """An alarm, de-duplicated per (device or building, type) while open."""
 
-    OPEN = "open"
-    ACKNOWLEDGED = "acknowledged"
-    CLEARED = "cleared"
-    STATES = [(OPEN, "Open"), (ACKNOWLEDGED, "Acknowledged"), (CLEARED, "Cleared")]
+    # The web modules' short names for the states.
+    OPEN = AlarmState.OPEN
+    ACKNOWLEDGED = AlarmState.ACKNOWLEDGED
+    CLEARED = AlarmState.CLEARED
+    STATES = [(state.value, state.value.capitalize()) for state in AlarmState]
 
     building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="alarms")
     device = models.ForeignKey(
@@ -213,8 +216,9 @@ class FaultAlarm(models.Model):
 class AlarmEvent(models.Model):
     """An alarm's history: who acknowledged or cleared it, when, and why."""
 
-    ACKNOWLEDGED = "acknowledged"
-    CLEARED = "cleared"
+    # An event's kind is the value of the state it moved the alarm to.
+    ACKNOWLEDGED = AlarmState.ACKNOWLEDGED.value
+    CLEARED = AlarmState.CLEARED.value
     KINDS = [(ACKNOWLEDGED, "Acknowledged"), (CLEARED, "Cleared")]
 
     alarm = models.ForeignKey(FaultAlarm, on_delete=models.CASCADE, related_name="events")
@@ -295,18 +299,13 @@ class ActionSeen(models.Model):
 class ActionAttempt(models.Model):
     """The audit log: every action an operator tried, written before anything is published."""
 
-    PENDING = "pending"  # written, not yet handed to the broker
-    REFUSED = "refused"  # not allowed: role, validation or rate limit; nothing published
-    FAILED = "failed"  # the broker could not take it; nothing acknowledged
-    ACKNOWLEDGED = "acknowledged"  # the broker's PUBACK arrived
-    SEEN = "seen"  # it came back on the building's action topics
-    OUTCOMES = [
-        (PENDING, "pending"),
-        (REFUSED, "refused"),
-        (FAILED, "failed"),
-        (ACKNOWLEDGED, "acknowledged"),
-        (SEEN, "seen"),
-    ]
+    # The web modules' short names for the outcomes (see live.state.Outcome).
+    PENDING = Outcome.PENDING
+    REFUSED = Outcome.REFUSED
+    FAILED = Outcome.FAILED
+    ACKNOWLEDGED = Outcome.ACKNOWLEDGED
+    SEEN = Outcome.SEEN
+    OUTCOMES = [(outcome.value, outcome.value) for outcome in Outcome]
 
     building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="attempts")
     user = models.ForeignKey(

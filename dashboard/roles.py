@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, PermissionsMixin
 from django.db.models import QuerySet
 
 from dashboard.models import Building, Role
@@ -21,9 +21,9 @@ def roles_on(user: AbstractBaseUser | AnonymousUser, building_id: uuid.UUID | st
     """Every role the user effectively holds on the building (all of them for superusers)."""
     if not user.is_authenticated or not user.is_active:
         return set()
-    if user.is_superuser:
+    if isinstance(user, PermissionsMixin) and user.is_superuser:
         return set(INCLUDES)
-    held = Role.objects.filter(user=user, building_id=building_id).values_list("role", flat=True)
+    held = Role.objects.filter(user=user.pk, building_id=building_id).values_list("role", flat=True)
     return set().union(*(INCLUDES[role] for role in held))
 
 
@@ -37,6 +37,6 @@ def visible_buildings(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Buildi
     """Buildings the user may see."""
     if not user.is_authenticated or not user.is_active:
         return Building.objects.none()
-    if user.is_superuser:
+    if isinstance(user, PermissionsMixin) and user.is_superuser:
         return Building.objects.all()
-    return Building.objects.filter(roles__user=user).distinct()
+    return Building.objects.filter(roles__user=user.pk).distinct()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Protocol, TextIO
+from typing import Protocol, cast
 
 from django.conf import settings
 
@@ -18,8 +18,16 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+class Output(Protocol):
+    """Where the server says where it listens: a command's stdout, or sys.stdout."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
 def run(
-    stdout: TextIO,
+    stdout: Output,
     host: str,
     port: int,
     services: Sequence[Service] = (),
@@ -34,7 +42,12 @@ def run(
     from channels.routing import get_default_application
     from daphne.endpoints import build_endpoint_description_strings
     from daphne.server import Server, twisted_loop
-    from twisted.internet import defer, reactor
+    from twisted.internet import defer
+    from twisted.internet import reactor as installed_reactor
+    from twisted.internet.base import ReactorBase
+
+    # The stubs type the module-level reactor as its module; it is the installed reactor.
+    reactor = cast(ReactorBase, installed_reactor)
 
     started: list[Service] = []
 

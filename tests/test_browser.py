@@ -272,7 +272,8 @@ def test_a_large_buildings_devices_come_a_page_at_a_time_and_the_rest_is_dropped
         "shell",
         "-c",
         "from django.contrib.auth.models import User; "
-        "from dashboard.live.inventory import apply_inventory, parse_inventory; "
+        "from dashboard.live.inventory import apply_inventory; "
+        "from dashboard.live.inventory_file import parse_inventory; "
         "from dashboard.models import Role; "
         f"apply_inventory(parse_inventory({json.dumps(json.dumps(tower))})); "
         "Role.objects.create(user=User.objects.get(username='victor'), "

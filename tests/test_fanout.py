@@ -19,7 +19,7 @@ def make_fanout(window: float = 0.05) -> tuple[Fanout, list[tuple[str, str]], di
     value = {"temperature": 0}
 
     def render(tile: tiles.Tile) -> str:
-        return f"<{tile[0]}:{value['temperature']}>"
+        return f"<{tile.kind}:{value['temperature']}>"
 
     async def send(building_id: uuid.UUID, html: str, audience: str, stream: str, seq: int) -> None:
         assert building_id == BUILDING
@@ -136,7 +136,7 @@ async def test_under_steady_changes_flushes_begin_once_a_window_and_every_final_
     loop = asyncio.get_running_loop()
 
     def render(tile: tiles.Tile) -> str:
-        return f"{tile[0]}={value['n']};"
+        return f"{tile.kind}={value['n']};"
 
     async def send(building_id, html, audience, stream, seq) -> None:
         sent_at.append(loop.time())
@@ -169,7 +169,7 @@ async def test_tiles_are_rendered_ahead_of_the_flush_and_again_only_when_changed
 
     def render(tile: tiles.Tile) -> str:
         rendered.append(tile)
-        return f"<{tile[0]}:{value['temperature']}>"
+        return f"<{tile.kind}:{value['temperature']}>"
 
     fanout._render = render
     other = uuid.uuid4()

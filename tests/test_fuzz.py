@@ -41,7 +41,7 @@ from hypothesis import strategies as st
 
 from dashboard.bridge.ingest import ingest
 from dashboard.bridge.session import SessionConfig
-from dashboard.contract import payloads, rejections
+from dashboard.contract import payloads, rejected_data, rejections
 from dashboard.contract.topics import SUBSCRIPTIONS, Kind, Scope, build_topic
 from dashboard.live import fragments, tiles
 from dashboard.live.buildings import BuildingInventory, Entity
@@ -63,7 +63,7 @@ EXAMPLES: dict[tuple[Scope, Kind], Any] = {
     (scope, kind): payload for scope, kind, param, payload in seed.EXAMPLES if param is None
 }
 RAW_BOUND = payloads.RAW_PREVIEW_BYTES + 40  # a malformed message's kept copy, with its note
-KEPT_BOUND = rejections.MAX_KEPT_CHARS + 8 * 1024  # a rejection's data or context, with notes
+KEPT_BOUND = rejected_data.MAX_KEPT_CHARS + 8 * 1024  # a rejection's data or context, with notes
 
 MB = 1 << 20
 

@@ -15,7 +15,8 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from dashboard.live.inventory import InventoryError, apply_inventory, parse_inventory
+from dashboard.live.inventory import apply_inventory
+from dashboard.live.inventory_file import InventoryError, parse_inventory
 from dashboard.models import Area, Building, Device, Role, Space
 from dashboard.roles import has_role
 

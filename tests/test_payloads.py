@@ -14,15 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from dashboard.contract import payloads
+from dashboard.contract import meta_definitions, payloads
+from dashboard.contract.meta_definitions import format_value, meta_definition
 from dashboard.contract.payloads import (
     MAX_ERRORS,
     MAX_PAYLOAD_BYTES,
     RAW_PREVIEW_BYTES,
     Malformed,
     Payload,
-    format_value,
-    meta_definition,
     parse,
     validate,
 )
@@ -511,7 +510,7 @@ def test_meta_definitions_copy() -> None:
     for entry in copy["device_meta"].values():
         assert set(entry) <= allowed and {"display_name", "json_schema"} <= set(entry)
         if entry["json_schema"] is not None:
-            Draft202012Validator.check_schema(payloads._to_2020_12(entry["json_schema"]))
+            Draft202012Validator.check_schema(meta_definitions.to_2020_12(entry["json_schema"]))
     assert copy["device_meta"]["als"]["json_schema"] == {
         "maximum": 20000,
         "minimum": 0,
@@ -547,7 +546,7 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=12,
 )
-DEFINITION_NAMES = sorted(payloads._DEFINITIONS)
+DEFINITION_NAMES = sorted(meta_definitions.DEFINITIONS)
 
 
 def _mutations_of(example: Any) -> st.SearchStrategy[Any]:

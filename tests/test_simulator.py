@@ -28,7 +28,8 @@ from dashboard.demo.inventory import (
 )
 from dashboard.demo.simulator import DAY_STEPS, OVERFLOW, BuildingSimulator, Occupancy
 from dashboard.live.buildings import BuildingInventory
-from dashboard.live.inventory import apply_inventory, parse_inventory
+from dashboard.live.inventory import apply_inventory
+from dashboard.live.inventory_file import parse_inventory
 from dashboard.models import Building, Device
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
@@ -24,7 +25,7 @@ class BrokerUrl:
     password: str | None = field(default=None, repr=False)
 
     @property
-    def transport(self) -> str:
+    def transport(self) -> Literal["tcp", "websockets"]:
         """paho's transport name."""
         return "websockets" if self.scheme in ("ws", "wss") else "tcp"
 

@@ -63,13 +63,12 @@ class Fanout:
         self.stream = secrets.token_hex(4)
         self.seq: dict[str, int] = dict.fromkeys(tiles.AUDIENCES, 0)
         self.flushes = 0
-        self.snapshots = 0
         self.failing = False
 
     def changed(self, tile: Tile) -> None:
         self._dirty[tile] = None
         # A device's value list shows this value too: rendered early, it is out of date now.
-        if tile[0] == "meta" and self._dirty.get(device := tiles.device(tile[1])):
+        if tile.kind == "meta" and self._dirty.get(device := tiles.device(tile.entity)):
             self._dirty[device] = None
         self._wake.set()
 
@@ -116,7 +115,7 @@ class Fanout:
     def render_ahead(self) -> None:
         """Render the tiles changed so far; a tile changed again is rendered again at the flush."""
         for tile, html in self._dirty.items():
-            if html is None and tiles.KINDS[tile[0]].early and not _superseded(tile, self._dirty):
+            if html is None and tiles.KINDS[tile.kind].early and not _superseded(tile, self._dirty):
                 self._dirty[tile] = self._render_one(tile)
 
     async def flush(self) -> None:
@@ -127,7 +126,7 @@ class Fanout:
             for tile, html in dirty.items():
                 if _superseded(tile, dirty):
                     continue
-                audience = tiles.KINDS[tile[0]].audience
+                audience = tiles.KINDS[tile.kind].audience
                 by_audience.setdefault(audience, []).append(html or self._render_one(tile))
             for audience, parts in by_audience.items():
                 self.seq[audience] += 1
@@ -155,19 +154,18 @@ class Fanout:
                 await self._reply(reply_to, self.building_id, html, positions)
             except Exception:  # a page that left meanwhile has a full or gone channel
                 logger.info("snapshot for %s not delivered", reply_to, exc_info=True)
-            self.snapshots += 1
 
     def _render_into(self, by_audience: dict[str, list[str]], tile: Tile) -> None:
-        by_audience.setdefault(tiles.KINDS[tile[0]].audience, []).append(self._render_one(tile))
+        by_audience.setdefault(tiles.KINDS[tile.kind].audience, []).append(self._render_one(tile))
 
     def _render_one(self, tile: Tile) -> str:
         try:
             return self._render(tile)
         except Exception:
-            logger.exception("could not render tile %s of building %s", tile[0], self.building_id)
+            logger.exception("could not render tile %s of building %s", tile.kind, self.building_id)
             return ""
 
 
 def _superseded(tile: Tile, dirty: dict[Tile, str | None]) -> bool:
     # A device's whole list supersedes its single values in the same window.
-    return tile[0] == "meta" and tiles.device(tile[1]) in dirty
+    return tile.kind == "meta" and tiles.device(tile.entity) in dirty

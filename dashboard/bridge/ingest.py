@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from dashboard.contract import payloads, rejections
+from dashboard.contract import meta_definitions, payloads, rejected_data
 from dashboard.contract.topics import Kind, Scope, Topic, TopicError, parse_topic
 from dashboard.live import tiles
 from dashboard.live.buildings import BuildingInventory
@@ -102,7 +102,7 @@ def _meta(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink) 
         if is_new and len(device_meta) >= MAX_META_NAMES_PER_DEVICE:
             state.counters["meta_names_over_limit"] += 1
             continue
-        definition = payloads.meta_definition(name)
+        definition = meta_definitions.meta_definition(name)
         value = MetaValue(
             device_id=topic.id,
             name=name,
@@ -178,8 +178,8 @@ def _rejected(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Si
         device_id=topic.id if topic.scope == Scope.DEVICE else None,
         message=error["message"],
         # The cloud echoes what was published: keep a bounded copy, the cut stated in it.
-        context=rejections.kept(error.get("context")),
-        data=rejections.kept(data.get("data")),
+        context=rejected_data.kept(error.get("context")),
+        data=rejected_data.kept(data.get("data")),
         received_at=now,
     )
     state.rejections.appendleft(entry)

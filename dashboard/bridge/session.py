@@ -1,8 +1,8 @@
-"""One building's MQTT session: paho-mqtt driven by the asyncio event loop.
+"""One building's MQTT session: connect, stay subscribed, reconnect, publish with QoS 1.
 
-paho does the protocol; the loop watches its socket (``add_reader``/``add_writer``)
-and a timer runs its keepalive. Only the blocking connect (TCP, TLS and WebSocket
-handshakes) runs in a worker thread. Many sessions share one loop and no threads.
+paho does the protocol, driven by the asyncio event loop (``loop_driven``); a timer runs its
+keepalive. Only the blocking connect (TCP, TLS and WebSocket handshakes) runs in a worker
+thread. Many sessions share one loop and no threads.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import random
-import select
 import socket
 import ssl
 import time
@@ -23,8 +22,11 @@ from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from dashboard.bridge.broker_url import BrokerUrl
+from dashboard.bridge.loop_driven import LoopDriven, readable
 from dashboard.contract.topics import TopicError, parse_topic
 from dashboard.live.state import ConnectionStatus
 
@@ -34,8 +36,6 @@ SUBSCRIBE_BATCH = 100  # topics per SUBSCRIBE/UNSUBSCRIBE packet
 CONNACK_TIMEOUT = 10.0
 SILENCE_FACTOR = 1.5  # keepalives without a byte from the broker before the link counts as cut
 QOS = 1
-# Packets read per wake-up at most, so that one flooded building cannot starve the others.
-MAX_PACKETS_PER_WAKE = 256
 
 
 class NotConnected(RuntimeError):
@@ -70,7 +70,7 @@ MessageHandler = Callable[[str, bytes], None]
 StatusHandler = Callable[[ConnectionStatus], None]
 
 
-class BuildingSession:
+class BuildingSession(LoopDriven):
     """Keeps one building subscribed to its exact topic list, forever."""
 
     def __init__(
@@ -87,7 +87,7 @@ class BuildingSession:
         self._topics: list[str] = list(dict.fromkeys(topics))
         self._on_message = on_message
         self._on_status = on_status
-        self._loop = asyncio.get_running_loop()
+        super().__init__()
         self._stopping = asyncio.Event()
         self._connected = False
         self._connack: asyncio.Future[mqtt.ReasonCode] | None = None
@@ -96,9 +96,6 @@ class BuildingSession:
         self._acked: dict[int, asyncio.Future[None]] = {}
         self._subscribed: set[str] = set()
         self._refused: set[str] = set()
-        self._sock: socket.socket | None = None
-        self._write_soon = False
-        self._last_in = time.monotonic()  # when the broker last sent us anything
         self._client = self._make_client()
 
     # --- paho wiring ---------------------------------------------------------------
@@ -126,69 +123,28 @@ class BuildingSession:
         client.on_subscribe = self._handle_subscribe
         client.on_unsubscribe = self._handle_unsubscribe
         client.on_publish = self._handle_publish
-        client.on_socket_open = self._threadsafe(self._socket_open)
-        client.on_socket_close = self._threadsafe(self._socket_close)
-        client.on_socket_register_write = self._threadsafe(self._register_write)
-        client.on_socket_unregister_write = self._threadsafe(self._unregister_write)
+        self._drive(client)
         return client
 
-    def _threadsafe(self, func: Callable[[socket.socket], None]) -> Callable[..., None]:
-        # paho calls these from the connect thread too; the loop's own calls go straight through.
-        def callback(client: mqtt.Client, userdata: object, sock: socket.socket) -> None:
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is self._loop:
-                func(sock)
-            else:
-                self._loop.call_soon_threadsafe(func, sock)
-
-        return callback
-
-    def _socket_open(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._loop.add_reader(sock, self._read)
-
-    def _socket_close(self, sock: socket.socket) -> None:
-        if sock.fileno() >= 0:  # after a silent cut we closed it already; paho closes it again
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-        if self._sock is sock:
-            self._sock = None
-
-    def _register_write(self, sock: socket.socket) -> None:
-        # paho asks to write once per PUBACK; writing once per loop turn instead saves an
-        # add_writer/remove_writer pair (two epoll_ctl calls) per message.
-        if sock is self._sock and not self._write_soon:
-            self._write_soon = True
-            self._loop.call_soon(self._write, sock)
-
-    def _write(self, sock: socket.socket) -> None:
-        self._write_soon = False
-        if sock is self._sock:
-            self._client.loop_write()
-            if self._client.want_write() and sock is self._sock:
-                self._loop.add_writer(sock, self._client.loop_write)
-
-    def _unregister_write(self, sock: socket.socket) -> None:
-        if sock.fileno() >= 0:
-            self._loop.remove_writer(sock)
-
-    def _read(self) -> None:
-        """Read every packet already waiting: paho reads one per call, a wake-up costs more."""
-        self._last_in = time.monotonic()
-        sock = self._sock
-        for _ in range(MAX_PACKETS_PER_WAKE):
-            self._client.loop_read()
-            if sock is None or sock is not self._sock or not _readable(sock):
-                return
-
-    def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _handle_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if self._connack is not None and not self._connack.done():
             self._connack.set_result(reason_code)
 
-    def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _handle_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags | None,
+        reason_code: ReasonCode | str,  # a str when we gave up on a silent link
+        properties: Properties | None,
+    ) -> None:
         was_connected = self._connected
         self._connected = False
         if was_connected and not self._stopping.is_set():
@@ -200,20 +156,29 @@ class BuildingSession:
         self._acked.clear()
         self._lost.set()
 
-    def _handle_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+    def _handle_message(
+        self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
         try:
             topic = message.topic
         except UnicodeDecodeError:
             topic = message._topic.decode("utf-8", "replace")
         try:
-            self._on_message(topic, message.payload)
+            self._on_message(topic, bytes(message.payload))  # bytes already: no copy
         except Exception:
             # One bad message must never stop the session.
             logger.exception(
                 "building %s: message on %r not handled", self.building_id, topic[:200]
             )
 
-    def _handle_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _handle_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         batch = self._pending_subs.pop(mid, [])
         for topic, code in zip(batch, reason_codes, strict=False):
             if code.is_failure:
@@ -226,10 +191,24 @@ class BuildingSession:
                 self._refused.discard(topic)
         self._report()
 
-    def _handle_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _handle_unsubscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         self._report()
 
-    def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _handle_publish(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
         future = self._acked.pop(mid, None)
         if future is not None and not future.done():
             future.set_result(None)
@@ -323,7 +302,7 @@ class BuildingSession:
         for 1.5 x keepalive means the path is gone (a cut without FIN never closes).
         """
         silent = time.monotonic() - self._last_in
-        if self._sock is not None and _readable(self._sock):
+        if self._sock is not None and readable(self._sock):
             return  # bytes are waiting: the loop was busy, the broker was not silent
         if self._connected and silent > SILENCE_FACTOR * self.config.keepalive:
             logger.warning(
@@ -367,7 +346,7 @@ class BuildingSession:
         for start in range(0, len(topics), SUBSCRIBE_BATCH):
             batch = topics[start : start + SUBSCRIBE_BATCH]
             rc, mid = self._client.subscribe([(t, QOS) for t in batch])
-            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
                 self._pending_subs[mid] = batch
                 self._subscribed.update(batch)
 
@@ -425,17 +404,6 @@ class BuildingSession:
         self.status.subscribed = len(self._subscribed) if self._connected else 0
         self.status.refused_topics = sorted(self._refused)
         self._on_status(self.status)
-
-
-def _readable(sock: socket.socket) -> bool:
-    """Bytes wait on the socket, or inside TLS where select cannot see them."""
-    pending = getattr(sock, "pending", None)
-    if pending is not None and pending() > 0:
-        return True
-    try:
-        return bool(select.select([sock], [], [], 0)[0])
-    except (OSError, ValueError):  # closed meanwhile
-        return False
 
 
 def _describe(exc: BaseException) -> str:

@@ -25,10 +25,12 @@ from dashboard.live.buildings import BuildingInventory
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
+    AlarmState,
     AttemptSeen,
     AttemptStatus,
     ConnectionStatus,
     LiveState,
+    Outcome,
     Rejection,
 )
 from dashboard.live.store import load_building, load_state, load_versions
@@ -144,7 +146,7 @@ class BuildingBridge:
         if isinstance(record, ActionRecord) and record.topic.startswith("buildings/"):
             found = self._awaiting.pop((record.name, record.type, record.created), None)
             if found is not None:
-                self._set_attempt(found[0], found[1], "seen", "", record.received_at)
+                self._set_attempt(found[0], found[1], Outcome.SEEN, "", record.received_at)
                 self._history.add(self.inventory.id, AttemptSeen(found[0], record.received_at))
 
     def people_changed_alarms(self, changes: list[dict[str, Any]]) -> None:
@@ -154,11 +156,12 @@ class BuildingBridge:
             alarm = self.state.alarms.get((device, change["type"]))
             if alarm is None:
                 continue
-            if change["state"] == "cleared":
+            new_state = AlarmState(change["state"])
+            if new_state is AlarmState.CLEARED:
                 # The next occurrence opens a new alarm, as the stored one is closed.
                 del self.state.alarms[alarm.key]
             else:
-                alarm.state = change["state"]
+                alarm.state = new_state
         self.changed(tiles.ALARMS)
 
     async def publish_action(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -178,17 +181,19 @@ class BuildingBridge:
             reason = str(exc)
         else:
             known = self.state.attempts.get(attempt_id)
-            seen = known is not None and known.outcome == "seen"  # the echo came with the PUBACK
+            seen = (
+                known is not None and known.outcome == Outcome.SEEN
+            )  # the echo came with the PUBACK
             if not seen:
-                self._set_attempt(attempt_id, label, "acknowledged", "", datetime.now(UTC))
+                self._set_attempt(attempt_id, label, Outcome.ACKNOWLEDGED, "", datetime.now(UTC))
             # The form's answer may reach the page after the pushed "seen": it says so too.
             return {"ok": True, "reason": "", "seen": seen}
         self._awaiting.pop(key, None)
-        self._set_attempt(attempt_id, label, "failed", reason, datetime.now(UTC))
+        self._set_attempt(attempt_id, label, Outcome.FAILED, reason, datetime.now(UTC))
         return {"ok": False, "reason": reason}
 
     def _set_attempt(
-        self, attempt_id: int, label: str, outcome: str, reason: str, at: datetime
+        self, attempt_id: int, label: str, outcome: Outcome, reason: str, at: datetime
     ) -> None:
         attempts = self.state.attempts
         attempts[attempt_id] = AttemptStatus(attempt_id, label, outcome, reason, at)

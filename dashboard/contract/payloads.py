@@ -7,7 +7,6 @@ would and the dashboard can show what the cloud would say. Pure Python: no Djang
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import jsonschema_rs
 from jsonschema import Draft202012Validator, ValidationError
 from jsonschema.validators import extend
 
+from dashboard.contract import meta_definitions, safe_json
 from dashboard.contract.topics import Kind
 
 MAX_PAYLOAD_BYTES = 256 * 1024
@@ -98,17 +98,6 @@ class Malformed:
     errors: tuple[dict, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class MetaDefinition:
-    """How the cloud names and shows one device meta value."""
-
-    name: str
-    display_name: str
-    unit: str | None
-    precision: int | None
-    value_labels: dict[str, str] | None  # {"true": "On", "false": "Off"} for enum labels
-
-
 # --- schemas and validators, built once at import -------------------------------------------
 
 
@@ -176,41 +165,24 @@ _FAST = {kind: jsonschema_rs.Draft202012Validator(v.schema) for kind, v in _VALI
 _MAX_META_ITEMS: int = _load("meta.json")["maxItems"]
 
 
-def _load_definitions() -> dict[str, dict]:
-    with (_HERE / "meta_definitions.json").open(encoding="utf-8") as f:
-        return json.load(f)["device_meta"]
-
-
-_DEFINITIONS = _load_definitions()
-
-
-def _to_2020_12(schema: dict) -> dict:
-    # One cloud definition (power_factor) is draft 4: "exclusiveMinimum": true beside "minimum".
-    schema = dict(schema)
-    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if isinstance(schema.get(exclusive), bool) and schema.pop(exclusive) and bound in schema:
-            schema[exclusive] = schema.pop(bound)
-    return schema
-
-
 def _definition_check(name: str) -> tuple[Any, dict] | None:
     """The validator for a known meta name's value and the context its errors quote."""
     # Look up before the cache: caching unknown names would let senders grow it without bound.
-    return _compile_definition(name) if name in _DEFINITIONS else None
+    return _compile_definition(name) if name in meta_definitions.DEFINITIONS else None
 
 
 @cache
 def _compile_definition(name: str) -> tuple[Any, dict] | None:
-    definition = _DEFINITIONS[name]
-    if definition.get("json_schema") is None:
+    found = meta_definitions.value_schema(name)
+    if found is None:
         return None
-    schema = definition["json_schema"]
-    context = {**schema, "title": definition.get("display_name") or name}
-    return _Validator(_to_2020_12(schema)), context
+    schema, context = found
+    return _Validator(schema), context
 
 
 def _meta_items(kind: Kind, data: Any) -> Iterator[tuple[tuple[Any, ...], dict]]:
     """(path prefix, item) for each meta item whose value a definition constrains."""
+    items: Iterator[tuple[tuple[Any, ...], Any]]
     if kind is Kind.META and isinstance(data, list):
         items = (((i,), item) for i, item in enumerate(data[:_MAX_META_ITEMS]))
     elif kind is Kind.META_ITEM:
@@ -224,7 +196,10 @@ def _meta_items(kind: Kind, data: Any) -> Iterator[tuple[tuple[Any, ...], dict]]
 
 @cache
 def _fast_definition(name: str) -> Any:
-    return jsonschema_rs.Draft202012Validator(_compile_definition(name)[0].schema)
+    compiled = _compile_definition(name)
+    if compiled is None:  # asked only for names whose definition has a value schema
+        raise KeyError(name)
+    return jsonschema_rs.Draft202012Validator(compiled[0].schema)
 
 
 def _is_valid(kind: Kind, data: Any) -> bool:
@@ -338,73 +313,6 @@ def validate(kind: Kind, data: Any) -> list[dict]:
 # --- parsing raw bytes -----------------------------------------------------------------------
 
 
-class _Refused(ValueError):
-    """Raised from inside json.loads for what the cloud would not accept as JSON."""
-
-
-def _no_constant(name: str) -> Any:
-    raise _Refused(f"non-finite number {name}")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise _Refused("non-finite number " + text[:20])
-    return number
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
-_CONTAINERS = (dict, list)
-_PLAIN = frozenset({int, float, bool, type(None)})  # nothing to look into
-_SCALARS = _PLAIN | {str}  # strings are looked into for lone surrogates only
-
-
-def _lone_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _shape_problem(data: Any, check_strings: bool) -> str | None:
-    """Why parsed JSON is unsafe to pass on (too deep, lone surrogate), or None.
-
-    One nesting level at a time, skipping empty containers: a million-item list costs one
-    pass over it, not a (node, depth) tuple per item.
-    """
-    if not isinstance(data, _CONTAINERS):
-        surrogate = check_strings and isinstance(data, str) and _lone_surrogate(data)
-        return "lone surrogate in a string" if surrogate else None
-    level: list[Any] = [data]
-    depth = 1  # of the containers in ``level``
-    while level:
-        at_limit = depth >= MAX_DEPTH  # their container children would be too deep
-        deeper: list[Any] = []
-        for node in level:
-            if isinstance(node, dict):
-                children: Any = node.values()
-                if check_strings and any(_lone_surrogate(key) for key in node):
-                    return "lone surrogate in a string"
-            else:
-                children = node
-            if set(map(type, children)) <= (_PLAIN if check_strings else _SCALARS):
-                continue  # a list of numbers, say: looked at in C, not item by item
-            for child in children:
-                if isinstance(child, _CONTAINERS):
-                    if at_limit:
-                        return "nested too deeply"
-                    if child:
-                        deeper.append(child)
-                elif check_strings and isinstance(child, str) and _lone_surrogate(child):
-                    return "lone surrogate in a string"
-        level = deeper
-        depth += 1
-    return None
-
-
 def raw_preview(raw: bytes) -> str:
     """A bounded, decodable copy of raw bytes for logs and the dashboard."""
     if len(raw) <= RAW_PREVIEW_BYTES:
@@ -420,23 +328,9 @@ def parse(kind: Kind, raw: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Payl
     if len(raw) > max_bytes:
         return Malformed(kind, f"too large: {len(raw)} bytes > {max_bytes}", raw_preview(raw))
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return Malformed(kind, "not UTF-8", raw_preview(raw))
-    try:
-        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
-    except RecursionError:
-        return Malformed(kind, "nested too deeply", raw_preview(raw))
-    except json.JSONDecodeError as exc:
-        reason = f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
-        return Malformed(kind, reason, raw_preview(raw))
-    except _Refused as exc:
-        return Malformed(kind, f"not JSON: {exc}", raw_preview(raw))
-    except ValueError:  # an integer over Python's 4300-digit conversion limit
-        return Malformed(kind, "not JSON: number too long", raw_preview(raw))
-    problem = _shape_problem(data, _SURROGATE_ESCAPE.search(raw) is not None)
-    if problem is not None:
-        return Malformed(kind, problem, raw_preview(raw))
+        data = safe_json.loads(raw, MAX_DEPTH)
+    except safe_json.Refused as exc:
+        return Malformed(kind, str(exc), raw_preview(raw))
     if _is_valid(kind, data):
         return Payload(kind, data)
     errors = validate(kind, data)
@@ -445,56 +339,3 @@ def parse(kind: Kind, raw: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Payl
     return Malformed(
         kind, "schema: " + errors[0]["error"]["message"], raw_preview(raw), tuple(errors)
     )
-
-
-# --- meta definitions for display ------------------------------------------------------------
-
-
-def _make_definition(name: str, entry: dict) -> MetaDefinition:
-    labels = entry.get("value_display_name")
-    if isinstance(labels, dict) and labels.get("type") == "enum":
-        value_labels = {k: v for k, v in labels.items() if k != "type"}
-    else:
-        value_labels = None  # "range" labels are kept in the JSON but not interpreted here
-    return MetaDefinition(
-        name=name,
-        display_name=entry.get("display_name") or name,
-        unit=entry.get("unit_of_measure"),
-        precision=entry.get("decimal_precision"),
-        value_labels=value_labels,
-    )
-
-
-_META_DEFINITIONS: dict[str, MetaDefinition] = {
-    name: _make_definition(name, entry) for name, entry in _DEFINITIONS.items()
-}
-
-
-def meta_definition(name: str) -> MetaDefinition | None:
-    """The cloud's definition of a device meta name, or None for a name it does not define."""
-    return _META_DEFINITIONS.get(name)
-
-
-def format_value(definition: MetaDefinition | None, value: Any) -> str:
-    """A meta value as plain text: numbers at the definition's precision, booleans labelled."""
-    if isinstance(value, bool):
-        text = "true" if value else "false"
-        if definition is not None and definition.value_labels:
-            return definition.value_labels.get(text, text)
-        return text
-    if value is None:
-        return ""
-    if isinstance(value, int | float):
-        precision = definition.precision if definition is not None else None
-        try:
-            if precision is None or not math.isfinite(value):
-                return str(value)
-            if isinstance(value, int):  # exact: float() overflows on huge ints
-                return str(value) + ("." + "0" * precision if precision > 0 else "")
-            text = f"{value:.{precision}f}"
-        except (ValueError, OverflowError):  # ints beyond the 4300-digit conversion limit
-            return "(number too long)"
-        return text[1:] if text.startswith("-") and float(text) == 0 else text
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=repr)

@@ -356,10 +356,6 @@ class CloudEmulator:
         """Received messages by outcome: accepted, rejected, dropped, actions, echoes."""
         return self.cloud.stats
 
-    def set_inventories(self, inventories: Iterable[BuildingInventory]) -> None:
-        """Follow an inventory change: actions reach the devices now listed."""
-        self.cloud.directory = Directory.of(inventories)
-
     async def start(self) -> None:
         """Connect and subscribe; returns once the broker acknowledged the subscriptions."""
         await self._client.start()

@@ -194,7 +194,7 @@ class DemoClient:
         except UnicodeDecodeError:
             return  # no topic we handle is anything but ASCII
         try:
-            self._on_message(topic, message.payload)
+            self._on_message(topic, bytes(message.payload))  # bytes already: no copy
         except Exception:
             # One bad message must never stop the client's thread.
             logger.exception("%s: message on %r not handled", self.client_id, topic[:200])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
@@ -16,7 +18,7 @@ DEMO_RATE = 8.0  # device meta messages per second: every device changes within 
 class DemoService:
     """Emulates the Gooee cloud and plays one building on the bridge's broker."""
 
-    def __init__(self, bridge: BridgeService, building_id: object, *, seed: int = 7) -> None:
+    def __init__(self, bridge: BridgeService, building_id: uuid.UUID, *, seed: int = 7) -> None:
         self._bridge = bridge
         self._building_id = building_id
         self._seed = seed

@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from dashboard.bridge.broker_url import BrokerUrl
-from dashboard.contract import payloads
+from dashboard.contract import meta_definitions, payloads
 from dashboard.contract.topics import Kind, Scope, TopicError, build_topic, parse_topic
 from dashboard.demo.emulator import encode, ingress_topic
 from dashboard.demo.inventory import is_sensor
@@ -269,7 +269,7 @@ def timestamp() -> str:
 def meta_item(name: str, value: Any, when: str) -> dict:
     """One meta item, named and unit-labelled as the cloud defines ``name``."""
     item: dict[str, Any] = {"name": name, "value": value, "timestamp": when}
-    definition = payloads.meta_definition(name)
+    definition = meta_definitions.meta_definition(name)
     if definition is not None:
         item["display_name"] = definition.display_name
         if definition.unit:
@@ -439,7 +439,9 @@ class BuildingSimulator:
 
     def _make_devices(self) -> None:
         for inventory in self.inventories:
-            space_levels = {sid: self.rng.choice(LAMP_LEVELS) for sid in inventory.spaces}
+            space_levels: dict[uuid.UUID | None, int] = {
+                sid: self.rng.choice(LAMP_LEVELS) for sid in inventory.spaces
+            }
             for device in inventory.devices.values():
                 self._building_devices[inventory.id].append(device.id)
                 if is_sensor(device.name):
@@ -470,12 +472,6 @@ class BuildingSimulator:
     def published(self) -> int:
         """Messages published so far."""
         return self._client.published
-
-    def simulated_time(self) -> str:
-        """The simulated time of day, e.g. ``09:45``."""
-        minutes = self.occupancy[0].minute if self.occupancy else 0
-        total = int(DAY_START_HOUR * 60) + minutes
-        return f"{total // 60:02d}:{total % 60:02d}"
 
     async def start(self) -> None:
         """Connect and subscribe to the actions, then start simulating."""
@@ -594,7 +590,8 @@ class BuildingSimulator:
         sensor.temperature += 0.2 * (goal - sensor.temperature) + self.rng.gauss(0, 0.05)
         sensor.temperature = round(min(26.0, max(18.0, sensor.temperature)), 2)
         lamps = [
-            lamp.level if lamp.on else 0 for lamp in self._space_lamps.get(sensor.space_id, ())
+            lamp.level if lamp.on else 0
+            for lamp in (self._space_lamps.get(sensor.space_id, []) if sensor.space_id else [])
         ]
         artificial = 5.0 * sum(lamps) / len(lamps) if lamps else 0.0  # ~500 lux at full
         lux = sensor.window * daylight(occupancy.hour) + artificial + self.rng.gauss(0, 5)
@@ -624,7 +621,11 @@ class BuildingSimulator:
         invalid = self.rng.random() < self.invalid_fraction
         if invalid:
             alarm = self.rng.choice(INVALID_ALARM)(alarm)
-        scope, entity = (Scope.DEVICE, device_id) if on_device else (Scope.BUILDING, building_id)
+        # on_device implies a device_id: it was drawn from a non-empty list.
+        if on_device and device_id is not None:
+            scope, entity = Scope.DEVICE, device_id
+        else:
+            scope, entity = Scope.BUILDING, building_id
         self._publish(
             build_topic(scope, entity, Kind.FAULT_ALARM),
             encode(alarm),

@@ -1,3 +1,3 @@
-"""Live state: the building inventory, its tiles and fragments, the store, the channel layer's messages.
+"""Live state: the inventory (file and import), tiles and fragments, the store, the channel layer's messages.
 
-Imports `contract` and Django; never `bridge` or the web modules at the package root."""
+Imports `contract`, Django and `dashboard.models`; never `bridge`, `demo` or the other web modules."""

@@ -9,7 +9,7 @@ from typing import Any
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard.contract import payloads, rejections
+from dashboard.contract import meta_definitions, rejections
 from dashboard.live import tiles
 from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.state import (
@@ -18,6 +18,7 @@ from dashboard.live.state import (
     HeadcountValue,
     LiveState,
     MetaValue,
+    Outcome,
 )
 
 SHOWN_ALARMS = 50
@@ -33,12 +34,12 @@ def meta_dom_id(device_id: uuid.UUID, name: str) -> str:
 
 def display_label(name: str) -> str:
     """The cloud's display name of a meta name, or the name itself."""
-    definition = payloads.meta_definition(name)
+    definition = meta_definitions.meta_definition(name)
     return definition.display_name if definition else name
 
 
 def format_meta(name: str, value: Any) -> str:
-    return payloads.format_value(payloads.meta_definition(name), value)
+    return meta_definitions.format_value(meta_definitions.meta_definition(name), value)
 
 
 def meta_item(value: MetaValue) -> dict[str, Any]:
@@ -47,7 +48,9 @@ def meta_item(value: MetaValue) -> dict[str, Any]:
         "dom_id": meta_dom_id(value.device_id, value.name),
         "name": value.name,
         "label": value.display_name,
-        "text": payloads.format_value(payloads.meta_definition(value.name), value.value),
+        "text": meta_definitions.format_value(
+            meta_definitions.meta_definition(value.name), value.value
+        ),
         "unit": value.unit,
         # Formatted here, not with template filters: a building page shows thousands, and a
         # busy building pushes thousands a second. No time zone is activated per request, and
@@ -62,12 +65,11 @@ def meta_item(value: MetaValue) -> dict[str, Any]:
 
 
 def _meta(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    _, device_id, name = tile
-    return {"item": meta_item(state.meta[device_id][name])}
+    return {"item": meta_item(state.meta[tile.entity][tile.name])}
 
 
 def _device(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    device_id = tile[1]
+    device_id = tile.entity
     values = state.meta.get(device_id, {})
     return {
         "device": inventory.devices.get(device_id, UNKNOWN),
@@ -76,9 +78,7 @@ def _device(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) ->
     }
 
 
-def headcount_card(
-    entity: Entity, scope: str, state: LiveState, stale_after: float | None = None
-) -> dict[str, Any]:
+def headcount_card(entity: Entity, scope: str, state: LiveState) -> dict[str, Any]:
     values = state.headcount(entity.id)
     count = values.get("head_count")
     occupancy = None
@@ -97,7 +97,7 @@ def headcount_card(
 
 
 def _headcount(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    entity_id = tile[1]
+    entity_id = tile.entity
     if entity_id == inventory.id:
         return headcount_card(Entity(inventory.id, inventory.name), "building", state)
     if entity_id in inventory.spaces:
@@ -223,12 +223,12 @@ def _summary(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -
     )
 
 
-OUTCOME_TEXT = {
-    "pending": "sending…",
-    "refused": "refused",
-    "failed": "failed",
-    "acknowledged": "sent: the broker acknowledged it",
-    "seen": "seen: the cloud reported it back",
+OUTCOME_TEXT: dict[str, str] = {
+    Outcome.PENDING: "sending…",
+    Outcome.REFUSED: "refused",
+    Outcome.FAILED: "failed",
+    Outcome.ACKNOWLEDGED: "sent: the broker acknowledged it",
+    Outcome.SEEN: "seen: the cloud reported it back",
 }
 
 
@@ -246,7 +246,7 @@ def attempt_card(attempt_id: int, label: str, outcome: str, reason: str) -> dict
 
 
 def _attempt(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    status = state.attempts[tile[1]]
+    status = state.attempts[tile.attempt]
     return attempt_card(status.id, status.label, status.outcome, status.reason)
 
 
@@ -270,5 +270,5 @@ CONTEXTS: dict[str, Context] = {
 
 def render_tile(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> str:
     """The tile's HTML, rendered once for every page of the building."""
-    kind = tile[0]
+    kind = tile.kind
     return render_to_string(tiles.KINDS[kind].template, CONTEXTS[kind](tile, state, inventory))

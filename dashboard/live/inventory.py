@@ -1,20 +1,12 @@
-"""Import buildings, spaces, areas and devices from an inventory file (JSON).
+"""Import buildings, spaces, areas and devices: write a checked inventory file to the database.
 
-The format, with the spaces/areas/devices lists and every capacity optional::
-
-    {"buildings": [{"id": "<uuid>", "name": "Headquarters",
-                    "spaces": [{"id": "<uuid>", "name": "Floor 1", "capacity": 120}],
-                    "areas": [{"id": "<uuid>", "name": "Lobby", "space": "<uuid or null>",
-                               "capacity": 40}],
-                    "devices": [{"id": "<uuid>", "name": "Lobby downlight 1",
-                                 "space": "<uuid or null>"}]}]}
+``inventory_file.parse_inventory`` reads and checks the file; ``apply_inventory`` writes it in
+one transaction, idempotently.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,12 +15,11 @@ from typing import Any
 from django.db import models, transaction
 from django.db.models import F
 
+from dashboard.live.inventory_file import InventoryError, InventoryFile
 from dashboard.models import Area, Building, Device, Space
 
 logger = logging.getLogger(__name__)
 
-MAX_NAME_LENGTH = 200  # the models' max_length
-MAX_CAPACITY = 2_147_483_647  # PositiveIntegerField's ceiling on every supported database
 KINDS = ("building", "space", "area", "device")
 MODELS: dict[str, type[models.Model]] = {
     "building": Building,
@@ -38,57 +29,6 @@ MODELS: dict[str, type[models.Model]] = {
 }
 # Below SQLite's 999 bound parameters per query, whatever the database.
 _BATCH = 500
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
-
-
-class InventoryError(Exception):
-    """The inventory was refused; ``messages`` says why, one ``path: problem`` per item."""
-
-    def __init__(self, messages: Sequence[str]) -> None:
-        self.messages = list(messages)
-        super().__init__("\n".join(self.messages))
-
-
-@dataclass(frozen=True, slots=True)
-class SpaceEntry:
-    id: uuid.UUID
-    name: str
-    capacity: int | None
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class AreaEntry:
-    id: uuid.UUID
-    name: str
-    space_id: uuid.UUID | None
-    capacity: int | None
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceEntry:
-    id: uuid.UUID
-    name: str
-    space_id: uuid.UUID | None
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class BuildingEntry:
-    id: uuid.UUID
-    name: str
-    path: str
-    spaces: tuple[SpaceEntry, ...] = ()
-    areas: tuple[AreaEntry, ...] = ()
-    devices: tuple[DeviceEntry, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class InventoryFile:
-    """A validated inventory: ids unique across the file, space references within a building."""
-
-    buildings: tuple[BuildingEntry, ...]
 
 
 def _plural(count: int, kind: str) -> str:
@@ -124,211 +64,6 @@ class ImportReport:
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
-
-
-# --- Reading and validating ---------------------------------------------------------
-
-
-def _type_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
-
-
-def _shown(value: str) -> str:
-    # Keeps a message about a huge bogus value readable.
-    return repr(value) if len(value) <= 60 else repr(value[:57] + "...")
-
-
-class _Reader:
-    """Walks the parsed JSON, collecting every problem instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self.id_paths: dict[uuid.UUID, str] = {}  # id -> where it first appeared
-        self.space_homes: dict[uuid.UUID, tuple[int, str]] = {}  # -> (building index, path)
-        self.references: list[tuple[str, uuid.UUID, int]] = []  # (path, space id, building index)
-
-    def error(self, path: str, problem: str) -> None:
-        self.errors.append(f"{path}: {problem}")
-
-    def read(self, data: Any) -> InventoryFile:
-        if not isinstance(data, dict):
-            self.error("$", f"expected an object with a buildings array, got {_type_name(data)}")
-            return InventoryFile(())
-        if "buildings" not in data:
-            self.error("buildings", "missing")
-            return InventoryFile(())
-        raw_buildings = self.array(data["buildings"], "buildings")
-        buildings = [
-            self.building(raw, f"buildings[{i}]", i) for i, raw in enumerate(raw_buildings)
-        ]
-        self.check_references()
-        return InventoryFile(tuple(b for b in buildings if b is not None))
-
-    def array(self, value: Any, path: str) -> list[Any]:
-        if not isinstance(value, list):
-            self.error(path, f"expected an array, got {_type_name(value)}")
-            return []
-        return value
-
-    def optional_array(self, obj: dict[str, Any], key: str, path: str) -> list[Any]:
-        # null is taken as absent: some exports write empty lists that way.
-        value = obj.get(key)
-        return [] if value is None else self.array(value, f"{path}.{key}")
-
-    def object(self, value: Any, path: str) -> dict[str, Any] | None:
-        if not isinstance(value, dict):
-            self.error(path, f"expected an object, got {_type_name(value)}")
-            return None
-        return value
-
-    def uuid_value(self, value: Any, path: str) -> uuid.UUID | None:
-        if not isinstance(value, str):
-            self.error(path, f"expected a UUID string, got {_type_name(value)}")
-            return None
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            self.error(path, f"not a UUID: {_shown(value)}")
-            return None
-
-    def ident(self, obj: dict[str, Any], path: str) -> uuid.UUID | None:
-        if "id" not in obj:
-            self.error(f"{path}.id", "missing")
-            return None
-        value = self.uuid_value(obj["id"], f"{path}.id")
-        if value is None:
-            return None
-        if value in self.id_paths:
-            self.error(f"{path}.id", f"duplicate id {value} (also at {self.id_paths[value]})")
-            return None
-        self.id_paths[value] = f"{path}.id"
-        return value
-
-    def name(self, obj: dict[str, Any], path: str) -> str | None:
-        path = f"{path}.name"
-        if "name" not in obj:
-            self.error(path, "missing")
-            return None
-        value = obj["name"]
-        if not isinstance(value, str):
-            self.error(path, f"expected a string, got {_type_name(value)}")
-            return None
-        if not value.strip():
-            self.error(path, "must not be blank")
-            return None
-        # Neither can be stored (PostgreSQL refuses NUL; no database takes a lone surrogate).
-        if "\x00" in value:
-            self.error(path, "must not contain NUL characters")
-            return None
-        if not value.isascii() and _SURROGATE.search(value):
-            self.error(path, "not valid Unicode text (a lone surrogate)")
-            return None
-        if len(value) > MAX_NAME_LENGTH:
-            self.error(path, f"longer than {MAX_NAME_LENGTH} characters ({len(value)})")
-            return None
-        return value
-
-    def capacity(self, obj: dict[str, Any], path: str) -> int | None:
-        value = obj.get("capacity")
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.error(f"{path}.capacity", "must be a whole number >= 0")
-        elif value > MAX_CAPACITY:
-            self.error(f"{path}.capacity", f"must be at most {MAX_CAPACITY}")
-        else:
-            return value
-        return None
-
-    def space_reference(self, obj: dict[str, Any], path: str, building: int) -> uuid.UUID | None:
-        value = obj.get("space")
-        if value is None:
-            return None
-        space_id = self.uuid_value(value, f"{path}.space")
-        if space_id is not None:
-            # Checked once every building's spaces are known.
-            self.references.append((f"{path}.space", space_id, building))
-        return space_id
-
-    def building(self, raw: Any, path: str, index: int) -> BuildingEntry | None:
-        obj = self.object(raw, path)
-        if obj is None:
-            return None
-        building_id, name = self.ident(obj, path), self.name(obj, path)
-        spaces = []
-        for i, raw_space in enumerate(self.optional_array(obj, "spaces", path)):
-            space_path = f"{path}.spaces[{i}]"
-            if (item := self.object(raw_space, space_path)) is None:
-                continue
-            space_id, space_name = self.ident(item, space_path), self.name(item, space_path)
-            capacity = self.capacity(item, space_path)
-            if space_id is not None:
-                self.space_homes[space_id] = (index, space_path)
-                if space_name is not None:
-                    spaces.append(SpaceEntry(space_id, space_name, capacity, space_path))
-        areas = []
-        for i, raw_area in enumerate(self.optional_array(obj, "areas", path)):
-            area_path = f"{path}.areas[{i}]"
-            if (item := self.object(raw_area, area_path)) is None:
-                continue
-            area_id, area_name = self.ident(item, area_path), self.name(item, area_path)
-            space_id = self.space_reference(item, area_path, index)
-            capacity = self.capacity(item, area_path)
-            if area_id is not None and area_name is not None:
-                areas.append(AreaEntry(area_id, area_name, space_id, capacity, area_path))
-        devices = []
-        for i, raw_device in enumerate(self.optional_array(obj, "devices", path)):
-            device_path = f"{path}.devices[{i}]"
-            if (item := self.object(raw_device, device_path)) is None:
-                continue
-            device_id, device_name = self.ident(item, device_path), self.name(item, device_path)
-            space_id = self.space_reference(item, device_path, index)
-            if device_id is not None and device_name is not None:
-                devices.append(DeviceEntry(device_id, device_name, space_id, device_path))
-        if building_id is None or name is None:
-            return None
-        return BuildingEntry(building_id, name, path, tuple(spaces), tuple(areas), tuple(devices))
-
-    def check_references(self) -> None:
-        for path, space_id, building in self.references:
-            home = self.space_homes.get(space_id)
-            if home is None:
-                if space_id in self.id_paths:
-                    self.error(path, f"{space_id} is not a space (it is {self.id_paths[space_id]})")
-                else:
-                    self.error(path, f"unknown space {space_id}")
-            elif home[0] != building:
-                self.error(path, f"space {space_id} belongs to another building ({home[1]})")
-
-
-def parse_inventory(text: str) -> InventoryFile:
-    """Parse and validate a whole inventory file, or raise InventoryError naming every problem.
-
-    Keys the format does not know are ignored, so Gooee Cloud API exports with extra fields load.
-    """
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        message = f"$: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        raise InventoryError([message]) from None
-    except (ValueError, RecursionError) as exc:
-        # Integers past Python's digit limit, or nesting deeper than the parser allows.
-        raise InventoryError([f"$: not JSON ({exc})"]) from None
-    reader = _Reader()
-    inventory = reader.read(data)
-    if reader.errors:
-        raise InventoryError(reader.errors)
-    return inventory
 
 
 # --- Writing ---------------------------------------------------------------------
@@ -387,7 +122,7 @@ def _upsert(
         changed = [name for name, value in values.items() if getattr(obj, name) != value]
         if not changed:
             continue
-        if "building_id" in changed:
+        if "building_id" in changed and isinstance(obj, Space | Area | Device):
             moved[entity_id] = obj.building_id
             touched.add(obj.building_id)
         for name in changed:

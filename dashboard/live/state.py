@@ -10,9 +10,28 @@ import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 RECENT = 50  # rejected, malformed and action entries kept in memory per building
+
+
+class AlarmState(StrEnum):
+    """Where an alarm is in its workflow; also the stored ``FaultAlarm.state``."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    CLEARED = "cleared"
+
+
+class Outcome(StrEnum):
+    """What became of an operator's action; also the stored ``ActionAttempt.outcome``."""
+
+    PENDING = "pending"  # written, not yet handed to the broker
+    REFUSED = "refused"  # not allowed: role, validation or rate limit; nothing published
+    FAILED = "failed"  # the broker could not take it; nothing acknowledged
+    ACKNOWLEDGED = "acknowledged"  # the broker's PUBACK arrived
+    SEEN = "seen"  # it came back on the building's action topics
 
 
 @dataclass(slots=True)
@@ -49,7 +68,7 @@ class Alarm:
     count: int
     first_seen: datetime
     last_seen: datetime
-    state: str = "open"
+    state: AlarmState = AlarmState.OPEN
 
     @property
     def key(self) -> tuple[uuid.UUID | None, str]:
@@ -94,7 +113,7 @@ class AttemptStatus:
 
     id: int
     label: str
-    outcome: str  # acknowledged, seen or failed
+    outcome: Outcome  # ACKNOWLEDGED, SEEN or FAILED
     reason: str
     at: datetime
 
@@ -146,7 +165,7 @@ class LiveState:
         return found
 
     def unacknowledged(self) -> int:
-        return sum(1 for alarm in self.alarms.values() if alarm.state == "open")
+        return sum(1 for alarm in self.alarms.values() if alarm.state == AlarmState.OPEN)
 
     def open_alarms(self) -> list[Alarm]:
         """Open and acknowledged alarms, newest first."""

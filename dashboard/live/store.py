@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DataError, connection, transaction
-from django.db.models import Q
+from django.db.models import Field, ForeignObjectRel, Q
 from django.utils import timezone
 
 from dashboard import models
@@ -19,15 +19,17 @@ from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
+    AlarmState,
     AttemptSeen,
     HeadcountValue,
     LiveState,
     MalformedMessage,
     MetaValue,
+    Outcome,
     Rejection,
 )
 
-OPEN_STATES = (models.FaultAlarm.OPEN, models.FaultAlarm.ACKNOWLEDGED)
+OPEN_STATES = (AlarmState.OPEN, AlarmState.ACKNOWLEDGED)
 SAMPLE_FIELDS = ("device", "name", "value", "received_at")
 
 
@@ -56,14 +58,16 @@ def _without_nul(value: Any) -> Any:
     return value
 
 
+# (building id, record) lists by the record's type; each writer takes the records of its type.
+ByType = dict[type, list[tuple[uuid.UUID, Any]]]
+
+
 def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
-    by_type: dict[type, list[tuple[uuid.UUID, object]]] = defaultdict(list)
+    by_type: ByType = defaultdict(list)
     # A building deleted while its records were queued: they are dropped, not allowed to fail
     # every later batch (the writer retries a failed batch until it is written).
     buildings = set(
-        models.Building.objects.filter(id__in={b for b, _ in batch}).values_list(
-            "id", flat=True
-        )
+        models.Building.objects.filter(id__in={b for b, _ in batch}).values_list("id", flat=True)
     )
     for building_id, record in batch:
         if building_id in buildings:
@@ -82,12 +86,12 @@ def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
 def _write_seen(items: list[tuple[uuid.UUID, AttemptSeen]]) -> int:
     for _, seen in items:
         models.ActionAttempt.objects.filter(id=seen.attempt_id).update(
-            outcome=models.ActionAttempt.SEEN, seen_at=seen.seen_at
+            outcome=Outcome.SEEN, seen_at=seen.seen_at
         )
     return len(items)
 
 
-def _existing_devices(by_type: dict[type, list]) -> set[uuid.UUID]:
+def _existing_devices(by_type: ByType) -> set[uuid.UUID]:
     # A device removed from the inventory while its records were queued is skipped,
     # not allowed to fail the whole batch.
     ids = {
@@ -123,6 +127,12 @@ def _write_meta(items: list[tuple[uuid.UUID, MetaValue]], devices: set[uuid.UUID
     return len(values) + len(latest)
 
 
+def _column(field: Field[Any, Any] | ForeignObjectRel) -> str:
+    if not isinstance(field, Field) or field.column is None:
+        raise TypeError(f"{field} is not a column")
+    return field.column
+
+
 def _insert_samples(values: list[MetaValue]) -> None:
     """One executemany of prepared rows: the bulk of history, and of the bridge's CPU.
 
@@ -136,7 +146,7 @@ def _insert_samples(values: list[MetaValue]) -> None:
     value = meta.get_field("value")
     received_at = meta.get_field("received_at")
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(meta.get_field(f).column) for f in SAMPLE_FIELDS)
+    columns = ", ".join(quote(_column(meta.get_field(f))) for f in SAMPLE_FIELDS)
     insert = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES (%s, %s, %s, %s)"
     rows = [
         (
@@ -199,7 +209,11 @@ def _write_alarms(items: list[tuple[uuid.UUID, Alarm]], devices: set[uuid.UUID])
             "last_seen": alarm.last_seen,
         }
         updated = models.FaultAlarm.objects.filter(
-            building_id=building_id, device_id=device_id, type=alarm_type, state__in=OPEN_STATES
+            building_id=building_id,
+            # None is the building's own alarm; django-stubs types the lookup without NULL.
+            device_id=device_id,  # type: ignore[misc]
+            type=alarm_type,
+            state__in=OPEN_STATES,
         ).update(**fields)
         if not updated:
             models.FaultAlarm.objects.create(
@@ -212,7 +226,7 @@ def _write_alarms(items: list[tuple[uuid.UUID, Alarm]], devices: set[uuid.UUID])
     return len(latest)
 
 
-def _write_simple(by_type: dict[type, list], devices: set[uuid.UUID]) -> int:
+def _write_simple(by_type: ByType, devices: set[uuid.UUID]) -> int:
     rejected = [
         models.RejectedPayload(
             building_id=b,
@@ -264,20 +278,20 @@ def load_state(building_id: uuid.UUID, devices: Collection[uuid.UUID] | None = N
     With ``devices``, only those devices' meta values: the ones a page shows.
     """
     state = LiveState(building_id)
-    meta = models.LatestMeta.objects.filter(device__building_id=building_id)
+    latest = models.LatestMeta.objects.filter(device__building_id=building_id)
     if devices is not None:
-        meta = meta.filter(device_id__in=list(devices))
+        latest = latest.filter(device_id__in=list(devices))
     # Tuples, not model instances: a large building has thousands of values.
-    meta = meta.values_list(
+    meta_rows = latest.values_list(
         "device_id", "name", "value", "display_name", "unit", "source_timestamp", "received_at"
     )
-    for row in meta:
-        state.meta.setdefault(row[0], {})[row[1]] = MetaValue(*row)
+    for meta_row in meta_rows:
+        state.meta.setdefault(meta_row[0], {})[meta_row[1]] = MetaValue(*meta_row)
     headcounts = models.LatestHeadcount.objects.filter(building_id=building_id).values_list(
         "scope", "entity_id", "kind", "value", "received_at"
     )
-    for row in headcounts:
-        state.headcounts[(row[1], row[2])] = HeadcountValue(*row)
+    for count_row in headcounts:
+        state.headcounts[(count_row[1], count_row[2])] = HeadcountValue(*count_row)
     for row in models.FaultAlarm.objects.filter(building_id=building_id, state__in=OPEN_STATES):
         alarm = Alarm(
             device_id=row.device_id,
@@ -290,37 +304,37 @@ def load_state(building_id: uuid.UUID, devices: Collection[uuid.UUID] | None = N
             count=row.count,
             first_seen=row.first_seen,
             last_seen=row.last_seen,
-            state=row.state,
+            state=AlarmState(row.state),
         )
         state.alarms[alarm.key] = alarm
     recent = state.rejections.maxlen
-    for row in models.RejectedPayload.objects.filter(building_id=building_id)[:recent]:
+    for rejected in models.RejectedPayload.objects.filter(building_id=building_id)[:recent]:
         state.rejections.append(
             Rejection(
-                row.topic,
-                row.kind,
-                row.device_id,
-                row.message,
-                row.context,
-                row.data,
-                row.received_at,
+                rejected.topic,
+                rejected.kind,
+                rejected.device_id,
+                rejected.message,
+                rejected.context,
+                rejected.data,
+                rejected.received_at,
             )
         )
-    for row in models.MalformedPayload.objects.filter(building_id=building_id)[:recent]:
+    for bad in models.MalformedPayload.objects.filter(building_id=building_id)[:recent]:
         state.malformed.append(
-            MalformedMessage(row.topic, row.kind, row.reason, row.raw, row.received_at)
+            MalformedMessage(bad.topic, bad.kind, bad.reason, bad.raw, bad.received_at)
         )
-    for row in models.ActionSeen.objects.filter(building_id=building_id)[:recent]:
+    for seen in models.ActionSeen.objects.filter(building_id=building_id)[:recent]:
         state.actions.append(
             ActionRecord(
-                row.topic,
-                row.name,
-                row.type,
-                row.target_type,
-                row.target_id,
-                row.value,
-                row.created,
-                row.received_at,
+                seen.topic,
+                seen.name,
+                seen.type,
+                seen.target_type,
+                seen.target_id,
+                seen.value,
+                seen.created,
+                seen.received_at,
             )
         )
     return state
@@ -338,7 +352,7 @@ def prune_history(days: int, now: datetime | None = None) -> dict[str, int]:
         models.ActionSeen,
     ):
         removed[model.__name__], _ = model.objects.filter(received_at__lt=cutoff).delete()
-    closed = Q(state=models.FaultAlarm.CLEARED, last_seen__lt=cutoff)
+    closed = Q(state=AlarmState.CLEARED, last_seen__lt=cutoff)
     removed["FaultAlarm"], _ = models.FaultAlarm.objects.filter(closed).delete()
     return removed
 

@@ -9,8 +9,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
-Tile = tuple  # ("meta", device_id, name), ("device", device_id), ("alarms",), ...
+NOBODY = uuid.UUID(int=0)  # the entity of a tile about the whole building's list of something
+
+
+class Tile(NamedTuple):
+    """What changed: a tuple, as the fan-out hashes thousands of them a second."""
+
+    kind: str  # a key of KINDS
+    entity: uuid.UUID = NOBODY  # the device of "meta"/"device", the entity of "headcount"
+    name: str = ""  # the meta name of "meta"
+    attempt: int = 0  # the action attempt of "attempt"
+
 
 EVERYONE = "all"
 SUPPORT = "support"
@@ -42,27 +53,27 @@ KINDS: dict[str, TileKind] = {
     "rejected_new": TileKind("dashboard/fragments/rejected_new.html", SUPPORT, early=False),
 }
 
-ALARMS: Tile = ("alarms",)
-ACTIONS: Tile = ("actions",)
-STATUS: Tile = ("status",)
-REJECTIONS: Tile = ("rejections",)
-MALFORMED: Tile = ("malformed",)
-SUMMARY_TILE: Tile = ("summary",)
-BANNER: Tile = ("banner",)  # pushed when it happens, never part of a snapshot
-REJECTED_NEW: Tile = ("rejected_new",)  # likewise: prepended to open inspectors
+ALARMS: Tile = Tile("alarms")
+ACTIONS: Tile = Tile("actions")
+STATUS: Tile = Tile("status")
+REJECTIONS: Tile = Tile("rejections")
+MALFORMED: Tile = Tile("malformed")
+SUMMARY_TILE: Tile = Tile("summary")
+BANNER: Tile = Tile("banner")  # pushed when it happens, never part of a snapshot
+REJECTED_NEW: Tile = Tile("rejected_new")  # likewise: prepended to open inspectors
 
 
 def meta(device_id: uuid.UUID, name: str) -> Tile:
-    return ("meta", device_id, name)
+    return Tile("meta", device_id, name)
 
 
 def device(device_id: uuid.UUID) -> Tile:
-    return ("device", device_id)
+    return Tile("device", device_id)
 
 
 def attempt(attempt_id: int) -> Tile:
-    return ("attempt", attempt_id)
+    return Tile("attempt", attempt=attempt_id)
 
 
 def headcount(entity_id: uuid.UUID) -> Tile:
-    return ("headcount", entity_id)
+    return Tile("headcount", entity_id)

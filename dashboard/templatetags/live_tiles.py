@@ -7,14 +7,14 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
-from dashboard.live import fragments
+from dashboard.live import fragments, tiles
 
 register = template.Library()
 
 
 @register.simple_tag(takes_context=True)
 def tile(context: template.Context, kind: str, *key: Any) -> SafeString:
-    """The tile's fragment for the page's ``state`` and ``inventory``."""
+    """The tile's fragment for the page's ``state`` and ``inventory``; ``key`` is its entity."""
     # render_tile goes through the (autoescaping) fragment template, as every push does.
-    html = fragments.render_tile((kind, *key), context["state"], context["inventory"])
+    html = fragments.render_tile(tiles.Tile(kind, *key), context["state"], context["inventory"])
     return mark_safe(html)

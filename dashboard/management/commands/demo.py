@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import uuid
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -16,7 +18,8 @@ from dashboard import serving
 from dashboard.bridge.runner import BridgeService
 from dashboard.demo.inventory import DEMO_SEED, INVENTORY_FILE
 from dashboard.demo.service import DemoService
-from dashboard.live.inventory import InventoryError, apply_inventory, parse_inventory
+from dashboard.live.inventory import apply_inventory
+from dashboard.live.inventory_file import InventoryError, parse_inventory
 from dashboard.models import Role
 
 DEMO_USER = "demo"
@@ -29,7 +32,7 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         try:
             inventory = parse_inventory(INVENTORY_FILE.read_text(encoding="utf-8"))
             apply_inventory(inventory)
@@ -53,7 +56,7 @@ class Command(BaseCommand):
         )
 
     @transaction.atomic
-    def make_demo_user(self, building_id: object, password: str) -> None:
+    def make_demo_user(self, building_id: uuid.UUID, password: str) -> None:
         """The user ``demo`` with every role on the demo building, and this run's password."""
         user, _ = User.objects.get_or_create(username=DEMO_USER)
         user.set_password(password)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -20,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-bridge", action="store_true", help="web side only")
         parser.add_argument("--buildings", nargs="+", metavar="ID", help="bridge only these")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         try:
             ids = [uuid.UUID(b) for b in options["buildings"]] if options["buildings"] else None
         except ValueError as exc:

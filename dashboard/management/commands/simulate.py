@@ -21,7 +21,8 @@ from dashboard.demo.emulator import INGRESS_PREFIX, CloudEmulator
 from dashboard.demo.inventory import building_inventory
 from dashboard.demo.simulator import BuildingSimulator
 from dashboard.live.buildings import BuildingInventory
-from dashboard.live.inventory import InventoryError, apply_inventory, parse_inventory
+from dashboard.live.inventory import apply_inventory
+from dashboard.live.inventory_file import InventoryError, parse_inventory
 from dashboard.live.store import load_building
 
 DEFAULT_DEVICES = 40

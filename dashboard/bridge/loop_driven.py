@@ -1,0 +1,100 @@
+"""A paho-mqtt client driven by the asyncio event loop instead of its own network thread.
+
+The loop watches the client's socket (``add_reader``/``add_writer``) and reads every packet
+waiting at each wake-up; ``session.BuildingSession`` builds on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+
+# Packets read per wake-up at most, so that one flooded building cannot starve the others.
+MAX_PACKETS_PER_WAKE = 256
+
+
+class LoopDriven:
+    """Runs the socket I/O of the paho client ``_client`` on the running event loop."""
+
+    _client: mqtt.Client
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._sock: socket.socket | None = None
+        self._write_soon = False
+        self._last_in = time.monotonic()  # when the broker last sent us anything
+
+    def _drive(self, client: mqtt.Client) -> None:
+        """Hand ``client``'s socket to the loop whenever paho opens one."""
+        client.on_socket_open = self._threadsafe(self._socket_open)
+        client.on_socket_close = self._threadsafe(self._socket_close)
+        client.on_socket_register_write = self._threadsafe(self._register_write)
+        client.on_socket_unregister_write = self._threadsafe(self._unregister_write)
+
+    def _threadsafe(self, func: Callable[[socket.socket], None]) -> Callable[..., None]:
+        # paho calls these from the connect thread too; the loop's own calls go straight through.
+        def callback(client: mqtt.Client, userdata: object, sock: socket.socket) -> None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is self._loop:
+                func(sock)
+            else:
+                self._loop.call_soon_threadsafe(func, sock)
+
+        return callback
+
+    def _socket_open(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._loop.add_reader(sock, self._read)
+
+    def _socket_close(self, sock: socket.socket) -> None:
+        if sock.fileno() >= 0:  # after a silent cut we closed it already; paho closes it again
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+        if self._sock is sock:
+            self._sock = None
+
+    def _register_write(self, sock: socket.socket) -> None:
+        # paho asks to write once per PUBACK; writing once per loop turn instead saves an
+        # add_writer/remove_writer pair (two epoll_ctl calls) per message.
+        if sock is self._sock and not self._write_soon:
+            self._write_soon = True
+            self._loop.call_soon(self._write, sock)
+
+    def _write(self, sock: socket.socket) -> None:
+        self._write_soon = False
+        if sock is self._sock:
+            self._client.loop_write()
+            if self._client.want_write() and sock is self._sock:
+                self._loop.add_writer(sock, self._client.loop_write)
+
+    def _unregister_write(self, sock: socket.socket) -> None:
+        if sock.fileno() >= 0:
+            self._loop.remove_writer(sock)
+
+    def _read(self) -> None:
+        """Read every packet already waiting: paho reads one per call, a wake-up costs more."""
+        self._last_in = time.monotonic()
+        sock = self._sock
+        for _ in range(MAX_PACKETS_PER_WAKE):
+            self._client.loop_read()
+            if sock is None or sock is not self._sock or not readable(sock):
+                return
+
+
+def readable(sock: socket.socket) -> bool:
+    """Bytes wait on the socket, or inside TLS where select cannot see them."""
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending() > 0:
+        return True
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):  # closed meanwhile
+        return False
