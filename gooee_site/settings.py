@@ -111,6 +111,23 @@ if ALARM_NOTIFY_PRIORITY > 255:
     raise ImproperlyConfigured(f"ALARM_NOTIFY_PRIORITY: at most 255, got {ALARM_NOTIFY_PRIORITY}")
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="").strip() or None
 
+# --- Operations: health, metrics, logs (docs/deploy.md) -----------------------------
+# /metrics answers only "Authorization: Bearer <METRICS_TOKEN>"; unset, /metrics is not found.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="").strip() or None
+if METRICS_TOKEN is not None and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN: at least 16 characters (or unset to turn off)")
+# /readyz names the buildings whose session is down only when this is true.
+READYZ_DETAIL = _bool("READYZ_DETAIL", False)
+# prometheus_client reads this from the environment itself; checked here to fail plainly.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="").strip() or None
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR: no such directory {PROMETHEUS_MULTIPROC_DIR!r}"
+    )
+LOG_FORMAT = env.str("LOG_FORMAT", default="text").strip().lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT: text or json (got {LOG_FORMAT!r})")
+
 # --- Django -----------------------------------------------------------------------
 INSTALLED_APPS = [
     "daphne",
@@ -127,6 +144,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: the latency of the whole request, refusals included.
+    "dashboard.health.RequestMetricsMiddleware",
     # First, so every response gets the policy, static files and early refusals included.
     "dashboard.security.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -261,8 +280,11 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "gooee_site.log_format.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO").upper()},
     "loggers": {
         "daphne": {"level": "WARNING"},
