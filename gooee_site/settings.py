@@ -266,6 +266,8 @@ if HTTPS:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", True)
+    # Probes and Prometheus reach the web processes directly, in plain HTTP on the inside.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = int(_number("SECURE_HSTS_SECONDS", 3600))
     # Covers subdomains of the dashboard's own host (*.dashboard.example.com), not its
     # siblings; set false when serving from an apex domain with plain-HTTP subdomains.
