@@ -6,6 +6,7 @@ A missing or malformed value raises ``ImproperlyConfigured`` naming the setting;
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
@@ -120,6 +121,9 @@ if METRICS_TOKEN is not None and len(METRICS_TOKEN) < 16:
 READYZ_DETAIL = _bool("READYZ_DETAIL", False)
 # prometheus_client reads this from the environment itself; checked here to fail plainly.
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="").strip() or None
+if PROMETHEUS_MULTIPROC_DIR is None:
+    # prometheus_client turns multiprocess mode on when the variable exists, even empty.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
     raise ImproperlyConfigured(
         f"PROMETHEUS_MULTIPROC_DIR: no such directory {PROMETHEUS_MULTIPROC_DIR!r}"

@@ -260,9 +260,10 @@ async def test_a_web_only_process_is_ready_while_a_live_bridge_worker_holds_each
 # --- settings -------------------------------------------------------------------------------------
 
 
-def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def manage(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=cwd,
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -305,3 +306,11 @@ def test_a_bad_operations_setting_stops_with_one_clear_line(name, value, line):
     result = manage("check", **{name: value})
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [f"configuration error: {line}"]
+
+
+def test_an_empty_multiprocess_directory_setting_means_each_process_counts_alone(tmp_path):
+    # prometheus_client alone takes an empty variable for the current directory.
+    script = "from dashboard.live import metrics\nmetrics.PAGE_FRAMES.inc()\n"
+    result = manage("shell", "-c", script, cwd=tmp_path, PROMETHEUS_MULTIPROC_DIR="")
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.iterdir()) == []
