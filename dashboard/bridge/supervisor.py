@@ -270,6 +270,7 @@ class Bridge:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
         finally:
+            readiness.unregister(self.local)  # stopping: this process serves no building now
             inbox.cancel()
             await asyncio.gather(*(b.stop() for b in self.buildings.values()))
             if self.leases is not None:
@@ -278,7 +279,6 @@ class Bridge:
             history.cancel()
             await asyncio.gather(history, inbox, return_exceptions=True)
             await self.history.close()
-            readiness.unregister(self.local)
             logger.info("bridge stopped; %d history records written", self.history.written)
 
     def stop(self) -> None:
