@@ -15,7 +15,6 @@ import os
 import uuid
 
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
 
 # What ingest decides for one message (dashboard/bridge/ingest.py).
 OUTCOMES = ("accepted", "malformed", "duplicate", "unknown", "rejected")
@@ -82,10 +81,6 @@ def messages_for(building_id: uuid.UUID) -> dict[str, Counter]:
     """The building's message counters, one per outcome, resolved once."""
     building = str(building_id)
     return {outcome: MQTT_MESSAGES.labels(building, outcome) for outcome in OUTCOMES}
-
-
-def building_child(metric: MetricWrapperBase, building_id: uuid.UUID) -> MetricWrapperBase:
-    return metric.labels(str(building_id))
 
 
 def _forget_live_gauges() -> None:
