@@ -29,7 +29,7 @@ from django.views.decorators.http import require_POST
 
 from dashboard.contract import payloads
 from dashboard.contract.topics import Kind, Scope, build_topic
-from dashboard.live import fragments, layer
+from dashboard.live import fragments, layer, metrics
 from dashboard.live.buildings import BuildingInventory
 from dashboard.live.store import load_building
 from dashboard.models import ActionAttempt, Role
@@ -258,6 +258,7 @@ def _settle(attempt_id: int, ok: bool, reason: str) -> None:
         pending.update(outcome=ActionAttempt.ACKNOWLEDGED, acknowledged_at=timezone.now())
     else:
         pending.update(outcome=ActionAttempt.FAILED, reason=reason[:1000])
+    metrics.ACTIONS.labels(ActionAttempt.ACKNOWLEDGED if ok else ActionAttempt.FAILED).inc()
 
 
 async def _answer(
@@ -309,6 +310,7 @@ class Audit:
         # The reason may quote what was posted; PostgreSQL's text columns refuse NUL.
         reason = reason.replace("\x00", "\ufffd")[:1000]
         await self._row(target, outcome=ActionAttempt.REFUSED, reason=reason).asave()
+        metrics.ACTIONS.labels(ActionAttempt.REFUSED).inc()
 
     async def earlier(self, key: str) -> list[dict[str, Any]]:
         rows = ActionAttempt.objects.filter(

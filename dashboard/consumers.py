@@ -17,7 +17,7 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from dashboard.live import layer, tiles
+from dashboard.live import layer, metrics, tiles
 from dashboard.models import Role
 from dashboard.roles import roles_on, visible_buildings
 
@@ -52,6 +52,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=POLICY_VIOLATION)
             return
         self.subscriptions = subscriptions
+        metrics.PAGES_CONNECTED.inc()
         await self._join()
         self._rejoin = asyncio.create_task(self._keep_joined())
         for building_id, audiences in subscriptions.items():
@@ -73,6 +74,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
+        if self.subscriptions:
+            metrics.PAGES_CONNECTED.dec()
         if self._rejoin is not None:
             self._rejoin.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -108,10 +111,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         if self.unacked >= MAX_UNACKED:
             self.cut_off = True
+            metrics.PAGES_CUT_OFF.inc()
             logger.warning("page %s is %d frames behind; cut off", self.channel_name, self.unacked)
             await self.close(code=TRY_AGAIN_LATER)
             return
         self.unacked += 1
+        metrics.PAGE_FRAMES.inc()
+        metrics.PAGE_BYTES.inc(len(frame))
         if isinstance(frame, bytes):
             await self.send(bytes_data=frame)
         else:

@@ -2,9 +2,13 @@ from __future__ import annotations
 
 from django.urls import path
 
-from dashboard import actions, activity, alarms, inspector, views
+from dashboard import actions, activity, alarms, health, inspector, views
 
 urlpatterns = [
+    # For the operations team: no login (docs/deploy.md, "Health and metrics").
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", health.metrics_view, name="metrics"),
     path("", views.home, name="home"),
     path("buildings/<uuid:building_id>/", views.building, name="building"),
     path(

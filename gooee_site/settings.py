@@ -6,6 +6,7 @@ A missing or malformed value raises ``ImproperlyConfigured`` naming the setting;
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
@@ -111,6 +112,26 @@ if ALARM_NOTIFY_PRIORITY > 255:
     raise ImproperlyConfigured(f"ALARM_NOTIFY_PRIORITY: at most 255, got {ALARM_NOTIFY_PRIORITY}")
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="").strip() or None
 
+# --- Operations: health, metrics, logs (docs/deploy.md) -----------------------------
+# /metrics answers only "Authorization: Bearer <METRICS_TOKEN>"; unset, /metrics is not found.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="").strip() or None
+if METRICS_TOKEN is not None and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_TOKEN: at least 16 characters (or unset to turn off)")
+# /readyz names the buildings whose session is down only when this is true.
+READYZ_DETAIL = _bool("READYZ_DETAIL", False)
+# prometheus_client reads this from the environment itself; checked here to fail plainly.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="").strip() or None
+if PROMETHEUS_MULTIPROC_DIR is None:
+    # prometheus_client turns multiprocess mode on when the variable exists, even empty.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR: no such directory {PROMETHEUS_MULTIPROC_DIR!r}"
+    )
+LOG_FORMAT = env.str("LOG_FORMAT", default="text").strip().lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT: text or json (got {LOG_FORMAT!r})")
+
 # --- Django -----------------------------------------------------------------------
 INSTALLED_APPS = [
     "daphne",
@@ -127,6 +148,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: the latency of the whole request, refusals included.
+    "dashboard.health.RequestMetricsMiddleware",
     # First, so every response gets the policy, static files and early refusals included.
     "dashboard.security.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -247,6 +270,8 @@ if HTTPS:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", True)
+    # Probes and Prometheus reach the web processes directly, in plain HTTP on the inside.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = int(_number("SECURE_HSTS_SECONDS", 3600))
     # Covers subdomains of the dashboard's own host (*.dashboard.example.com), not its
     # siblings; set false when serving from an apex domain with plain-HTTP subdomains.
@@ -261,8 +286,11 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "gooee_site.log_format.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO").upper()},
     "loggers": {
         "daphne": {"level": "WARNING"},

@@ -9,6 +9,8 @@ import os
 import secrets
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import psycopg
@@ -165,3 +167,34 @@ def holder_other_than(building: str, dead: int) -> int:
             return pid
         time.sleep(0.2)
     raise AssertionError("the building's lease never moved")
+
+
+def test_web_processes_are_ready_only_while_live_workers_hold_every_building(site):
+    """The operations team's /readyz on web-only processes follows the bridge workers' leases."""
+    web_a, web_b, workers = site["a"], site["b"], site["workers"]
+
+    def readiness(web: ServedDashboard) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"{web.url}/readyz", timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def becomes(status: int, timeout: float = LEASE * 5) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            answers = [readiness(web) for web in (web_a, web_b)]
+            if all(code == status for code, _ in answers):
+                return answers[0][1]
+            assert time.monotonic() < deadline, answers
+            time.sleep(0.3)
+
+    becomes(200)
+    for worker in workers:
+        worker.stop()
+    report = becomes(503)
+    # Headquarters, Elsewhere and the Annex: none held now.
+    assert report["checks"]["leases"] == "3 of 3 buildings without a live holder"
+    assert "buildings" not in report  # no names without READYZ_DETAIL
+    workers[0].start("run_bridge", ready="bridge running")
+    becomes(200)

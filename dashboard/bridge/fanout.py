@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 
-from dashboard.live import tiles
+from dashboard.live import metrics, tiles
 from dashboard.live.tiles import Tile
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ class Fanout:
             self._wake.clear()
             self._last_flush = time.monotonic()
             try:
-                await self.flush()
+                with metrics.FANOUT_FLUSH_SECONDS.time():
+                    await self.flush()
             except Exception:
                 # The channel layer refused (Redis down, say): this window's frames are lost,
                 # and pages see the gap in sequence numbers and ask for a snapshot. Logged

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import close_old_connections, connections
 
 from dashboard.bridge.writer_process import WriterProcess
-from dashboard.live import store
+from dashboard.live import metrics, store
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class HistoryWriter:
                 self._outage = (self.failures, self.dropped)
             self._buffer.popleft()
             self.dropped += 1
+            metrics.HISTORY_DROPPED.inc()
             if self.dropped in (1, 10, 100) or self.dropped % 10_000 == 0:
                 logger.error("history buffer full: %d records dropped so far", self.dropped)
 
@@ -69,6 +70,7 @@ class HistoryWriter:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
+            metrics.HISTORY_PENDING.set(self.pending)
             await self.flush()
 
     async def flush(self) -> None:
@@ -113,6 +115,7 @@ class HistoryWriter:
             lost = len(self._buffer)
             self._buffer.clear()
             self.dropped += lost
+            metrics.HISTORY_DROPPED.inc(lost)
             logger.error("history: %d records not written, the database is unavailable", lost)
         finish = self._process.stop if self._process is not None else connections.close_all
         await asyncio.get_running_loop().run_in_executor(self._executor, finish)

@@ -19,10 +19,10 @@ from collections.abc import Iterable
 
 from redis import asyncio as aioredis
 
-logger = logging.getLogger(__name__)
+# The key names live where the web side's readiness check reads them too.
+from dashboard.live.readiness import WORKERS, lease_key
 
-PREFIX = "gooee:bridge"
-WORKERS = f"{PREFIX}:workers"
+logger = logging.getLogger(__name__)
 
 # Compare-and-act: only the holder may renew or release its lease.
 _RENEW = """
@@ -71,7 +71,7 @@ class Leases:
 
     @staticmethod
     def key(building_id: uuid.UUID) -> str:
-        return f"{PREFIX}:lease:{building_id}"
+        return lease_key(building_id)
 
     async def heartbeat(self) -> list[str]:
         """Say this worker is alive; return every live worker (this one included)."""

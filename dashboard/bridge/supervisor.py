@@ -20,7 +20,7 @@ from dashboard.bridge.ingest import ingest
 from dashboard.bridge.leases import Leases, assign
 from dashboard.bridge.session import BuildingSession, NotConnected, SessionConfig
 from dashboard.contract.topics import TopicError
-from dashboard.live import fragments, layer, tiles
+from dashboard.live import fragments, layer, metrics, readiness, tiles
 from dashboard.live.buildings import BuildingInventory
 from dashboard.live.state import (
     ActionRecord,
@@ -70,6 +70,10 @@ class BuildingBridge:
             inventory.id, config, inventory.topics(), self.on_message, self.on_status
         )
         state.status = self.session.status
+        self._counted = metrics.messages_for(inventory.id)  # per message: one dict lookup
+        self._connected = metrics.MQTT_SESSION_CONNECTED.labels(str(inventory.id))
+        self._reconnects = metrics.MQTT_RECONNECTS.labels(str(inventory.id))
+        self._was_connected: bool | None = None  # None: never connected yet
         self._tasks: list[asyncio.Task[None]] = []
         # (name, type, created) of published actions -> (attempt id, label, forget after)
         self._awaiting: dict[tuple[str, str, str], tuple[int, str, float]] = {}
@@ -98,13 +102,26 @@ class BuildingBridge:
 
     def on_message(self, topic: str, payload: bytes) -> None:
         now = datetime.now(UTC)
-        ingest(self.state, self.inventory, topic, payload, now, self, max_bytes=self._max_bytes)
+        outcome = ingest(
+            self.state, self.inventory, topic, payload, now, self, max_bytes=self._max_bytes
+        )
+        self._counted[outcome].inc()
         if now.timestamp() - self._status_pushed > STATUS_EVERY:
             self._status_pushed = now.timestamp()
             self.changed(tiles.STATUS)
 
     def on_status(self, status: ConnectionStatus) -> None:
+        self._count_status(status.state == "connected")
         self.changed(tiles.STATUS)
+
+    def _count_status(self, connected: bool) -> None:
+        if connected == self._was_connected:
+            return
+        if connected and self._was_connected is not None:
+            self._reconnects.inc()
+        if connected or self._was_connected is not None:
+            self._was_connected = connected
+        self._connected.set(1 if connected else 0)
 
     # The ingest sink
     def changed(self, tile: tiles.Tile) -> None:
@@ -237,8 +254,10 @@ class Bridge:
         self.buildings: dict[uuid.UUID, BuildingBridge] = {}
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()  # set once every building's session has started
+        self.local = readiness.LocalBridge()  # what /readyz in this process sees of it
 
     async def run(self) -> None:
+        readiness.register(self.local)
         history = asyncio.create_task(self.history.run(), name="history")
         await self.inbox.open()
         inbox = asyncio.create_task(self.inbox.run(), name="inbox")
@@ -252,9 +271,11 @@ class Bridge:
                 except Exception:
                     logger.exception("could not read the inventory or reach Redis; retrying")
                 self.ready.set()
+                self.local.synced = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
         finally:
+            readiness.unregister(self.local)  # stopping: this process serves no building now
             inbox.cancel()
             await asyncio.gather(*(b.stop() for b in self.buildings.values()))
             if self.leases is not None:
@@ -298,6 +319,7 @@ class Bridge:
 
     async def _stop_building(self, building_id: uuid.UUID) -> None:
         await self.inbox.leave(building_id)
+        self.local.sessions.pop(building_id, None)
         await self.buildings.pop(building_id).stop()
 
     async def _claimed(self, versions: dict[uuid.UUID, int]) -> dict[uuid.UUID, int]:
@@ -347,6 +369,7 @@ class Bridge:
                 notify_priority=self._notify_priority,
             )
             self.buildings[building_id] = bridge
+            self.local.sessions[building_id] = bridge.session.status
             bridge.start()
             await self.inbox.join(building_id)
             logger.info(

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from dashboard import models
 from dashboard.contract import rejections
+from dashboard.live import metrics
 from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.state import (
     ActionRecord,
@@ -88,6 +89,7 @@ def _write_seen(items: list[tuple[uuid.UUID, AttemptSeen]]) -> int:
         models.ActionAttempt.objects.filter(id=seen.attempt_id).update(
             outcome=Outcome.SEEN, seen_at=seen.seen_at
         )
+    metrics.ACTIONS.labels(models.ActionAttempt.SEEN).inc(len(items))
     return len(items)
 
 
