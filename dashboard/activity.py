@@ -17,16 +17,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.utils import timezone
 
+from dashboard.access import building_for
 from dashboard.models import ActionAttempt, Building
-from dashboard.roles import roles_on
 
 PER_PAGE = 100
 CSV_CHUNK = 2000
@@ -144,14 +143,6 @@ def filter_attempts(
     return attempts.order_by("-created_at", "-id"), filters
 
 
-def _building_for(request: HttpRequest, building_id: uuid.UUID) -> Building:
-    building = get_object_or_404(Building, pk=building_id)
-    # Any role will do: who did what in a building is for everyone who sees it.
-    if not roles_on(request.user, building_id):
-        raise PermissionDenied("You have no role on this building.")
-    return building
-
-
 @dataclass
 class ActionSummary:
     """What an attempt asked for, as far as its payload can be read."""
@@ -223,7 +214,8 @@ def _choices(building: Building, filters: ActivityFilters) -> dict[str, list[tup
 @login_required
 def activity(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     """The building's action attempts, newest first, filterable, 100 a page."""
-    building = _building_for(request, building_id)
+    # Any role will do: who did what in a building is for everyone who sees it.
+    building, _ = building_for(request, building_id)
     attempts, filters = filter_attempts(building, request.GET)
     page = Paginator(attempts, PER_PAGE).get_page(request.GET.get("page"))
     rows = [
@@ -305,7 +297,8 @@ async def _csv_lines_async(attempts: QuerySet[ActionAttempt]) -> AsyncIterator[s
 @login_required
 def activity_csv(request: HttpRequest, building_id: uuid.UUID) -> StreamingHttpResponse:
     """Every attempt matching the page's filters, as CSV, streamed row by row."""
-    building = _building_for(request, building_id)
+    # Any role will do: who did what in a building is for everyone who sees it.
+    building, _ = building_for(request, building_id)
     attempts, _ = filter_attempts(building, request.GET)
     # Served by daphne, Django would read a synchronous iterator to the end before sending
     # (and warn); an asynchronous one streams there. The test client and WSGI take this one.

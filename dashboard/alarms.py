@@ -22,21 +22,20 @@ from asgiref.sync import sync_to_async
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from dashboard.access import abuilding_for, building_for
 from dashboard.live import layer
 from dashboard.live.fragments import severity
 from dashboard.models import AlarmEvent, Building, Device, FaultAlarm, Role, Space
-from dashboard.roles import roles_on
 
 logger = logging.getLogger(__name__)
 
@@ -212,18 +211,10 @@ def alarm_row(alarm: FaultAlarm) -> dict[str, Any]:
     }
 
 
-def _building_for(request: HttpRequest, building_id: uuid.UUID) -> tuple[Building, set[str]]:
-    building = get_object_or_404(Building, pk=building_id)
-    roles = roles_on(request.user, building_id)
-    if not roles:
-        raise PermissionDenied("You have no role on this building.")
-    return building, roles
-
-
 @login_required
 def alarm_list(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     """The building's fault alarms, newest first, filterable, with their history."""
-    building, roles = _building_for(request, building_id)
+    building, roles = building_for(request, building_id)
     alarms, filters = filter_alarms(building, request.GET)
     alarms = alarms.select_related("device", "acknowledged_by", "cleared_by").prefetch_related(
         "events"
@@ -354,11 +345,12 @@ async def _act(
 ) -> HttpResponse:
     """One submission of the workflow: one alarm, or (``alarm_id`` None) the bulk selection."""
     user = await request.auser()
-    if not await Building.objects.filter(pk=building_id).aexists():
-        raise Http404("No such building.")
-    roles = await sync_to_async(roles_on)(user, building_id)
-    if not roles & ACTING_ROLES:
-        raise PermissionDenied("Only operators and support may acknowledge or clear alarms.")
+    await abuilding_for(
+        request,
+        building_id,
+        needs=ACTING_ROLES,
+        refusal="Only operators and support may acknowledge or clear alarms.",
+    )
     single = alarm_id is not None
     if single:
         alarm_ids, bad = [_alarm_id(alarm_id)], 0

@@ -22,19 +22,18 @@ from urllib.parse import urlencode
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, Min, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.utils import timezone
 
+from dashboard.access import building_for
 from dashboard.contract import payloads, rejections
 from dashboard.contract.topics import CATALOGUE, Kind
 from dashboard.live.state import ConnectionStatus
 from dashboard.models import Building, Device, MalformedPayload, RejectedPayload, Role
-from dashboard.roles import roles_on
 
 PER_PAGE = 50  # entries on a page; the first page is also the live list's start
 SHOWN_GROUPS = 50
@@ -45,6 +44,7 @@ EXPORT_CHUNK = 2000
 MAX_QUERY_TEXT = 200
 MAX_CHECKED_BYTES = payloads.MAX_PAYLOAD_BYTES  # what the bridge accepts: 256 KiB
 
+SUPPORT_ONLY = "Only the building's support staff inspect rejected payloads."
 BUILDING_FILTER = "building"  # the device filter's value for the building's own topic
 REJECTED_KINDS = (Kind.REJECTED_META, Kind.REJECTED_FAULT_ALARM)
 _SIGNATURE = re.compile(r"[0-9a-f]{32}")
@@ -59,16 +59,6 @@ EXPORT_FIELDS = [
     "context",
     "data",
 ]
-
-
-# --- access ---------------------------------------------------------------------------------
-
-
-def _building_for(request: HttpRequest, building_id: uuid.UUID) -> Building:
-    building = get_object_or_404(Building, pk=building_id)
-    if Role.SUPPORT not in roles_on(request.user, building_id):
-        raise PermissionDenied("Only the building's support staff inspect rejected payloads.")
-    return building
 
 
 # --- topic kinds, labelled from the catalogue -------------------------------------------------
@@ -358,7 +348,7 @@ def _malformed(building: Building, filters: Filters) -> tuple[list[dict], int]:
 @login_required
 def rejected(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     """The building's rejected payloads: grouped, filtered, newest first and live."""
-    building = _building_for(request, building_id)
+    building, _ = building_for(request, building_id, Role.SUPPORT, SUPPORT_ONLY)
     devices = list(Device.objects.filter(building=building).order_by("name", "id"))
     rows, filters = filter_rejections(building, request.GET, [d.id for d in devices])
     group_list, group_total = groups(rows, filters)
@@ -477,7 +467,7 @@ def export(request: HttpRequest, building_id: uuid.UUID, fmt: str) -> StreamingH
     """The rejections matching the page's filters, oldest first, as JSON or CSV, streamed."""
     if fmt not in FORMATS:
         raise Http404("Export as json or csv.")
-    building = _building_for(request, building_id)
+    building, _ = building_for(request, building_id, Role.SUPPORT, SUPPORT_ONLY)
     rows, _ = filter_rejections(building, request.GET)
     rows = rows.select_related("device").order_by("received_at", "id")
     out = FORMATS[fmt]
@@ -544,7 +534,7 @@ def check_payload(kind: str, text: str) -> dict[str, Any]:
 @login_required
 def check(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     """Check a payload against the dashboard's schemas, as the cloud would; nothing is sent."""
-    building = _building_for(request, building_id)
+    building, _ = building_for(request, building_id, Role.SUPPORT, SUPPORT_ONLY)
     result = None
     if request.method == "POST":
         form = CheckForm(request.POST)
