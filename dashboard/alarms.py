@@ -16,7 +16,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from django import forms
@@ -24,18 +24,19 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from dashboard import page_data
 from dashboard.access import abuilding_for, building_for
+from dashboard.filters import AlarmFilter
 from dashboard.live import layer
 from dashboard.live.fragments import severity
-from dashboard.models import AlarmEvent, Building, Device, FaultAlarm, Role, Space
+from dashboard.models import AlarmEvent, FaultAlarm, Role
 
 logger = logging.getLogger(__name__)
 
@@ -43,26 +44,6 @@ PER_PAGE = 100
 MAX_NOTE = 2000
 MAX_BULK = 500  # more than a page of the list; a bigger request is not from the form
 ACTING_ROLES = {Role.OPERATOR, Role.SUPPORT}
-
-# The State filter: the default shows what still needs attention.
-ACTIVE = "active"
-ANY = "any"
-STATE_CHOICES = [
-    (ACTIVE, "Open or acknowledged"),
-    (FaultAlarm.OPEN, "Open"),
-    (FaultAlarm.ACKNOWLEDGED, "Acknowledged"),
-    (FaultAlarm.CLEARED, "Cleared"),
-    (ANY, "Any state"),
-]
-STATES_SHOWN = {
-    ACTIVE: (FaultAlarm.OPEN, FaultAlarm.ACKNOWLEDGED),
-    FaultAlarm.OPEN: (FaultAlarm.OPEN,),
-    FaultAlarm.ACKNOWLEDGED: (FaultAlarm.ACKNOWLEDGED,),
-    FaultAlarm.CLEARED: (FaultAlarm.CLEARED,),
-    ANY: None,
-}
-# The Device filter's value for alarms of the building itself (they have no device).
-BUILDING_ITSELF = "building"
 
 # The transitions people make: the event's kind is also the alarm's new state.
 FROM_STATES = {
@@ -73,107 +54,6 @@ VERBS = {AlarmEvent.ACKNOWLEDGED: "Acknowledged", AlarmEvent.CLEARED: "Cleared"}
 
 
 # --- the list ----------------------------------------------------------------------------
-
-
-@dataclass
-class AlarmFilters:
-    """The filters understood from a query string; ``problems`` says what was ignored."""
-
-    level: str = ""
-    state: str = ACTIVE
-    device: str = ""  # a device id, BUILDING_ITSELF, or blank
-    space: uuid.UUID | None = None
-    problems: list[str] = field(default_factory=list)
-
-    def query(self) -> str:
-        """The query string of the filters applied (bad parameters dropped)."""
-        params = {
-            "level": self.level,
-            "state": "" if self.state == ACTIVE else self.state,
-            "device": self.device,
-            "space": str(self.space) if self.space else "",
-        }
-        return urlencode({name: value for name, value in params.items() if value})
-
-
-def _uuid(raw: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        return None
-
-
-def filter_alarms(
-    building: Building, params: QueryDict
-) -> tuple[QuerySet[FaultAlarm], AlarmFilters]:
-    """This building's alarms narrowed by ``level``, ``state``, ``device`` and ``space``.
-
-    Invalid values are ignored and reported in ``AlarmFilters.problems``, never raised.
-    Without ``state`` only open and acknowledged alarms are shown.
-    """
-    filters = AlarmFilters()
-    alarms = FaultAlarm.objects.filter(building=building)
-
-    level = params.get("level", "").strip()
-    if level:
-        # No level holds NUL, and PostgreSQL cannot compare one.
-        if "\x00" not in level and alarms.filter(level=level).exists():
-            filters.level = level
-            alarms = alarms.filter(level=level)
-        else:
-            filters.problems.append("Ignored “Level”: no alarm of this building has that level.")
-
-    state = params.get("state", "").strip() or ACTIVE
-    if state not in STATES_SHOWN:
-        filters.problems.append("Ignored “State”: not a known state.")
-        state = ACTIVE
-    filters.state = state
-    if STATES_SHOWN[state] is not None:
-        alarms = alarms.filter(state__in=STATES_SHOWN[state])
-
-    device = params.get("device", "").strip()
-    if device == BUILDING_ITSELF:
-        filters.device = device
-        alarms = alarms.filter(device__isnull=True)
-    elif device:
-        device_id = _uuid(device)
-        if device_id and Device.objects.filter(building=building, id=device_id).exists():
-            filters.device = str(device_id)
-            alarms = alarms.filter(device_id=device_id)
-        else:
-            filters.problems.append("Ignored “Device”: not a device of this building.")
-
-    space = params.get("space", "").strip()
-    if space:
-        space_id = _uuid(space)
-        if space_id and Space.objects.filter(building=building, id=space_id).exists():
-            filters.space = space_id
-            alarms = alarms.filter(device__space_id=space_id)
-        else:
-            filters.problems.append("Ignored “Space”: not a space of this building.")
-
-    return alarms.order_by("-last_seen", "-id"), filters
-
-
-def _choices(building: Building, filters: AlarmFilters) -> dict[str, list[tuple[str, str]]]:
-    """The levels and devices that appear in this building's alarms, and its spaces."""
-    alarms = FaultAlarm.objects.filter(building=building).order_by()
-    levels = sorted(set(alarms.values_list("level", flat=True)), key=str.casefold)
-    devices: list[tuple[str, str]] = []
-    if alarms.filter(device__isnull=True).exists() or filters.device == BUILDING_ITSELF:
-        devices.append((BUILDING_ITSELF, "Building (no device)"))
-    with_alarms = Device.objects.filter(building=building, alarms__isnull=False)
-    if filters.device and filters.device != BUILDING_ITSELF:
-        with_alarms = with_alarms | Device.objects.filter(id=filters.device)
-    devices += [
-        (str(device_id), name)
-        for device_id, name in with_alarms.distinct().order_by("name").values_list("id", "name")
-    ]
-    spaces = [
-        (str(space_id), name)
-        for space_id, name in building.spaces.order_by("name").values_list("id", "name")
-    ]
-    return {"levels": [(lv, lv) for lv in levels], "devices": devices, "spaces": spaces}
 
 
 @dataclass
@@ -215,13 +95,15 @@ def alarm_row(alarm: FaultAlarm) -> dict[str, Any]:
 def alarm_list(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     """The building's fault alarms, newest first, filterable, with their history."""
     building, roles = building_for(request, building_id)
-    alarms, filters = filter_alarms(building, request.GET)
-    alarms = alarms.select_related("device", "acknowledged_by", "cleared_by").prefetch_related(
-        "events"
+    filters = AlarmFilter(building, request.GET)
+    filters.offer_choices()
+    alarms = (
+        filters.alarms()
+        .select_related("device", "acknowledged_by", "cleared_by")
+        .prefetch_related("events")
     )
     page = Paginator(alarms, PER_PAGE).get_page(request.GET.get("page"))
     rows = [alarm_row(alarm) for alarm in page.object_list]
-    query = filters.query()
     can_act = bool(roles & ACTING_ROLES)
     return render(
         request,
@@ -229,12 +111,8 @@ def alarm_list(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
         {
             "building": building,
             "filters": filters,
-            "choices": _choices(building, filters),
-            "state_choices": STATE_CHOICES,
-            "page": page,
+            **page_data.pager(page, filters.query),
             "rows": rows,
-            "query": query,
-            "page_query": f"{query}&" if query else "",
             "can_act": can_act,
             "any_open": can_act and any(row["can_acknowledge"] for row in rows),
             "next": request.get_full_path(),
@@ -352,15 +230,16 @@ async def _act(
         refusal="Only operators and support may acknowledge or clear alarms.",
     )
     single = alarm_id is not None
+    alarm_ids: list[int] = []
+    bad = 0
     if single:
-        alarm_ids, bad = [_alarm_id(alarm_id)], 0
+        one = _alarm_id(alarm_id)
         if (
-            alarm_ids[0] is None
-            or not await FaultAlarm.objects.filter(
-                building_id=building_id, pk=alarm_ids[0]
-            ).aexists()
+            one is None
+            or not await FaultAlarm.objects.filter(building_id=building_id, pk=one).aexists()
         ):
             raise Http404("No such alarm in this building.")
+        alarm_ids = [one]
     back = back_to(request, building_id)
 
     form = NoteForm(request.POST)
