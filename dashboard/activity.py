@@ -7,28 +7,22 @@ template's autoescaping and the CSV neutralises cells a spreadsheet would run as
 
 from __future__ import annotations
 
-import csv
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 
-from dashboard import page_data
+from dashboard import exports, page_data
 from dashboard.access import building_for
 from dashboard.filters import ActivityFilter
 from dashboard.models import ActionAttempt
 
 PER_PAGE = 100
-CSV_CHUNK = 2000
 # Payloads are what we published ourselves, but the column is plain text: don't parse a
 # huge one just to summarise it.
 MAX_PARSED_PAYLOAD = 64 * 1024
@@ -112,75 +106,16 @@ def activity(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     )
 
 
-# Spreadsheets run a cell starting with one of these as a formula (CSV injection). A
-# leading apostrophe is what spreadsheet users expect: it makes the cell plain text and
-# is not shown. Scripts reading the file see the apostrophe; that is the trade-off.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV = exports.csv_format(CSV_HEADER)
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    text = str(value)
-    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
-
-
-def _csv_row(attempt: ActionAttempt) -> list[str]:
-    return [
-        _cell(value)
-        for value in (
-            attempt.created_at,
-            attempt.username,
-            attempt.building_id,
-            attempt.target_type,
-            attempt.target_id,
-            attempt.target_name,
-            attempt.topic,
-            attempt.payload,
-            attempt.outcome,
-            attempt.reason,
-            attempt.acknowledged_at,
-            attempt.seen_at,
-        )
-    ]
-
-
-class _Line:
-    """A file-like object whose write() returns the line, for csv.writer in a generator."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_lines(attempts: Iterable[ActionAttempt]) -> Iterator[str]:
-    writer = csv.writer(_Line())
-    yield writer.writerow(CSV_HEADER)
-    for attempt in attempts:
-        yield writer.writerow(_csv_row(attempt))
-
-
-async def _csv_lines_async(attempts: QuerySet[ActionAttempt]) -> AsyncIterator[str]:
-    writer = csv.writer(_Line())
-    yield writer.writerow(CSV_HEADER)
-    async for attempt in attempts.aiterator(chunk_size=CSV_CHUNK):
-        yield writer.writerow(_csv_row(attempt))
+def _record(attempt: ActionAttempt) -> exports.Record:
+    return {name: getattr(attempt, name) for name in CSV_HEADER}
 
 
 @login_required
 def activity_csv(request: HttpRequest, building_id: uuid.UUID) -> StreamingHttpResponse:
     """Every attempt matching the page's filters, as CSV, streamed row by row."""
-    # Any role will do: who did what in a building is for everyone who sees it.
     building, _ = building_for(request, building_id)
     attempts = ActivityFilter(building, request.GET).attempts()
-    # Served by daphne, Django would read a synchronous iterator to the end before sending
-    # (and warn); an asynchronous one streams there. The test client and WSGI take this one.
-    lines: Iterator[str] | AsyncIterator[str]
-    if isinstance(request, ASGIRequest):
-        lines = _csv_lines_async(attempts)
-    else:
-        lines = _csv_lines(attempts.iterator(chunk_size=CSV_CHUNK))
-    response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="activity-{building.id}.csv"'
-    return response
+    return exports.stream(request, attempts, _record, CSV, f"activity-{building.id}")

@@ -9,24 +9,19 @@ hostile: templates rely on autoescaping, the CSV neutralises formula cells.
 
 from __future__ import annotations
 
-import csv
-import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.handlers.asgi import ASGIRequest
 from django.core.paginator import Paginator
 from django.db.models import Count, Max, Min, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 
-from dashboard import page_data
+from dashboard import exports, page_data
 from dashboard.access import building_for
 from dashboard.contract import payloads, rejections
 from dashboard.contract.topics import Kind
@@ -39,7 +34,6 @@ SHOWN_GROUPS = 50
 NAMES_PER_GROUP = 10
 SHOWN_MALFORMED = 50
 MALFORMED_PREVIEW = 300  # characters of a malformed message's raw bytes
-EXPORT_CHUNK = 2000
 MAX_CHECKED_BYTES = payloads.MAX_PAYLOAD_BYTES  # what the bridge accepts: 256 KiB
 
 SUPPORT_ONLY = "Only the building's support staff inspect rejected payloads."
@@ -204,69 +198,7 @@ def _export_record(row: RejectedPayload) -> dict[str, Any]:
     }
 
 
-def _json_line(record: dict[str, Any], first: bool) -> str:
-    return ("\n" if first else ",\n") + json.dumps(record)
-
-
-# Spreadsheets run a cell starting with one of these as a formula (CSV injection): anything
-# from MQTT may be crafted to. A leading apostrophe is what spreadsheet users expect: it makes
-# the cell plain text and is not shown. Scripts reading the file see it; that is the trade-off.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> str:
-    """A CSV cell: compact JSON for structures, text otherwise, formula starts neutralised."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        text = value
-    else:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
-
-
-class _Line:
-    """A file-like object whose write() returns the line, for csv.writer."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-_CSV = csv.writer(_Line())
-
-
-def _csv_line(record: dict[str, Any], first: bool) -> str:
-    return _CSV.writerow([csv_cell(record[name]) for name in EXPORT_FIELDS])
-
-
-@dataclass(frozen=True)
-class ExportFormat:
-    head: str
-    line: Callable[[dict[str, Any], bool], str]
-    tail: str
-    content_type: str
-
-
-FORMATS: dict[str, ExportFormat] = {
-    "json": ExportFormat("[", _json_line, "\n]\n", "application/json"),
-    "csv": ExportFormat(_CSV.writerow(EXPORT_FIELDS), _csv_line, "", "text/csv; charset=utf-8"),
-}
-
-
-def _chunks(out: ExportFormat, rows: QuerySet[RejectedPayload]) -> Iterator[str]:
-    yield out.head
-    for i, row in enumerate(rows.iterator(chunk_size=EXPORT_CHUNK)):
-        yield out.line(_export_record(row), i == 0)
-    yield out.tail
-
-
-async def _chunks_async(out: ExportFormat, rows: QuerySet[RejectedPayload]) -> AsyncIterator[str]:
-    yield out.head
-    first = True
-    async for row in rows.aiterator(chunk_size=EXPORT_CHUNK):
-        yield out.line(_export_record(row), first)
-        first = False
-    yield out.tail
+FORMATS = {out.extension: out for out in (exports.JSON, exports.csv_format(EXPORT_FIELDS))}
 
 
 @login_required
@@ -275,21 +207,9 @@ def export(request: HttpRequest, building_id: uuid.UUID, fmt: str) -> StreamingH
     if fmt not in FORMATS:
         raise Http404("Export as json or csv.")
     building, _ = building_for(request, building_id, Role.SUPPORT, SUPPORT_ONLY)
-    rows = (
-        RejectionFilter(building, request.GET)
-        .rejections()
-        .select_related("device")
-        .order_by("received_at", "id")
-    )
-    out = FORMATS[fmt]
-    # Served by daphne, Django would read a synchronous iterator to the end before sending
-    # (and warn); an asynchronous one streams there. The test client and WSGI take this one.
-    chunks: Iterator[str] | AsyncIterator[str] = (
-        _chunks_async(out, rows) if isinstance(request, ASGIRequest) else _chunks(out, rows)
-    )
-    response = StreamingHttpResponse(chunks, content_type=out.content_type)
-    response["Content-Disposition"] = f'attachment; filename="rejected-{building.id}.{fmt}"'
-    return response
+    rows = RejectionFilter(building, request.GET).rejections()
+    rows = rows.select_related("device").order_by("received_at", "id")
+    return exports.stream(request, rows, _export_record, FORMATS[fmt], f"rejected-{building.id}")
 
 
 # --- check a payload --------------------------------------------------------------------------
