@@ -35,7 +35,7 @@ from dashboard import page_data
 from dashboard.access import abuilding_for, building_for
 from dashboard.filters import AlarmFilter
 from dashboard.live import layer
-from dashboard.live.fragments import severity
+from dashboard.live.fragments import alarm_row
 from dashboard.models import AlarmEvent, FaultAlarm, Role
 
 logger = logging.getLogger(__name__)
@@ -77,12 +77,10 @@ def _handled(alarm: FaultAlarm, kind: str, events: list[AlarmEvent]) -> Handled 
     return Handled(user.get_username() if user else "someone", at)
 
 
-def alarm_row(alarm: FaultAlarm) -> dict[str, Any]:
+def _row(alarm: FaultAlarm) -> dict[str, Any]:
     events = list(alarm.events.all())
     return {
-        "alarm": alarm,
-        "source": alarm.device.name if alarm.device else "Building",
-        "severity": severity(alarm.level),
+        **alarm_row(alarm, alarm.device.name if alarm.device else "Building"),
         "events": events,
         "acknowledged": _handled(alarm, AlarmEvent.ACKNOWLEDGED, events),
         "cleared": _handled(alarm, AlarmEvent.CLEARED, events),
@@ -103,7 +101,7 @@ def alarm_list(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
         .prefetch_related("events")
     )
     page = Paginator(alarms, PER_PAGE).get_page(request.GET.get("page"))
-    rows = [alarm_row(alarm) for alarm in page.object_list]
+    rows = [_row(alarm) for alarm in page.object_list]
     can_act = bool(roles & ACTING_ROLES)
     return render(
         request,

@@ -22,7 +22,7 @@ from django.db.models import QuerySet
 from django.http import QueryDict
 from django.utils import timezone
 
-from dashboard.contract.topics import CATALOGUE, Kind, TopicEntry
+from dashboard.contract.topics import CATALOGUE, KIND_NAMES, Kind, TopicEntry
 from dashboard.models import (
     ActionAttempt,
     Building,
@@ -362,19 +362,6 @@ MAX_QUERY_TEXT = 200
 BUILDING_FILTER = "building"  # the device filter's value for the building's own topic
 REJECTED_KINDS = (Kind.REJECTED_META, Kind.REJECTED_FAULT_ALARM)
 _SIGNATURE = re.compile(r"[0-9a-f]{32}")
-
-KIND_NAMES: dict[Kind, str] = {
-    Kind.META: "Device meta",
-    Kind.META_ITEM: "Device meta value",
-    Kind.ACTION: "Action",
-    Kind.TYPED_ACTION: "Typed action",
-    Kind.FAULT_ALARM: "Fault alarm",
-    Kind.HEAD_COUNT: "Head count",
-    Kind.HEADCOUNT_IN: "Headcount in",
-    Kind.HEADCOUNT_OUT: "Headcount out",
-    Kind.REJECTED_META: "Device meta",
-    Kind.REJECTED_FAULT_ALARM: "Fault alarm",
-}
 
 
 def kind_choices(wanted: Callable[[TopicEntry], bool]) -> list[tuple[str, str]]:

@@ -9,6 +9,8 @@ from datetime import datetime
 from json.encoder import encode_basestring
 from typing import Any
 
+from dashboard.contract.topics import KIND_NAMES, Kind
+
 # The cloud's messages end with the refused value ('Value: "Meta_New".') and name positions
 # ('Position: [0]/name'); the same mistake in other data differs only in those.
 _VALUE = re.compile(r"(Value:\s*).*$", re.S)
@@ -183,7 +185,7 @@ def _emit(
     ``here`` is the value's path while it may still lead to ``target``, else None.
     """
     on_path = here is not None and target is not None and here == target[: len(here)]
-    marked = marked or (on_path and len(here) == len(target))
+    marked = marked or (on_path and len(here or ()) == len(target or ()))
     pad = INDENT * depth
     if isinstance(value, dict | list) and value:
         if depth >= MAX_NESTING:
@@ -207,7 +209,7 @@ def _emit(
                 depth + 1,
                 child_lead,
                 "," if position < last else "",
-                (*here, key) if on_path else None,
+                (*here, key) if on_path and here is not None else None,
                 target,
                 marked,
             )
@@ -373,16 +375,16 @@ def kept(value: Any, max_chars: int = MAX_KEPT_CHARS) -> Any:
 
 # --- one rejection as the inspector shows it -----------------------------------------------------
 
-KIND_LABELS = {
-    "rejected_meta": "Device meta",
-    "rejected_fault_alarm": "Fault alarm",
-}
 MAX_CONTEXT_ITEMS = 30
 MAX_CONTEXT_VALUE = 500
 
 
 def kind_label(kind: str) -> str:
-    return KIND_LABELS.get(kind, kind)
+    """What people call a kind of topic (``topics.KIND_NAMES``); an unknown kind as it is."""
+    try:
+        return KIND_NAMES[Kind(kind)]
+    except ValueError:
+        return kind
 
 
 def _constraints(context: Any) -> list[dict[str, str]]:
