@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 ALL_SPACES = "all"
 VERBS = {"off": "Turn off {target}", "on": "Turn on {target}", "dim": "Dim {target} to {level} %"}
+NO_ACTION = "Send an action to {target}"
+WORDS = {"verbs": VERBS, "none": NO_ACTION}  # live.js words the button as one chooses
 
 
 class ActionForm(forms.Form):
@@ -88,7 +90,7 @@ def form_for(target: str, name: str, data: Any = None) -> ActionForm:
 def describe(action: str, level: int | None, target: str) -> str:
     """What the submit button says, and the action's ``name`` in the payload."""
     if action not in VERBS:
-        return f"Send an action to {target}"
+        return NO_ACTION.format(target=target)
     return VERBS[action].format(target=target, level=level)
 
 

@@ -28,6 +28,7 @@ from dashboard.contract.topics import Kind
 from dashboard.filters import RejectionFilter, kind_choices
 from dashboard.live.state import ConnectionStatus
 from dashboard.models import Building, Device, RejectedPayload, Role
+from dashboard.routing import socket_url
 
 PER_PAGE = 50  # entries on a page; the first page is also the live list's start
 SHOWN_GROUPS = 50
@@ -177,6 +178,7 @@ def rejected(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             "malformed": malformed,
             "malformed_total": malformed_total,
             "stale_after": settings.STALE_AFTER_SECONDS,
+            "socket_url": socket_url("ws_building", building_id=building.id),
             "bridge_status": ConnectionStatus(state="unknown"),
         },
     )

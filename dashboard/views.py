@@ -20,6 +20,7 @@ from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.state import ConnectionStatus
 from dashboard.live.store import load_building, load_state
 from dashboard.models import Role
+from dashboard.routing import socket_url
 
 
 @login_required
@@ -27,7 +28,11 @@ def home(request: HttpRequest) -> HttpResponse:
     """The buildings this user may see, each with its live summary line."""
     buildings = list(visible_buildings(request.user).order_by("name"))
     summaries = page_data.summaries(buildings)
-    return render(request, "dashboard/home.html", {"summaries": summaries})
+    return render(
+        request,
+        "dashboard/home.html",
+        {"summaries": summaries, "socket_url": socket_url("ws_overview")},
+    )
 
 
 def _inventory_for(request: HttpRequest, building_id: uuid.UUID) -> tuple[BuildingInventory, set]:
@@ -55,6 +60,8 @@ def _live_context(inventory: BuildingInventory, roles: set) -> dict:
         "stale_after": settings.STALE_AFTER_SECONDS,
         "building_url": building_url,
         "action_url": reverse("send_action", args=[inventory.id]),
+        "socket_url": socket_url("ws_building", building_id=inventory.id),
+        "action_words": actions.WORDS,
     }
 
 
@@ -86,7 +93,6 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             "controls": controls,
             "devices": devices,
             "device_total": len(inventory.devices),
-            "device_base": reverse("building", args=[building_id]) + "devices/",
             "space_filter": space_filter,
             "text_filter": text_filter,
             "trend": page_data.headcount_trend(inventory),
