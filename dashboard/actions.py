@@ -202,10 +202,6 @@ def _raw_target(request: HttpRequest) -> str:
     return ""
 
 
-def target_all(data: dict[str, Any]) -> bool:
-    return data["target"] == ALL_SPACES
-
-
 def _errors(form: ActionForm) -> str:
     return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
 
