@@ -61,7 +61,9 @@ def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
     # A building deleted while its records were queued: they are dropped, not allowed to fail
     # every later batch (the writer retries a failed batch until it is written).
     buildings = set(
-        models.Building.objects.filter(id__in={b for b, _ in batch}).values_list("id", flat=True)
+        models.Building.objects.filter(id__in={b for b, _ in batch}).values_list(
+            "id", flat=True
+        )
     )
     for building_id, record in batch:
         if building_id in buildings:
