@@ -43,6 +43,9 @@ WORDS = {"verbs": VERBS, "none": NO_ACTION}  # live.js words the button as one c
 
 
 class ActionForm(forms.Form):
+    target_name: str  # set by form_for: who the form acts on, and its button's words
+    button: str
+
     action = forms.ChoiceField(
         label="Action", choices=[("", "Choose…"), ("off", "Off"), ("on", "On"), ("dim", "Dim")]
     )
