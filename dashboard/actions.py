@@ -20,28 +20,32 @@ from asgiref.sync import sync_to_async
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from dashboard.access import require, roles_on
 from dashboard.contract import payloads
 from dashboard.contract.topics import Kind, Scope, build_topic
 from dashboard.live import fragments, layer, metrics
 from dashboard.live.buildings import BuildingInventory
 from dashboard.live.store import load_building
 from dashboard.models import ActionAttempt, Role
-from dashboard.roles import roles_on
 
 logger = logging.getLogger(__name__)
 
 ALL_SPACES = "all"
 VERBS = {"off": "Turn off {target}", "on": "Turn on {target}", "dim": "Dim {target} to {level} %"}
+NO_ACTION = "Send an action to {target}"
+WORDS = {"verbs": VERBS, "none": NO_ACTION}  # live.js words the button as one chooses
 
 
 class ActionForm(forms.Form):
+    target_name: str  # set by form_for: who the form acts on, and its button's words
+    button: str
+
     action = forms.ChoiceField(
         label="Action", choices=[("", "Choose…"), ("off", "Off"), ("on", "On"), ("dim", "Dim")]
     )
@@ -89,7 +93,7 @@ def form_for(target: str, name: str, data: Any = None) -> ActionForm:
 def describe(action: str, level: int | None, target: str) -> str:
     """What the submit button says, and the action's ``name`` in the payload."""
     if action not in VERBS:
-        return f"Send an action to {target}"
+        return NO_ACTION.format(target=target)
     return VERBS[action].format(target=target, level=level)
 
 
@@ -142,8 +146,7 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
     targets = targets_of(inventory, raw_target)
     roles = await sync_to_async(roles_on)(user, building_id)
     if targets is None:
-        if not roles:  # which spaces and devices a building has is for its people only
-            raise PermissionDenied("You have no role on this building.")
+        require(roles)  # which spaces and devices a building has is for its people only
         raise Http404("No such space or device in this building.")
     name = "all spaces" if raw_target == ALL_SPACES else targets[0].name
     form = form_for(raw_target, name, request.POST)
@@ -151,8 +154,7 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
 
     if Role.OPERATOR not in roles:
         await audit.refuse("not an operator of this building")
-        if not roles:  # the form would name the target to someone who may not see it
-            raise PermissionDenied("You have no role on this building.")
+        require(roles)  # the form would name the target to someone who may not see it
         return await _answer(
             request, form, [], status=403, error="Only operators may send actions."
         )
@@ -201,10 +203,6 @@ def _raw_target(request: HttpRequest) -> str:
         if key.endswith("-target") or key == "target":
             return value
     return ""
-
-
-def target_all(data: dict[str, Any]) -> bool:
-    return data["target"] == ALL_SPACES
 
 
 def _errors(form: ActionForm) -> str:

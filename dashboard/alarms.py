@@ -16,27 +16,27 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from asgiref.sync import sync_to_async
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
-from django.shortcuts import get_object_or_404, render
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from dashboard import page_data
+from dashboard.access import abuilding_for, building_for
+from dashboard.filters import AlarmFilter
 from dashboard.live import layer
-from dashboard.live.fragments import severity
-from dashboard.models import AlarmEvent, Building, Device, FaultAlarm, Role, Space
-from dashboard.roles import roles_on
+from dashboard.live.fragments import alarm_row
+from dashboard.models import AlarmEvent, FaultAlarm, Role
 
 logger = logging.getLogger(__name__)
 
@@ -44,26 +44,6 @@ PER_PAGE = 100
 MAX_NOTE = 2000
 MAX_BULK = 500  # more than a page of the list; a bigger request is not from the form
 ACTING_ROLES = {Role.OPERATOR, Role.SUPPORT}
-
-# The State filter: the default shows what still needs attention.
-ACTIVE = "active"
-ANY = "any"
-STATE_CHOICES = [
-    (ACTIVE, "Open or acknowledged"),
-    (FaultAlarm.OPEN, "Open"),
-    (FaultAlarm.ACKNOWLEDGED, "Acknowledged"),
-    (FaultAlarm.CLEARED, "Cleared"),
-    (ANY, "Any state"),
-]
-STATES_SHOWN = {
-    ACTIVE: (FaultAlarm.OPEN, FaultAlarm.ACKNOWLEDGED),
-    FaultAlarm.OPEN: (FaultAlarm.OPEN,),
-    FaultAlarm.ACKNOWLEDGED: (FaultAlarm.ACKNOWLEDGED,),
-    FaultAlarm.CLEARED: (FaultAlarm.CLEARED,),
-    ANY: None,
-}
-# The Device filter's value for alarms of the building itself (they have no device).
-BUILDING_ITSELF = "building"
 
 # The transitions people make: the event's kind is also the alarm's new state.
 FROM_STATES = {
@@ -74,107 +54,6 @@ VERBS = {AlarmEvent.ACKNOWLEDGED: "Acknowledged", AlarmEvent.CLEARED: "Cleared"}
 
 
 # --- the list ----------------------------------------------------------------------------
-
-
-@dataclass
-class AlarmFilters:
-    """The filters understood from a query string; ``problems`` says what was ignored."""
-
-    level: str = ""
-    state: str = ACTIVE
-    device: str = ""  # a device id, BUILDING_ITSELF, or blank
-    space: uuid.UUID | None = None
-    problems: list[str] = field(default_factory=list)
-
-    def query(self) -> str:
-        """The query string of the filters applied (bad parameters dropped)."""
-        params = {
-            "level": self.level,
-            "state": "" if self.state == ACTIVE else self.state,
-            "device": self.device,
-            "space": str(self.space) if self.space else "",
-        }
-        return urlencode({name: value for name, value in params.items() if value})
-
-
-def _uuid(raw: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        return None
-
-
-def filter_alarms(
-    building: Building, params: QueryDict
-) -> tuple[QuerySet[FaultAlarm], AlarmFilters]:
-    """This building's alarms narrowed by ``level``, ``state``, ``device`` and ``space``.
-
-    Invalid values are ignored and reported in ``AlarmFilters.problems``, never raised.
-    Without ``state`` only open and acknowledged alarms are shown.
-    """
-    filters = AlarmFilters()
-    alarms = FaultAlarm.objects.filter(building=building)
-
-    level = params.get("level", "").strip()
-    if level:
-        # No level holds NUL, and PostgreSQL cannot compare one.
-        if "\x00" not in level and alarms.filter(level=level).exists():
-            filters.level = level
-            alarms = alarms.filter(level=level)
-        else:
-            filters.problems.append("Ignored “Level”: no alarm of this building has that level.")
-
-    state = params.get("state", "").strip() or ACTIVE
-    if state not in STATES_SHOWN:
-        filters.problems.append("Ignored “State”: not a known state.")
-        state = ACTIVE
-    filters.state = state
-    if STATES_SHOWN[state] is not None:
-        alarms = alarms.filter(state__in=STATES_SHOWN[state])
-
-    device = params.get("device", "").strip()
-    if device == BUILDING_ITSELF:
-        filters.device = device
-        alarms = alarms.filter(device__isnull=True)
-    elif device:
-        device_id = _uuid(device)
-        if device_id and Device.objects.filter(building=building, id=device_id).exists():
-            filters.device = str(device_id)
-            alarms = alarms.filter(device_id=device_id)
-        else:
-            filters.problems.append("Ignored “Device”: not a device of this building.")
-
-    space = params.get("space", "").strip()
-    if space:
-        space_id = _uuid(space)
-        if space_id and Space.objects.filter(building=building, id=space_id).exists():
-            filters.space = space_id
-            alarms = alarms.filter(device__space_id=space_id)
-        else:
-            filters.problems.append("Ignored “Space”: not a space of this building.")
-
-    return alarms.order_by("-last_seen", "-id"), filters
-
-
-def _choices(building: Building, filters: AlarmFilters) -> dict[str, list[tuple[str, str]]]:
-    """The levels and devices that appear in this building's alarms, and its spaces."""
-    alarms = FaultAlarm.objects.filter(building=building).order_by()
-    levels = sorted(set(alarms.values_list("level", flat=True)), key=str.casefold)
-    devices: list[tuple[str, str]] = []
-    if alarms.filter(device__isnull=True).exists() or filters.device == BUILDING_ITSELF:
-        devices.append((BUILDING_ITSELF, "Building (no device)"))
-    with_alarms = Device.objects.filter(building=building, alarms__isnull=False)
-    if filters.device and filters.device != BUILDING_ITSELF:
-        with_alarms = with_alarms | Device.objects.filter(id=filters.device)
-    devices += [
-        (str(device_id), name)
-        for device_id, name in with_alarms.distinct().order_by("name").values_list("id", "name")
-    ]
-    spaces = [
-        (str(space_id), name)
-        for space_id, name in building.spaces.order_by("name").values_list("id", "name")
-    ]
-    return {"levels": [(lv, lv) for lv in levels], "devices": devices, "spaces": spaces}
 
 
 @dataclass
@@ -198,12 +77,10 @@ def _handled(alarm: FaultAlarm, kind: str, events: list[AlarmEvent]) -> Handled 
     return Handled(user.get_username() if user else "someone", at)
 
 
-def alarm_row(alarm: FaultAlarm) -> dict[str, Any]:
+def _row(alarm: FaultAlarm) -> dict[str, Any]:
     events = list(alarm.events.all())
     return {
-        "alarm": alarm,
-        "source": alarm.device.name if alarm.device else "Building",
-        "severity": severity(alarm.level),
+        **alarm_row(alarm, alarm.device.name if alarm.device else "Building"),
         "events": events,
         "acknowledged": _handled(alarm, AlarmEvent.ACKNOWLEDGED, events),
         "cleared": _handled(alarm, AlarmEvent.CLEARED, events),
@@ -212,25 +89,19 @@ def alarm_row(alarm: FaultAlarm) -> dict[str, Any]:
     }
 
 
-def _building_for(request: HttpRequest, building_id: uuid.UUID) -> tuple[Building, set[str]]:
-    building = get_object_or_404(Building, pk=building_id)
-    roles = roles_on(request.user, building_id)
-    if not roles:
-        raise PermissionDenied("You have no role on this building.")
-    return building, roles
-
-
 @login_required
 def alarm_list(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     """The building's fault alarms, newest first, filterable, with their history."""
-    building, roles = _building_for(request, building_id)
-    alarms, filters = filter_alarms(building, request.GET)
-    alarms = alarms.select_related("device", "acknowledged_by", "cleared_by").prefetch_related(
-        "events"
+    building, roles = building_for(request, building_id)
+    filters = AlarmFilter(building, request.GET)
+    filters.offer_choices()
+    alarms = (
+        filters.alarms()
+        .select_related("device", "acknowledged_by", "cleared_by")
+        .prefetch_related("events")
     )
     page = Paginator(alarms, PER_PAGE).get_page(request.GET.get("page"))
-    rows = [alarm_row(alarm) for alarm in page.object_list]
-    query = filters.query()
+    rows = [_row(alarm) for alarm in page.object_list]
     can_act = bool(roles & ACTING_ROLES)
     return render(
         request,
@@ -238,12 +109,8 @@ def alarm_list(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
         {
             "building": building,
             "filters": filters,
-            "choices": _choices(building, filters),
-            "state_choices": STATE_CHOICES,
-            "page": page,
+            **page_data.pager(page, filters.query),
             "rows": rows,
-            "query": query,
-            "page_query": f"{query}&" if query else "",
             "can_act": can_act,
             "any_open": can_act and any(row["can_acknowledge"] for row in rows),
             "next": request.get_full_path(),
@@ -354,21 +221,23 @@ async def _act(
 ) -> HttpResponse:
     """One submission of the workflow: one alarm, or (``alarm_id`` None) the bulk selection."""
     user = await request.auser()
-    if not await Building.objects.filter(pk=building_id).aexists():
-        raise Http404("No such building.")
-    roles = await sync_to_async(roles_on)(user, building_id)
-    if not roles & ACTING_ROLES:
-        raise PermissionDenied("Only operators and support may acknowledge or clear alarms.")
+    await abuilding_for(
+        request,
+        building_id,
+        needs=ACTING_ROLES,
+        refusal="Only operators and support may acknowledge or clear alarms.",
+    )
     single = alarm_id is not None
+    alarm_ids: list[int] = []
+    bad = 0
     if single:
-        alarm_ids, bad = [_alarm_id(alarm_id)], 0
+        one = _alarm_id(alarm_id)
         if (
-            alarm_ids[0] is None
-            or not await FaultAlarm.objects.filter(
-                building_id=building_id, pk=alarm_ids[0]
-            ).aexists()
+            one is None
+            or not await FaultAlarm.objects.filter(building_id=building_id, pk=one).aexists()
         ):
             raise Http404("No such alarm in this building.")
+        alarm_ids = [one]
     back = back_to(request, building_id)
 
     form = NoteForm(request.POST)

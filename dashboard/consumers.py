@@ -17,9 +17,9 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from dashboard.access import roles_on, visible_buildings
 from dashboard.live import layer, metrics, tiles
 from dashboard.models import Role
-from dashboard.roles import roles_on, visible_buildings
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db.models import Count
 from django.http import QueryDict
 from django.utils import timezone
@@ -102,13 +102,23 @@ def paginate(items: list[Any], per_page: int, params: QueryDict, param: str) -> 
     page = Paginator(items, per_page).get_page(params.get(param))
     others = params.copy()
     others.pop(param, None)
-    query = others.urlencode()
+    return {"rows": page.object_list, "paged": True, "page": page, **pager(page, others, param)}
+
+
+def pager(page: Page, query: QueryDict, param: str = "page") -> dict[str, Any]:
+    """What dashboard/pagination.html needs: the page, and the query of each neighbour page
+    (``query`` with ``param`` last, as ``{% querystring %}`` then writes it)."""
+
+    def at(number: int) -> QueryDict:
+        moved = query.copy()
+        moved.pop(param, None)
+        moved[param] = str(number)
+        return moved
+
     return {
-        "rows": page.object_list,
-        "paged": True,
         "page": page,
-        "param": param,
-        "page_query": f"{query}&" if query else "",
+        "previous_query": at(page.previous_page_number()) if page.has_previous() else None,
+        "next_query": at(page.next_page_number()) if page.has_next() else None,
     }
 
 

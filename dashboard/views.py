@@ -10,17 +10,17 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
 from dashboard import actions, page_data
+from dashboard.access import building_for, visible_buildings
 from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.state import ConnectionStatus
 from dashboard.live.store import load_building, load_state
 from dashboard.models import Role
-from dashboard.roles import roles_on, visible_buildings
+from dashboard.routing import socket_url
 
 
 @login_required
@@ -28,16 +28,18 @@ def home(request: HttpRequest) -> HttpResponse:
     """The buildings this user may see, each with its live summary line."""
     buildings = list(visible_buildings(request.user).order_by("name"))
     summaries = page_data.summaries(buildings)
-    return render(request, "dashboard/home.html", {"summaries": summaries})
+    return render(
+        request,
+        "dashboard/home.html",
+        {"summaries": summaries, "socket_url": socket_url("ws_overview")},
+    )
 
 
-def _building_for(request: HttpRequest, building_id: uuid.UUID) -> tuple[BuildingInventory, set]:
-    inventory = load_building(building_id)
-    if inventory is None:
+def _inventory_for(request: HttpRequest, building_id: uuid.UUID) -> tuple[BuildingInventory, set]:
+    building, roles = building_for(request, building_id)
+    inventory = load_building(building.id)
+    if inventory is None:  # deleted this very moment
         raise Http404("No such building.")
-    roles = roles_on(request.user, building_id)
-    if not roles:
-        raise PermissionDenied("You have no role on this building.")
     return inventory, roles
 
 
@@ -58,13 +60,15 @@ def _live_context(inventory: BuildingInventory, roles: set) -> dict:
         "stale_after": settings.STALE_AFTER_SECONDS,
         "building_url": building_url,
         "action_url": reverse("send_action", args=[inventory.id]),
+        "socket_url": socket_url("ws_building", building_id=inventory.id),
+        "action_words": actions.WORDS,
     }
 
 
 @login_required
 def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     """A building's live dashboard: headcounts, devices, alarms, actions, support tiles."""
-    inventory, roles = _building_for(request, building_id)
+    inventory, roles = _inventory_for(request, building_id)
     space_filter = request.GET.get("space", "")
     text_filter = request.GET.get("q", "").strip()
     devices = page_data.device_table(inventory, space_filter, text_filter, request.GET)
@@ -89,7 +93,6 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             "controls": controls,
             "devices": devices,
             "device_total": len(inventory.devices),
-            "device_base": reverse("building", args=[building_id]) + "devices/",
             "space_filter": space_filter,
             "text_filter": text_filter,
             "trend": page_data.headcount_trend(inventory),
@@ -100,7 +103,7 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
 @login_required
 def device(request: HttpRequest, building_id: uuid.UUID, device_id: uuid.UUID) -> HttpResponse:
     """One device: every meta value, live, and its recent history."""
-    inventory, roles = _building_for(request, building_id)
+    inventory, roles = _inventory_for(request, building_id)
     entity = inventory.devices.get(device_id)
     if entity is None:
         raise Http404("No such device in this building.")

@@ -15,10 +15,10 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from dashboard.access import roles_on
 from dashboard.live.inventory import apply_inventory
 from dashboard.live.inventory_file import InventoryError, parse_inventory
 from dashboard.models import Area, Building, Device, Role, Space
-from dashboard.roles import has_role
 
 pytestmark = pytest.mark.django_db
 
@@ -552,13 +552,12 @@ def test_granting_operator_lets_alice_view_and_act_on_that_building_only(
     alice: User, hq: Building
 ) -> None:
     other = Building.objects.create(id=WAREHOUSE, name="Warehouse")
-    assert not has_role(alice, HQ, Role.VIEWER)
+    assert roles_on(alice, HQ) == set()
 
     assert grant("alice", HQ, "operator") == f"granted operator on Headquarters ({HQ}) to alice\n"
 
-    assert has_role(alice, HQ, Role.OPERATOR) and has_role(alice, HQ, Role.VIEWER)
-    assert not has_role(alice, HQ, Role.SUPPORT)
-    assert not has_role(alice, other.id, Role.VIEWER)
+    assert roles_on(alice, HQ) == {Role.OPERATOR, Role.VIEWER}
+    assert roles_on(alice, other.id) == set()
 
 
 def test_granting_twice_changes_nothing(alice: User, hq: Building) -> None:
@@ -578,7 +577,7 @@ def test_revoking_takes_the_role_away(alice: User, hq: Building) -> None:
         grant("alice", HQ, "support", "--revoke")
         == f"revoked support on Headquarters ({HQ}) from alice\n"
     )
-    assert not has_role(alice, HQ, Role.SUPPORT) and not has_role(alice, HQ, Role.VIEWER)
+    assert roles_on(alice, HQ) == set()
     assert grant("alice", HQ, "support", "--revoke") == (
         f"alice is not support on Headquarters ({HQ}); nothing changed\n"
     )
@@ -591,12 +590,12 @@ def test_revoking_viewer_from_an_operator_says_she_still_views(alice: User, hq: 
     output = grant("alice", HQ, "viewer", "--revoke")
 
     assert output.splitlines()[-1] == "note: alice still has viewer on it (through another role)"
-    assert has_role(alice, HQ, Role.VIEWER)
+    assert Role.VIEWER in roles_on(alice, HQ)
 
 
 def test_a_superuser_holds_every_role_without_grants(hq: Building) -> None:
     root = User.objects.create_superuser("root", password="unused-password-1")
-    assert all(has_role(root, HQ, role) for role in (Role.VIEWER, Role.OPERATOR, Role.SUPPORT))
+    assert roles_on(root, HQ) == {Role.VIEWER, Role.OPERATOR, Role.SUPPORT}
 
 
 @pytest.mark.parametrize(

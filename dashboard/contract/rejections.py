@@ -8,6 +8,8 @@ import re
 from datetime import datetime
 from typing import Any
 
+from dashboard.contract.topics import KIND_NAMES, Kind
+
 # The cloud's messages end with the refused value ('Value: "Meta_New".') and name positions
 # ('Position: [0]/name'); the same mistake in other data differs only in those.
 _VALUE = re.compile(r"(Value:\s*).*$", re.S)
@@ -257,16 +259,16 @@ def pretty(
 
 # --- one rejection as the inspector shows it -----------------------------------------------------
 
-KIND_LABELS = {
-    "rejected_meta": "Device meta",
-    "rejected_fault_alarm": "Fault alarm",
-}
 MAX_CONTEXT_ITEMS = 30
 MAX_CONTEXT_VALUE = 500
 
 
 def kind_label(kind: str) -> str:
-    return KIND_LABELS.get(kind, kind)
+    """What people call a kind of topic (``topics.KIND_NAMES``); an unknown kind as it is."""
+    try:
+        return KIND_NAMES[Kind(kind)]
+    except ValueError:
+        return kind
 
 
 def _constraints(context: Any) -> list[dict[str, str]]:

@@ -97,6 +97,20 @@ CATALOGUE: tuple[TopicEntry, ...] = (
     TopicEntry(_B, Kind.REJECTED_FAULT_ALARM, "fault_alarms/rejected", False, True, "All rejected Fault Alarms for a Building."),
 )  # fmt: skip
 
+# What people call each kind of topic (a rejected kind by what was rejected).
+KIND_NAMES: dict[Kind, str] = {
+    Kind.META: "Device meta",
+    Kind.META_ITEM: "Device meta value",
+    Kind.ACTION: "Action",
+    Kind.TYPED_ACTION: "Typed action",
+    Kind.FAULT_ALARM: "Fault alarm",
+    Kind.HEAD_COUNT: "Head count",
+    Kind.HEADCOUNT_IN: "Headcount in",
+    Kind.HEADCOUNT_OUT: "Headcount out",
+    Kind.REJECTED_META: "Device meta",
+    Kind.REJECTED_FAULT_ALARM: "Fault alarm",
+}
+
 # Exact suffixes win over "{name}"/"{type}" rows: "meta/rejected" is not a meta name.
 _BY_SUFFIX: dict[tuple[Scope, str], TopicEntry] = {
     (e.scope, e.suffix): e for e in CATALOGUE if e.param is None

@@ -117,19 +117,21 @@ def severity(level: str) -> str:
     return SEVERITY.get(level.lower(), "low")
 
 
-def alarm_row(alarm: Alarm, inventory: BuildingInventory) -> dict[str, Any]:
+def alarm_row(alarm: Any, source: str) -> dict[str, Any]:
+    """An alarm as a row of a list: itself (live state or the stored alarm), where it comes
+    from, and its colour band. The alarms page adds its history to the same row."""
+    return {"alarm": alarm, "source": source, "severity": severity(alarm.level)}
+
+
+def _live_alarm_row(alarm: Alarm, inventory: BuildingInventory) -> dict[str, Any]:
     source = inventory.devices.get(alarm.device_id, UNKNOWN).name if alarm.device_id else None
-    return {
-        "alarm": alarm,
-        "source": source or inventory.name,
-        "severity": severity(alarm.level),
-    }
+    return alarm_row(alarm, source or inventory.name)
 
 
 def _alarms(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
     alarms = state.open_alarms()
     return {
-        "alarms": [alarm_row(alarm, inventory) for alarm in alarms[:SHOWN_ALARMS]],
+        "alarms": [_live_alarm_row(alarm, inventory) for alarm in alarms[:SHOWN_ALARMS]],
         "total": len(alarms),
         "unacknowledged": state.unacknowledged(),
         "building_id": inventory.id,
@@ -137,7 +139,7 @@ def _alarms(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) ->
 
 
 def _banner(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    return {"row": alarm_row(state.banner, inventory)} if state.banner else {"row": None}
+    return {"row": _live_alarm_row(state.banner, inventory)} if state.banner else {"row": None}
 
 
 def _rejected_new(

@@ -127,20 +127,32 @@
     { code: "[2345]..", swap: true },
   ];
 
-  // Action forms: the button says what it will do, and Level only shows for Dim.
-  var VERBS = {
-    off: function (t) { return "Turn off " + t; },
-    on: function (t) { return "Turn on " + t; },
-    dim: function (t, level) { return "Dim " + t + " to " + level + " %"; },
-  };
+  // Action forms: the button says what it will do, and Level only shows for Dim. The words
+  // are the server's (actions.WORDS), given to the page as JSON in #action-words.
+  var words = null;
+  function actionWords() {
+    if (!words) {
+      var source = document.getElementById("action-words");
+      words = source ? JSON.parse(source.textContent) : { verbs: {}, none: "" };
+    }
+    return words;
+  }
   function describeAction(form) {
     var action = form.querySelector("select[name$='action']");
     var level = form.querySelector("input[name$='level']");
     var button = form.querySelector("button.send");
     if (!action || !level || !button || form.querySelector(".confirm")) return;
-    var target = form.dataset.targetName;
-    var verb = VERBS[action.value];
-    button.textContent = verb ? verb(target, level.value || "…") : "Send an action to " + target;
+    var values = { target: form.dataset.targetName, level: level.value || "…" };
+    var known = actionWords();
+    var pattern = Object.prototype.hasOwnProperty.call(known.verbs, action.value)
+      ? known.verbs[action.value]
+      : known.none;
+    if (pattern) {
+      // One pass, by function: a name holding "{level}" or "$&" stays as it is.
+      button.textContent = pattern.replace(/\{(target|level)\}/g, function (_, key) {
+        return values[key];
+      });
+    }
     form.querySelector(".field-level").hidden = action.value !== "dim";
   }
   document.addEventListener("input", function (event) {

@@ -8,8 +8,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dashboard.access import roles_on
 from dashboard.models import Building, Role
-from dashboard.roles import roles_on
 
 ROLES = [value for value, _ in Role.CHOICES]
 

@@ -1,0 +1,87 @@
+"""Who may do what on which building: the one rule, for pages and sockets alike.
+
+``roles_on`` is the rule; pages ask ``building_for`` (the building, or 404/403 as a page
+answers), sockets, which have a user but no request, ask ``roles_on`` directly.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, PermissionsMixin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest
+
+from dashboard.models import Building, Role
+
+User = AbstractBaseUser | AnonymousUser
+
+# A role grants itself and what it includes; every role includes viewing.
+INCLUDES = {
+    Role.VIEWER: {Role.VIEWER},
+    Role.OPERATOR: {Role.VIEWER, Role.OPERATOR},
+    Role.SUPPORT: {Role.VIEWER, Role.SUPPORT},
+}
+NO_ROLE = "You have no role on this building."
+
+
+def _superuser(user: User) -> bool:
+    return isinstance(user, PermissionsMixin) and user.is_superuser
+
+
+def roles_on(user: User, building_id: uuid.UUID | str) -> set[str]:
+    """Every role the user effectively holds on the building (all of them for superusers)."""
+    if not user.is_authenticated or not user.is_active:
+        return set()
+    if _superuser(user):
+        return set(INCLUDES)
+    held = Role.objects.filter(user_id=user.pk, building_id=building_id).values_list(
+        "role", flat=True
+    )
+    return set().union(*(INCLUDES[role] for role in held))
+
+
+def visible_buildings(user: User) -> QuerySet[Building]:
+    """Buildings the user may see."""
+    if not user.is_authenticated or not user.is_active:
+        return Building.objects.none()
+    if _superuser(user):
+        return Building.objects.all()
+    return Building.objects.filter(roles__user_id=user.pk).distinct()
+
+
+def require(
+    roles: set[str], needs: str | Collection[str] = Role.VIEWER, refusal: str = NO_ROLE
+) -> None:
+    """Refuse (403) unless ``roles`` hold ``needs``, or one of them when it is a collection."""
+    wanted = {needs} if isinstance(needs, str) else set(needs)
+    if not roles & wanted:
+        raise PermissionDenied(refusal)
+
+
+def building_for(
+    request: HttpRequest,
+    building_id: uuid.UUID,
+    needs: str | Collection[str] = Role.VIEWER,
+    refusal: str = NO_ROLE,
+) -> tuple[Building, set[str]]:
+    """The building and the user's roles on it; 404 when there is none, 403 without ``needs``."""
+    building = Building.objects.filter(pk=building_id).first()
+    if building is None:
+        raise Http404("No such building.")
+    roles = roles_on(request.user, building_id)
+    require(roles, needs, refusal)
+    return building, roles
+
+
+async def abuilding_for(
+    request: HttpRequest,
+    building_id: uuid.UUID,
+    needs: str | Collection[str] = Role.VIEWER,
+    refusal: str = NO_ROLE,
+) -> tuple[Building, set[str]]:
+    """``building_for`` for asynchronous views."""
+    return await sync_to_async(building_for)(request, building_id, needs, refusal)
