@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+import zoneinfo
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -18,9 +20,25 @@ SCOPES = [
 ]
 
 
+def validate_time_zone(value: str) -> None:
+    """An IANA time zone name this machine knows, e.g. ``Europe/London``."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"{value!r} is not a known time zone (e.g. Europe/London)") from None
+
+
 class Building(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=True)
     name = models.CharField(max_length=200)
+    # Every "today", chart axis, date filter and time shown for this building is in this zone;
+    # storage stays UTC.
+    timezone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="IANA time zone name, e.g. Europe/London; from the Gooee Cloud on a sync.",
+    )
     # Bumped whenever a space, area or device changes, so the bridge notices cheaply.
     inventory_version = models.PositiveBigIntegerField(default=0, editable=False)
 
@@ -34,6 +52,10 @@ class Building(models.Model):
 class Space(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=True)
     building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="spaces")
+    # Spaces nest (a floor holding rooms); a parent is always a space of the same building.
+    parent = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children"
+    )
     name = models.CharField(max_length=200)
     capacity = models.PositiveIntegerField(null=True, blank=True)
 
@@ -63,10 +85,14 @@ class Area(models.Model):
 class Device(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=True)
     building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="devices")
+    # The device's first space: where its card sits and what a space action reaches.
     space = models.ForeignKey(
         Space, on_delete=models.SET_NULL, null=True, blank=True, related_name="devices"
     )
+    # Every space it is in (the Gooee Cloud lets a device be in several), ``space`` included.
+    spaces = models.ManyToManyField(Space, blank=True, related_name="member_devices")
     name = models.CharField(max_length=200)
+    product_type = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -112,6 +138,8 @@ class LatestMeta(models.Model):
     unit = models.CharField(max_length=50, blank=True)
     source_timestamp = models.CharField(max_length=40, blank=True)
     received_at = models.DateTimeField()
+    # Read from the Gooee Cloud API by a sync, not received over MQTT; a live value replaces it.
+    synced = models.BooleanField(default=False)
 
     class Meta:
         constraints = [

@@ -79,12 +79,36 @@ except BrokerUrlError as exc:
 MQTT_CA_FILE = env.str("MQTT_CA_FILE", default="").strip() or None
 if MQTT_CA_FILE and not Path(MQTT_CA_FILE).is_file():
     raise ImproperlyConfigured(f"MQTT_CA_FILE: no such file {MQTT_CA_FILE!r}")
+# Brokers that want a client certificate (mutual TLS): both PEM files, or neither.
+MQTT_CLIENT_CERT = env.str("MQTT_CLIENT_CERT", default="").strip() or None
+MQTT_CLIENT_KEY = env.str("MQTT_CLIENT_KEY", default="").strip() or None
+for _name, _file in (("MQTT_CLIENT_CERT", MQTT_CLIENT_CERT), ("MQTT_CLIENT_KEY", MQTT_CLIENT_KEY)):
+    if _file and not Path(_file).is_file():
+        raise ImproperlyConfigured(f"{_name}: no such file {_file!r}")
+if bool(MQTT_CLIENT_CERT) != bool(MQTT_CLIENT_KEY):
+    raise ImproperlyConfigured("MQTT_CLIENT_CERT and MQTT_CLIENT_KEY: set both or neither")
 MQTT_CLIENT_ID_PREFIX = env.str("MQTT_CLIENT_ID_PREFIX", default="gooee-dashboard").strip()
 if not MQTT_CLIENT_ID_PREFIX or len(MQTT_CLIENT_ID_PREFIX) > 40:
     raise ImproperlyConfigured("MQTT_CLIENT_ID_PREFIX: must be 1 to 40 characters")
 MQTT_KEEPALIVE = int(_number("MQTT_KEEPALIVE", 30, minimum=5))
 MQTT_RECONNECT_MAX_SECONDS = _number("MQTT_RECONNECT_MAX_SECONDS", 30, minimum=1, cast=float)
 MQTT_MAX_PAYLOAD_BYTES = int(_number("MQTT_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1024))
+
+# --- The Gooee Cloud REST API (sync_inventory; README "Connect your Gooee account") ----
+GOOEE_API_URL = env.str("GOOEE_API_URL", default="https://api.gooee.io").strip().rstrip("/")
+if not GOOEE_API_URL.startswith(("https://", "http://")):
+    raise ImproperlyConfigured(f"GOOEE_API_URL: expected an http(s):// URL, got {GOOEE_API_URL!r}")
+# The broker contract's password is the User API Token: the same token reads the REST API.
+GOOEE_API_TOKEN = env.str("GOOEE_API_TOKEN", default="").strip() or (
+    MQTT_BROKER.password if MQTT_BROKER is not None else None
+)
+GOOEE_API_AUTH_SCHEME = env.str("GOOEE_API_AUTH_SCHEME", default="Bearer").strip()
+if GOOEE_API_AUTH_SCHEME not in ("Bearer", "JWT"):
+    raise ImproperlyConfigured(
+        f"GOOEE_API_AUTH_SCHEME: Bearer or JWT (got {GOOEE_API_AUTH_SCHEME!r})"
+    )
+# How often a running bridge re-syncs the buildings it serves from the API; 0 turns it off.
+GOOEE_SYNC_MINUTES = _number("GOOEE_SYNC_MINUTES", 60, minimum=0, cast=float)
 
 # --- Live state and history --------------------------------------------------------
 LIVE_COALESCE_MS = int(_number("LIVE_COALESCE_MS", 250, minimum=0))

@@ -87,7 +87,9 @@ def _shares(total: int, weights: list[int]) -> list[int]:
     return shares
 
 
-def building_inventory(devices: int, *, seed: int, name: str | None = None) -> dict:
+def building_inventory(
+    devices: int, *, seed: int, name: str | None = None, timezone: str = "Europe/London"
+) -> dict:
     """One building with ``devices`` devices, as ``import_inventory`` reads it.
 
     The same arguments always give the same file: ids are uuid5 of the seed.
@@ -136,6 +138,7 @@ def building_inventory(devices: int, *, seed: int, name: str | None = None) -> d
             {
                 "id": gid("building"),
                 "name": name,
+                "timezone": timezone,
                 "spaces": spaces,
                 "areas": areas,
                 # Ids by name: a different device count keeps every device both counts have.

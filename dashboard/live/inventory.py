@@ -15,6 +15,7 @@ from typing import Any
 from django.db import models, transaction
 from django.db.models import F
 
+from dashboard.live import current_values
 from dashboard.live.inventory_file import InventoryError, InventoryFile
 from dashboard.models import Area, Building, Device, Space
 
@@ -42,6 +43,7 @@ class ImportReport:
     created: dict[str, list[uuid.UUID]] = field(default_factory=lambda: {k: [] for k in KINDS})
     updated: dict[str, list[uuid.UUID]] = field(default_factory=lambda: {k: [] for k in KINDS})
     removed: dict[str, list[uuid.UUID]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    values: int = 0  # current values taken from the file (a cloud sync), newer than ours
 
     @property
     def changed(self) -> bool:
@@ -60,6 +62,8 @@ class ImportReport:
             counts = [_plural(len(action[kind]), kind) for kind in KINDS if action[kind]]
             if counts:
                 lines.append(f"{label}: {', '.join(counts)}")
+        if self.values:
+            lines.append(f"current values: {self.values} taken")
         return lines or ["nothing changed"]
 
     def __str__(self) -> str:
@@ -67,6 +71,43 @@ class ImportReport:
 
 
 # --- Writing ---------------------------------------------------------------------
+
+
+def _set_parents(
+    parents: dict[uuid.UUID, uuid.UUID | None], report: ImportReport, touched: set[uuid.UUID]
+) -> None:
+    rows = Space.objects.filter(pk__in=list(parents)).values_list("pk", "parent_id", "building_id")
+    for pk, parent_id, building_id in rows:
+        if parent_id != parents[pk]:
+            Space.objects.filter(pk=pk).update(parent_id=parents[pk])
+            if pk not in report.created["space"] and pk not in report.updated["space"]:
+                report.updated["space"].append(pk)
+            touched.add(building_id)
+
+
+def _set_memberships(
+    inventory: InventoryFile, report: ImportReport, touched: set[uuid.UUID]
+) -> None:
+    """Each listed device is a member of exactly the spaces the file lists for it."""
+    wanted = {d.id: set(d.space_ids) for b in inventory.buildings for d in b.devices}
+    through = Device.spaces.through
+    held: dict[uuid.UUID, set[uuid.UUID]] = {pk: set() for pk in wanted}
+    for chunk in _chunks(list(wanted)):
+        for device_id, space_id in through.objects.filter(device_id__in=chunk).values_list(
+            "device_id", "space_id"
+        ):
+            held[device_id].add(space_id)
+    homes = {d.id: b.id for b in inventory.buildings for d in b.devices}
+    for device_id, spaces in wanted.items():
+        if held[device_id] == spaces:
+            continue
+        through.objects.filter(device_id=device_id).exclude(space_id__in=spaces).delete()
+        through.objects.bulk_create(
+            [through(device_id=device_id, space_id=s) for s in spaces - held[device_id]]
+        )
+        if device_id not in report.created["device"] and device_id not in report.updated["device"]:
+            report.updated["device"].append(device_id)
+        touched.add(homes[device_id])
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -194,13 +235,20 @@ def apply_inventory(inventory: InventoryFile, *, prune: bool = False) -> ImportR
     ``prune`` also deletes spaces, areas and devices of the file's buildings that the file no
     longer lists; buildings the file does not mention are never pruned.
     """
-    buildings = {b.id: {"name": b.name} for b in inventory.buildings}
-    spaces, areas, devices = {}, {}, {}
+    buildings = {b.id: {"name": b.name, "timezone": b.timezone} for b in inventory.buildings}
+    spaces: dict[uuid.UUID, dict[str, Any]] = {}
+    areas: dict[uuid.UUID, dict[str, Any]] = {}
+    devices: dict[uuid.UUID, dict[str, Any]] = {}
+    parents = {s.id: s.parent_id for b in inventory.buildings for s in b.spaces}
     paths: dict[str, dict[uuid.UUID, str]] = {kind: {} for kind in KINDS}
     for b in inventory.buildings:
         paths["building"][b.id] = b.path
         for s in b.spaces:
-            spaces[s.id] = {"building_id": b.id, "name": s.name, "capacity": s.capacity}
+            spaces[s.id] = {
+                "building_id": b.id,
+                "name": s.name,
+                "capacity": s.capacity,
+            }
             paths["space"][s.id] = s.path
         for a in b.areas:
             areas[a.id] = {
@@ -211,7 +259,12 @@ def apply_inventory(inventory: InventoryFile, *, prune: bool = False) -> ImportR
             }
             paths["area"][a.id] = a.path
         for d in b.devices:
-            devices[d.id] = {"building_id": b.id, "space_id": d.space_id, "name": d.name}
+            devices[d.id] = {
+                "building_id": b.id,
+                "space_id": d.space_id,
+                "name": d.name,
+                "product_type": d.product_type,
+            }
             paths["device"][d.id] = d.path
     listed = {kind: set(paths[kind]) for kind in KINDS}
 
@@ -221,8 +274,12 @@ def apply_inventory(inventory: InventoryFile, *, prune: bool = False) -> ImportR
         _refuse_kind_conflicts(paths)
         _upsert("building", buildings, report, touched)
         moved_spaces = _upsert("space", spaces, report, touched)
+        # Parents after every space exists: a room may be listed before its floor.
+        _set_parents(parents, report, touched)
         _upsert("area", areas, report, touched)
         _upsert("device", devices, report, touched)
+        _set_memberships(inventory, report, touched)
+        report.values = current_values.write(inventory)
         if prune:
             _prune(list(buildings), listed, report, touched)
         if moved_spaces:

@@ -2,12 +2,17 @@
 
 The format, with the spaces/areas/devices lists and every capacity optional::
 
-    {"buildings": [{"id": "<uuid>", "name": "Headquarters",
-                    "spaces": [{"id": "<uuid>", "name": "Floor 1", "capacity": 120}],
+    {"buildings": [{"id": "<uuid>", "name": "Headquarters", "timezone": "Europe/London",
+                    "spaces": [{"id": "<uuid>", "name": "Floor 1", "capacity": 120},
+                               {"id": "<uuid>", "name": "Room 1.1", "parent": "<floor uuid>"}],
                     "areas": [{"id": "<uuid>", "name": "Lobby", "space": "<uuid or null>",
                                "capacity": 40}],
                     "devices": [{"id": "<uuid>", "name": "Lobby downlight 1",
                                  "space": "<uuid or null>"}]}]}
+
+Optional beside those, as a Gooee Cloud sync writes them: a device's ``spaces`` (every space it
+is in; the first is its card's, and ``space`` is the same as a list of one), its ``type``, and
+``meta`` on devices and spaces: current values ``[{"name", "value", "timestamp"}]``.
 
 The JSON Schema says what each entry must hold; this module adds what a schema cannot say
 (ids unique across the file, a space reference naming a space of the same building) and
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+import zoneinfo
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +45,22 @@ class InventoryError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class CurrentValue:
+    """A meta value the file (a cloud sync) says the device or space has now."""
+
+    name: str
+    value: Any
+    timestamp: str
+
+
+@dataclass(frozen=True, slots=True)
 class SpaceEntry:
     id: uuid.UUID
     name: str
     capacity: int | None
     path: str
+    parent_id: uuid.UUID | None = None
+    values: tuple[CurrentValue, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +78,9 @@ class DeviceEntry:
     name: str
     space_id: uuid.UUID | None
     path: str
+    space_ids: tuple[uuid.UUID, ...] = ()  # every space it is in, space_id first
+    product_type: str = ""
+    values: tuple[CurrentValue, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +88,7 @@ class BuildingEntry:
     id: uuid.UUID
     name: str
     path: str
+    timezone: str = "UTC"
     spaces: tuple[SpaceEntry, ...] = ()
     areas: tuple[AreaEntry, ...] = ()
     devices: tuple[DeviceEntry, ...] = ()
@@ -98,6 +119,16 @@ def _is_uuid(value: object) -> bool:
             uuid.UUID(value)
         except ValueError:
             raise ValueError(f"not a UUID: {_shown(value)}") from None
+    return True
+
+
+@_FORMATS.checks("time-zone", raises=ValueError)
+def _is_time_zone(value: object) -> bool:
+    if isinstance(value, str) and value:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"not a known time zone: {_shown(value)}") from None
     return True
 
 
@@ -204,6 +235,7 @@ def _cross_problems(data: Any) -> list[str]:
     id_paths: dict[uuid.UUID, str] = {}  # id -> where it first appeared
     space_homes: dict[uuid.UUID, tuple[int, str]] = {}  # -> (building index, path)
     references: list[tuple[str, uuid.UUID, int]] = []  # (path, space id, building index)
+    parents: dict[uuid.UUID, tuple[uuid.UUID, str]] = {}  # space -> (its parent, path)
 
     def new_id(obj: dict[str, Any], path: str) -> uuid.UUID | None:
         value = _uuid(obj.get("id"))
@@ -225,9 +257,16 @@ def _cross_problems(data: Any) -> list[str]:
                 entity_id = new_id(item, item_path)
                 if kind == "spaces" and entity_id is not None:
                     space_homes[entity_id] = (b, item_path)
+                    if (parent := _uuid(item.get("parent"))) is not None:
+                        references.append((f"{item_path}.parent", parent, b))
+                        parents[entity_id] = (parent, f"{item_path}.parent")
                 elif kind != "spaces" and (space_id := _uuid(item.get("space"))) is not None:
                     # Checked once every building's spaces are known.
                     references.append((f"{item_path}.space", space_id, b))
+                if kind == "devices" and isinstance(item.get("spaces"), list):
+                    for r, ref in enumerate(item["spaces"]):
+                        if (space_id := _uuid(ref)) is not None:
+                            references.append((f"{item_path}.spaces[{r}]", space_id, b))
     for path, space_id, b in references:
         home = space_homes.get(space_id)
         if home is None:
@@ -237,6 +276,14 @@ def _cross_problems(data: Any) -> list[str]:
                 problems.append(f"{path}: unknown space {space_id}")
         elif home[0] != b:
             problems.append(f"{path}: space {space_id} belongs to another building ({home[1]})")
+    for start, (_, path) in parents.items():
+        seen, at = {start}, parents[start][0]
+        while at in parents:
+            if at in seen:
+                problems.append(f"{path}: spaces nest in a loop")
+                break
+            seen.add(at)
+            at = parents[at][0]
     return problems
 
 
@@ -247,13 +294,36 @@ def _space_id(item: dict[str, Any]) -> uuid.UUID | None:
     return uuid.UUID(item["space"]) if item.get("space") is not None else None
 
 
+def _space_ids(item: dict[str, Any]) -> tuple[uuid.UUID, ...]:
+    """Every space a device is in, its card's first; ``space`` alone is a list of one."""
+    listed = [uuid.UUID(ref) for ref in item.get("spaces") or () if ref is not None]
+    first = _space_id(item)
+    if first is not None:
+        listed.insert(0, first)
+    return tuple(dict.fromkeys(listed))
+
+
+def _values(item: dict[str, Any]) -> tuple[CurrentValue, ...]:
+    return tuple(
+        CurrentValue(m["name"], m.get("value"), m.get("timestamp") or "")
+        for m in item.get("meta") or ()
+    )
+
+
 def _entries(data: dict[str, Any]) -> InventoryFile:
     """The entries of a file with no problems."""
     buildings = []
     for b, raw in enumerate(data["buildings"]):
         path = f"buildings[{b}]"
         spaces = tuple(
-            SpaceEntry(uuid.UUID(s["id"]), s["name"], s.get("capacity"), f"{path}.spaces[{i}]")
+            SpaceEntry(
+                uuid.UUID(s["id"]),
+                s["name"],
+                s.get("capacity"),
+                f"{path}.spaces[{i}]",
+                uuid.UUID(s["parent"]) if s.get("parent") else None,
+                _values(s),
+            )
             for i, s in enumerate(raw.get("spaces") or ())
         )
         areas = tuple(
@@ -263,11 +333,27 @@ def _entries(data: dict[str, Any]) -> InventoryFile:
             for i, a in enumerate(raw.get("areas") or ())
         )
         devices = tuple(
-            DeviceEntry(uuid.UUID(d["id"]), d["name"], _space_id(d), f"{path}.devices[{i}]")
+            DeviceEntry(
+                uuid.UUID(d["id"]),
+                d["name"],
+                (_space_ids(d) or (None,))[0],
+                f"{path}.devices[{i}]",
+                _space_ids(d),
+                d.get("type") or "",
+                _values(d),
+            )
             for i, d in enumerate(raw.get("devices") or ())
         )
         buildings.append(
-            BuildingEntry(uuid.UUID(raw["id"]), raw["name"], path, spaces, areas, devices)
+            BuildingEntry(
+                uuid.UUID(raw["id"]),
+                raw["name"],
+                path,
+                raw.get("timezone") or "UTC",
+                spaces,
+                areas,
+                devices,
+            )
         )
     return InventoryFile(tuple(buildings))
 

@@ -124,7 +124,15 @@ def _write_meta(items: list[tuple[uuid.UUID, MetaValue]], devices: set[uuid.UUID
         ],
         update_conflicts=True,
         unique_fields=["device", "name"],
-        update_fields=["value", "display_name", "unit", "source_timestamp", "received_at"],
+        # A live value replaces a synced one, and says so (``synced`` back to False).
+        update_fields=[
+            "value",
+            "display_name",
+            "unit",
+            "source_timestamp",
+            "received_at",
+            "synced",
+        ],
     )
     return len(values) + len(latest)
 
