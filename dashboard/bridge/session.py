@@ -189,8 +189,8 @@ class BuildingSession:
         # the session until the broker happens to send something else.
         self._loop.call_soon(self._read_more, sock)
 
-    def _read_more(self, sock: socket.socket) -> None:
-        if sock is self._sock and _readable(sock):
+    def _read_more(self, sock: socket.socket | None) -> None:
+        if sock is not None and sock is self._sock and _readable(sock):
             self._read()
 
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
