@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format install migrate serve clean bench bench-smoke bench-scaled soak
+.PHONY: demo test lint format install migrate serve clean bench bench-smoke bench-scaled soak system-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,12 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Mosquitto, openssl and Chromium: installed as root, else the apt-get line to run, at once.
+system-packages:
+	@scripts/system-packages.sh
+
 # The smoke benchmark runs inside `make test` as tests/test_bench_smoke.py.
-test: install lint
+test: system-packages install lint
 	$(BIN)/python -m pytest
 
 # Benchmarks against raw-MQTT baselines in the same run (docs/benchmarks.md); not for CI.

@@ -23,7 +23,10 @@ from dashboard.models import Role
 
 logger = logging.getLogger(__name__)
 
-POLICY_VIOLATION = 1008  # WebSocket close code: not logged in, or no role on the building
+# Refusals, in the 4000 range: autobahn (under daphne) refuses 1008 with a traceback and
+# closes with 1011, which pages retry forever. live.js retries neither of these.
+NOT_LOGGED_IN = 4001  # no session, or it ended: the page goes to the login page
+NO_ACCESS = 4003  # logged in, but no role on the building (any more)
 # Close code for a page that fell behind; it reconnects and resyncs. Not 1013: autobahn (under
 # daphne) refuses every code but 1000 and 3000-4999, and raising there left the consumer's
 # groups and rejoin task behind (docs/reliability.md).
@@ -45,11 +48,19 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self._rejoin: asyncio.Task[None] | None = None
         user = self.scope.get("user")
         subscriptions = None
-        if user is not None and user.is_authenticated:
+        logged_in = user is not None and user.is_authenticated
+        if logged_in:
             subscriptions = await database_sync_to_async(self.choose)(user)
         await self.accept()
         if not subscriptions:
-            await self.close(code=POLICY_VIOLATION)
+            # One line per refused socket, and no traceback: a page left open after its
+            # session ended is ordinary.
+            logger.info(
+                "websocket %s refused: %s",
+                self.scope.get("path"),
+                f"no access for {user.get_username()}" if logged_in else "not logged in",
+            )
+            await self.close(code=NO_ACCESS if logged_in else NOT_LOGGED_IN)
             return
         self.subscriptions = subscriptions
         metrics.PAGES_CONNECTED.inc()

@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, cast
 
 from django.conf import settings
+from django.contrib.staticfiles import finders
+from django.contrib.staticfiles.storage import ManifestFilesMixin, staticfiles_storage
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +31,49 @@ class Output(Protocol):
     def flush(self) -> object: ...
 
 
+def static_files_state() -> str | None:
+    """``missing`` or ``stale`` when pages would fail on static files now, else None.
+
+    With DEBUG off, pages link to the hashed names in collectstatic's manifest; a file that
+    is not in STATIC_ROOT makes every page answer 500.
+    """
+    storage = staticfiles_storage
+    if not isinstance(storage, ManifestFilesMixin):
+        return None  # DEBUG: served from the sources as they are
+    manifest = Path(storage.path(storage.manifest_name))
+    if not manifest.exists():
+        return "missing"
+    collected = manifest.stat().st_mtime
+    for finder in finders.get_finders():
+        for path, source in finder.list(["CVS", ".*", "*~"]):
+            if Path(source.path(path)).stat().st_mtime > collected:
+                return "stale"
+    return None
+
+
+def not_collected_line() -> str:
+    """The one line a server that cannot collect static files stops with."""
+    return (
+        f"static files are not collected in {settings.STATIC_ROOT}: "
+        "run `python manage.py collectstatic --noinput` first"
+    )
+
+
+def collect_static_files(stdout: Output) -> None:
+    """Collect static files when they were never collected, or the sources changed since."""
+    state = static_files_state()
+    if state is None:
+        return
+    stdout.write(f"Collecting static files into {settings.STATIC_ROOT} ({state} manifest)\n")
+    stdout.flush()
+    try:
+        call_command("collectstatic", interactive=False, verbosity=0)
+    except (OSError, ValueError) as exc:
+        raise CommandError(
+            f"could not collect static files: {exc}; {not_collected_line()}"
+        ) from None
+
+
 def run(
     stdout: Output,
     host: str,
@@ -36,8 +84,9 @@ def run(
     """Serve HTTP and WebSockets until Ctrl-C; start ``services`` in order, stop them reversed.
 
     Prints the URL (then ``notes``) once the port is open. A service that fails to start
-    stops the server.
+    stops the server. Static files are collected first when they need to be.
     """
+    collect_static_files(stdout)
     # Importing daphne.server installs Twisted's asyncio reactor; it must come first.
     from channels.routing import get_default_application
     from daphne.endpoints import build_endpoint_description_strings
@@ -80,11 +129,16 @@ def run(
             lambda: defer.Deferred.fromFuture(asyncio.ensure_future(stop_all(), loop=twisted_loop)),
         )
 
-    def ready() -> None:
+    def announce() -> None:
         stdout.write(f"Gooee dashboard at http://{host}:{port}/ (Ctrl-C to stop)\n")
         for note in notes:
             stdout.write(note + "\n")
         stdout.flush()
+
+    def ready() -> None:
+        # daphne calls this just before it runs the reactor; announced once it runs, when
+        # Ctrl-C already stops it cleanly (a person or script may press it right away).
+        reactor.callWhenRunning(announce)
 
     # Behind the trusted proxy, the client's address comes from X-Forwarded-For: login
     # throttling per address would otherwise count every client as the proxy.

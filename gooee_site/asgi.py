@@ -17,6 +17,14 @@ try:
 except ImproperlyConfigured as exc:
     sys.exit(f"configuration error: {exc}")
 
+if "daphne.cli" in sys.modules:
+    # `daphne gooee_site.asgi:application` cannot collect static files as `serve` does;
+    # without them every page would answer 500.
+    from dashboard.serving import not_collected_line, static_files_state
+
+    if static_files_state() is not None:
+        sys.exit(not_collected_line())
+
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator

@@ -1,7 +1,7 @@
 """Private MQTT brokers and paho helpers for tests.
 
-``MosquittoBroker`` runs the real ``mosquitto`` binary (plain, TLS and websockets listeners,
-optional password file); ``AmqttBroker`` runs the pure-Python amqtt broker (plain and
+``MosquittoBroker`` runs the real ``mosquitto`` binary (plain, TLS, websockets and, with
+TLS, secure websockets listeners; optional password file); ``AmqttBroker`` runs the pure-Python amqtt broker (plain and
 websockets) where there is no mosquitto. Both listen on 127.0.0.1, on free ports, and log
 into their own temp dir. Every started process is also killed at interpreter exit, so a
 test that forgets ``stop()`` cannot leave a broker behind.
@@ -43,7 +43,7 @@ AMQTT_READY_MARKER = "amqtt-runner: ready"  # keep in sync with amqtt_runner.REA
 MOSQUITTO_READY_MARKER = " running"  # "mosquitto version X running", logged after all binds
 PORT_CLASH_HINTS = ("Address already in use", "Errno 98", "Unable to start any listening")
 
-Transport = Literal["tcp", "tls", "websockets"]
+Transport = Literal["tcp", "tls", "websockets", "wss"]
 
 
 class BrokerStartError(RuntimeError):
@@ -238,6 +238,7 @@ class BrokerProcess:
         self._port: int | None = None
         self._tls_port: int | None = None
         self._ws_port: int | None = None
+        self._wss_port: int | None = None
         # Ports are chosen afresh until the first successful start; restarts reuse them.
         self._ports_fixed = False
         self._proc: subprocess.Popen[bytes] | None = None
@@ -287,6 +288,11 @@ class BrokerProcess:
         return self._ws_port
 
     @property
+    def wss_port(self) -> int | None:
+        """MQTT over websockets with TLS port, or None without that listener."""
+        return self._wss_port
+
+    @property
     def url(self) -> str:
         """``mqtt://127.0.0.1:PORT``."""
         return f"mqtt://{HOST}:{self.port}"
@@ -300,6 +306,11 @@ class BrokerProcess:
     def ws_url(self) -> str | None:
         """``ws://127.0.0.1:PORT/mqtt``, or None (both brokers accept any path)."""
         return None if self._ws_port is None else f"ws://{HOST}:{self._ws_port}/mqtt"
+
+    @property
+    def wss_url(self) -> str | None:
+        """``wss://127.0.0.1:PORT/mqtt``, or None."""
+        return None if self._wss_port is None else f"wss://{HOST}:{self._wss_port}/mqtt"
 
     @property
     def ca_file(self) -> Path | None:
@@ -328,7 +339,8 @@ class BrokerProcess:
 
     def listener_ports(self) -> list[int]:
         """Every port the broker listens on."""
-        return [p for p in (self._port, self._tls_port, self._ws_port) if p is not None]
+        ports = (self._port, self._tls_port, self._ws_port, self._wss_port)
+        return [p for p in ports if p is not None]
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -339,10 +351,12 @@ class BrokerProcess:
         attempts = 1 if self._ports_fixed else 3
         for attempt in range(1, attempts + 1):
             if not self._ports_fixed:
-                ports = iter(free_ports(1 + self._wants_tls() + self._websockets))
+                wss = self._wants_tls() and self._websockets
+                ports = iter(free_ports(1 + self._wants_tls() + self._websockets + wss))
                 self._port = next(ports)
                 self._tls_port = next(ports) if self._wants_tls() else None
                 self._ws_port = next(ports) if self._websockets else None
+                self._wss_port = next(ports) if wss else None
             argv = self._prepare()
             self._launch(argv)
             try:
@@ -555,6 +569,14 @@ class MosquittoBroker(BrokerProcess):
             ]
         if self.ws_port is not None:
             lines += [f"listener {self.ws_port} {HOST}", "protocol websockets"]
+        if self.tls is not None and self.wss_port is not None:
+            lines += [
+                f"listener {self.wss_port} {HOST}",
+                "protocol websockets",
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.cert_file}",
+                f"keyfile {self.tls.key_file}",
+            ]
         self.config_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return [self.executable, "-c", str(self.config_file)]
 
@@ -617,7 +639,7 @@ def connect_client(
         client_id=client_id or f"test-{uuid.uuid4().hex[:12]}",
         clean_session=clean_session,
         protocol=mqtt.MQTTv311,
-        transport="websockets" if transport == "websockets" else "tcp",
+        transport="websockets" if transport in ("websockets", "wss") else "tcp",
     )
     client.connect_timeout = timeout
     if transport == "tls":
@@ -631,6 +653,12 @@ def connect_client(
             raise ValueError(f"{broker!r} has no websockets listener")
         client.ws_set_options(path="/mqtt")
         port = broker.ws_port
+    elif transport == "wss":
+        if broker.wss_port is None or broker.ca_file is None:
+            raise ValueError(f"{broker!r} has no websockets listener with TLS")
+        client.tls_set(ca_certs=str(broker.ca_file))
+        client.ws_set_options(path="/mqtt")
+        port = broker.wss_port
     else:
         port = broker.port
     if username is not None:

@@ -36,7 +36,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from dashboard import consumers
-from dashboard.consumers import POLICY_VIOLATION
+from dashboard.consumers import NO_ACCESS, NOT_LOGGED_IN
 from dashboard.contract import rejections
 from dashboard.contract.topics import Kind, Scope, build_topic
 from dashboard.live import layer, tiles
@@ -209,7 +209,7 @@ REFUSALS = (LOGIN, ADMIN, 403, 404, 405)
 
 # --- the WebSocket matrix -------------------------------------------------------------------------
 
-REFUSED = "closed 1008"  # accepted, then closed with the policy-violation code
+REFUSED = "refused"  # accepted, then closed: 4001 when not logged in, 4003 without access
 ALL, SUPPORT_TILES, SUMMARY = tiles.EVERYONE, tiles.SUPPORT, tiles.SUMMARY
 
 
@@ -713,6 +713,10 @@ async def sockets() -> AsyncIterator[Callable[..., Any]]:
         await communicator.disconnect()
 
 
+def refusal_code(role: str) -> int:
+    return NOT_LOGGED_IN if role == ANONYMOUS else NO_ACCESS
+
+
 async def closed_with(communicator: WebsocketCommunicator) -> int | None:
     message = await communicator.receive_output(5)
     assert message["type"] == "websocket.close", message
@@ -735,7 +739,7 @@ async def test_each_person_follows_only_the_buildings_their_role_allows(
 
         expected = socket.outcome(role)
         if expected == REFUSED:
-            assert await closed_with(communicator) == POLICY_VIOLATION
+            assert await closed_with(communicator) == refusal_code(role)
             assert await bridge.requests(0, timeout=0.05) == {}
         else:
             wanted = {world.place(key).building: audiences for key, audiences in expected.items()}
@@ -761,7 +765,7 @@ async def test_a_socket_for_a_building_that_does_not_exist_is_closed(live_world,
     path = live_world.socket_path(SOCKETS[0].route, building_id=uuid.uuid4())
     for role in (ANONYMOUS, OUTSIDER, VIEWER, SUPPORT, STAFF):
         communicator, _ = await sockets(path, live_world.cookie(role))
-        assert await closed_with(communicator) == POLICY_VIOLATION, role
+        assert await closed_with(communicator) == refusal_code(role), role
 
 
 @pytest.mark.broker

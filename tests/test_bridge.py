@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
+from dashboard.bridge import loop_driven
 from dashboard.contract.topics import Kind, Scope, build_topic
 from dashboard.models import Device, LatestHeadcount, LatestMeta
 from tests import seed
 from tests.bridging import Browser, config_for, send, subscribed, until
 from tests.factories import make_building
+from tests.tls_relay import TlsRepacker
 
 pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
@@ -197,6 +200,79 @@ async def test_tls_and_websocket_transports_work(hq, running_bridge, publish, br
     await send(publish, build_topic(Scope.DEVICE, hq[Scope.DEVICE], Kind.META), seed.DEVICE_META)
     state = bridge.buildings[hq[Scope.BUILDING]].state
     await until(lambda: hq[Scope.DEVICE] in state.meta, what=f"meta over {transport}")
+
+
+def transport_url(broker, transport: str) -> dict:
+    """The bridge's session config for one of the contract's transports on ``broker``."""
+    urls = {"tcp": broker.url, "tls": broker.tls_url, "websockets": broker.ws_url}
+    urls["wss"] = broker.wss_url
+    if urls[transport] is None:
+        pytest.skip(f"this broker has no {transport} listener")
+    tls = transport in ("tls", "wss")
+    return config_for(urls[transport], ca_file=str(broker.ca_file) if tls else None)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls", "websockets", "wss"])
+async def test_a_1_mb_message_is_counted_malformed_and_the_session_goes_on(
+    hq, running_bridge, publish, broker, transport
+):
+    bridge = await running_bridge(config=transport_url(broker, transport))
+    await subscribed(bridge, hq[Scope.BUILDING])
+    state = bridge.buildings[hq[Scope.BUILDING]].state
+    session = bridge.buildings[hq[Scope.BUILDING]].session
+    topic = build_topic(Scope.DEVICE, hq[Scope.DEVICE], Kind.META)
+
+    # Far past MQTT_MAX_PAYLOAD_BYTES, in one websocket frame over many TLS records. Mosquitto's
+    # websockets listener sends it at about 40 KB/s: 25 s, five keepalives of this session.
+    connected_since = session.status.since
+    await send(publish, topic, b"[" + b" " * 1_000_000 + b"]")
+    await until(lambda: state.counters["malformed"] == 1, 60, f"the large message via {transport}")
+    # On the same link all along: a reconnect would have lost what was in flight.
+    assert (session.status.state, session.status.since) == ("connected", connected_since)
+    device = hq[Scope.DEVICE]
+
+    def shows(value: float) -> bool:
+        shown = state.meta.get(device, {}).get("temperature")
+        return shown is not None and shown.value == value
+
+    for value in (12.5, 13.5, 14.5):  # and the session goes on: each next value arrives
+        await send(publish, topic, [{**seed.DEVICE_META[0], "value": value}])
+        await until(lambda v=value: shows(v), 10, f"{value} after it via {transport}")
+
+
+@pytest.mark.parametrize("policy", ["coalesce", "split"])
+@pytest.mark.parametrize("transport", ["tls", "wss"])
+async def test_however_tls_records_cut_the_stream_a_burst_arrives_whole(
+    hq, running_bridge, mqtt_client, broker, tls_material, transport, policy, monkeypatch
+):
+    if broker.tls_port is None:
+        pytest.skip("this broker has no TLS listener")
+    # Fewer packets per wake-up than a record holds: a wake-up ends inside a record, whose
+    # rest is decrypted already and wakes no selector.
+    monkeypatch.setattr(loop_driven, "MAX_PACKETS_PER_WAKE", 4)
+    target = broker.port if transport == "tls" else broker.ws_port
+    async with TlsRepacker(target, tls_material, policy) as front:
+        url = f"mqtts://127.0.0.1:{front.port}"
+        if transport == "wss":
+            url = f"wss://127.0.0.1:{front.port}/mqtt"
+        # The product's keepalive: a stalled read would wait for the next ping's answer.
+        config = config_for(url, keepalive=30, ca_file=str(tls_material.ca_file))
+        bridge = await running_bridge(config=config)
+        await subscribed(bridge, hq[Scope.BUILDING])
+        state = bridge.buildings[hq[Scope.BUILDING]].state
+        topic = build_topic(Scope.SPACE, hq[Scope.SPACE], Kind.HEAD_COUNT)
+        device = mqtt_client()
+
+        # QoS 0, so the broker forwards them without waiting for the session's PUBACKs.
+        burst = 2000
+        sent = [
+            device.publish(topic, json.dumps(seed.headcount("headcount", n % 40)), qos=0)
+            for n in range(burst)
+        ]
+        await asyncio.to_thread(lambda: [info.wait_for_publish(10) for info in sent])
+        await until(
+            lambda: state.counters["accepted"] == burst, 10, f"{policy} records via {transport}"
+        )
 
 
 async def test_the_token_authenticates_and_never_shows_in_logs_or_status(

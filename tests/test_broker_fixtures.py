@@ -94,6 +94,18 @@ def test_websockets_publish_and_receive(broker: AnyBroker, mqtt_client: ClientFa
     _roundtrip(mqtt_client("websockets"), mqtt_client("websockets"))
 
 
+def test_secure_websockets_publish_and_receive(
+    broker: AnyBroker, mqtt_client: ClientFactory
+) -> None:
+    if broker.wss_port is None:
+        pytest.skip(f"{broker.name} fixture has no TLS listener")
+    assert broker.wss_url == f"wss://127.0.0.1:{broker.wss_port}/mqtt"
+    pub, sub = mqtt_client("wss"), mqtt_client("wss")
+    # Really TLS under the websocket, not the plain websockets listener by mistake.
+    assert isinstance(pub.socket()._socket, ssl.SSLSocket)
+    _roundtrip(pub, sub)
+
+
 def test_transports_share_one_broker(broker: AnyBroker, mqtt_client: ClientFactory) -> None:
     _roundtrip(mqtt_client("tcp"), mqtt_client("websockets"))
 

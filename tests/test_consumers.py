@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from dashboard import consumers
-from dashboard.consumers import POLICY_VIOLATION
+from dashboard.consumers import NO_ACCESS, NOT_LOGGED_IN
 from dashboard.contract.topics import Kind, Scope, build_topic
 from dashboard.live import layer, tiles
 from gooee_site.asgi import application
@@ -136,12 +136,14 @@ async def test_support_staff_also_join_the_support_group_and_viewers_do_not(page
     assert await viewer.receive_nothing(0.3)
 
 
-async def test_an_outsider_and_an_anonymous_visitor_are_closed_with_a_policy_code(page, hq, people):
+async def test_an_outsider_is_closed_for_no_access_and_an_anonymous_visitor_for_login(
+    page, hq, people
+):
     building = hq[Scope.BUILDING]
     outsider, _, _ = await page(people.outsider, building)
-    assert await closed_with(outsider) == POLICY_VIOLATION
+    assert await closed_with(outsider) == NO_ACCESS
     anonymous, _, _ = await page(None, building)
-    assert await closed_with(anonymous) == POLICY_VIOLATION
+    assert await closed_with(anonymous) == NOT_LOGGED_IN
 
     await layer.broadcast(building, "<p>private</p>", stream="s1", seq=1)
     assert await outsider.receive_nothing(0.2)

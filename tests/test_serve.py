@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,3 +70,96 @@ def test_a_malformed_setting_stops_with_one_clear_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "configuration error: MQTT_URL: scheme must be one of mqtt, mqtts, ws, wss (got 'http')"
     ]
+
+
+def served_env(tmp_path: Path, broker_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DEBUG": "false",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "MQTT_URL": broker_url,
+        "LOG_LEVEL": "WARNING",
+        "STATIC_ROOT": str(tmp_path / "static"),
+    }
+
+
+def start_serve(env: dict[str, str], port: int) -> tuple[subprocess.Popen[str], list[str]]:
+    """``serve`` until it says where it listens; with the lines it printed before that."""
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    before: list[str] = []
+    while not (line := server.stdout.readline()).startswith("Gooee dashboard at"):
+        if not line:
+            raise AssertionError("serve stopped:\n" + "".join(before))
+        before.append(line.strip())
+    return server, before
+
+
+def stop_serve(server: subprocess.Popen[str]) -> None:
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)
+        try:
+            code = server.wait(timeout=15)
+            assert code == 0, server.stdout.read()
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+
+
+def test_a_first_start_after_migrate_collects_static_files_and_serves_pages(tmp_path, broker):
+    env = served_env(tmp_path, broker.url)
+    static_root = tmp_path / "static"
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, timeout=120)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    # Right after install and migrate: serve collects, then pages and their CSS work.
+    server, before = start_serve(env, port)
+    try:
+        assert before == [f"Collecting static files into {static_root} (missing manifest)"]
+        with urllib.request.urlopen(f"{base}/accounts/login/", timeout=10) as response:
+            assert response.status == 200
+            page = response.read().decode()
+        [css] = re.findall(r'href="(/static/dashboard/dashboard\.[0-9a-f]+\.css)"', page)
+        with urllib.request.urlopen(f"{base}{css}", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        stop_serve(server)
+
+    # Collected and unchanged since: the next start does not collect again.
+    server, before = start_serve(env, port)
+    stop_serve(server)
+    assert before == []
+
+    # Sources newer than the collection (an update): collected again.
+    manifest = static_root / "staticfiles.json"
+    os.utime(manifest, (0, 0))
+    server, before = start_serve(env, port)
+    stop_serve(server)
+    assert before == [f"Collecting static files into {static_root} (stale manifest)"]
+    assert manifest.stat().st_mtime > 0
+
+
+def test_daphne_without_collected_static_files_refuses_to_start_with_one_line(tmp_path):
+    env = served_env(tmp_path, "")
+    result = subprocess.run(
+        [sys.executable, "-m", "daphne", "-p", str(free_port()), "gooee_site.asgi:application"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"static files are not collected in {tmp_path / 'static'}: "
+        "run `python manage.py collectstatic --noinput` first"
+    )
+    assert "Traceback" not in result.stderr

@@ -29,7 +29,7 @@ class Inbox:
 
     async def open(self) -> None:
         if self._layer is not None:
-            self.channel = await self._layer.new_channel("bridge.")
+            self.channel = await layer.new_channel()
 
     async def join(self, building_id: uuid.UUID) -> None:
         if self.channel is None:

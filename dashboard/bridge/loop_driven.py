@@ -82,11 +82,32 @@ class LoopDriven:
     def _read(self) -> None:
         """Read every packet already waiting: paho reads one per call, a wake-up costs more."""
         self._last_in = time.monotonic()
+        _bytes_arrived(self._client)
         sock = self._sock
         for _ in range(MAX_PACKETS_PER_WAKE):
             self._client.loop_read()
             if sock is None or sock is not self._sock or not readable(sock):
                 return
+        # More is waiting: read it on the next loop turn, after the other buildings. Bytes
+        # TLS already decrypted never wake the selector again, so waiting on it would stall
+        # the session until the broker happens to send something else.
+        self._loop.call_soon(self._read_more, sock)
+
+    def _read_more(self, sock: socket.socket | None) -> None:
+        if sock is not None and sock is self._sock and readable(sock):
+            self._read()
+
+
+def _bytes_arrived(client: mqtt.Client) -> None:
+    """Tell paho's keepalive that the broker is sending.
+
+    paho counts only the bytes its transport hands over, and its websocket transport hands
+    over none until a whole frame is in: one large message can take longer than two
+    keepalives (Mosquitto's websockets listener sends about 40 KB a second), and paho would
+    then drop a working link, with every message in flight.
+    """
+    with client._msgtime_mutex:
+        client._last_bytes_received = time.monotonic()
 
 
 def readable(sock: socket.socket) -> bool:

@@ -110,6 +110,17 @@ async def request_snapshot(
     )
 
 
+async def new_channel() -> str:
+    """A channel of this process's own, for replies: always under the layer's default prefix.
+
+    channels_redis's core layer reads every process-local channel of one prefix through one
+    blocking pop, and lets only one such read run at a time: with a second prefix in the same
+    process (the bridge's inbox next to the pages in ``serve``), the read waiting on one
+    prefix starves the other until a message for it happens to arrive.
+    """
+    return await get_channel_layer().new_channel()
+
+
 class NoBridge(Exception):
     """No bridge process answered for the building in time."""
 
@@ -119,7 +130,7 @@ async def request_publish(
 ) -> dict[str, Any]:
     """Have the bridge that holds the building publish an action; its ``action.result``."""
     layer = get_channel_layer()
-    reply_to = await layer.new_channel("action.")
+    reply_to = await new_channel()
     await layer.group_send(
         bridge_group(building_id),
         {**request, "type": "action.publish", "building": str(building_id), "reply_to": reply_to},

@@ -10,9 +10,11 @@
   };
 
   var RETRIED_BY_HTMX = [1006, 1011, 1012, 1013];
-  var POLICY_VIOLATION = 1008;
+  // Refusals (dashboard/consumers.py), never retried: reconnecting would be refused again.
+  var NOT_LOGGED_IN = 4001;
+  var NO_ACCESS = 4003;
   // 4013: the server cut this page off for falling behind (a code daphne can send);
-  // like any other close but 1008 it is retried below, and the page resyncs.
+  // like any other close but a refusal it is retried below, and the page resyncs.
 
   function setPageStatus(state, text) {
     var el = document.getElementById("page-status");
@@ -108,8 +110,17 @@
   });
   document.addEventListener("htmx:wsClose", function (event) {
     var code = event.detail.event.code;
-    if (code === POLICY_VIOLATION) {
-      setPageStatus("refused", "refused (your session ended or your access was removed). Reload the page to log in again.");
+    if (code === NOT_LOGGED_IN) {
+      // The session ended: log in again, and come back to this page.
+      setPageStatus("refused", "your session ended; opening the login page…");
+      var login = document.body.dataset.loginUrl || "/accounts/login/";
+      window.location.assign(
+        login + "?next=" + encodeURIComponent(window.location.pathname + window.location.search)
+      );
+      return;
+    }
+    if (code === NO_ACCESS) {
+      setPageStatus("refused", "refused (you no longer have access to this building).");
       return;
     }
     setPageStatus("reconnecting", "reconnecting…");
