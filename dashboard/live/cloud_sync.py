@@ -36,18 +36,28 @@ class SyncResult:
     report: ImportReport | None = None
     notes: list[str] = field(default_factory=list)
 
+    dry_run: bool = False
+
     def lines(self) -> list[str]:
         head = f"{self.name} ({self.building_id})"
+        if self.dry_run:
+            head += " [dry run, nothing written]"
         body = self.report.lines() if self.report is not None else []
         return [f"{head}: {'; '.join(body)}", *(f"  note: {n}" for n in self.notes)]
 
 
-def client_from_settings() -> CloudClient:
-    """A client for the configured API, or SyncError saying which setting is missing."""
+def client_from_settings(**options: Any) -> CloudClient:
+    """A client for the configured API, or SyncError saying which setting is missing.
+
+    ``options`` go to ``CloudClient`` (timeouts, retries, its ``sleep``).
+    """
     if not settings.GOOEE_API_TOKEN:
         raise SyncError("GOOEE_API_TOKEN: not set (nor a password in MQTT_URL to use instead)")
     return CloudClient(
-        settings.GOOEE_API_URL, settings.GOOEE_API_TOKEN, scheme=settings.GOOEE_API_AUTH_SCHEME
+        settings.GOOEE_API_URL,
+        settings.GOOEE_API_TOKEN,
+        scheme=settings.GOOEE_API_AUTH_SCHEME,
+        **options,
     )
 
 
@@ -121,7 +131,7 @@ def sync_building(
 ) -> SyncResult:
     """Read one building from the API and write it whole (or, dry, say what would change)."""
     data, notes = fetch(client, building_id)
-    result = SyncResult(building_id, data["name"], notes=notes)
+    result = SyncResult(building_id, data["name"], notes=notes, dry_run=dry_run)
     try:
         inventory = parse_inventory(json.dumps({"buildings": [data]}))
         with transaction.atomic():

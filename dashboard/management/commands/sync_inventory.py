@@ -48,8 +48,7 @@ class Command(BaseCommand):
                     result = cloud_sync.sync_building(
                         client, building_id, prune=options["prune"], dry_run=options["dry_run"]
                     )
-                    prefix = "would change, " if options["dry_run"] else ""
                     for line in result.lines():
-                        self.stdout.write(prefix + line if line.startswith(result.name) else line)
+                        self.stdout.write(line)
         except SyncError as exc:
             raise CommandError(str(exc)) from None
