@@ -358,3 +358,151 @@ def test_the_client_refuses_a_scheme_it_does_not_know():
 
     with pytest.raises(ValueError, match="Bearer, JWT"):
         CloudClient("http://127.0.0.1:1", TOKEN, scheme="Basic")
+
+
+# --- A running bridge keeps following the cloud ---------------------------------------------
+
+SHOP = "Corner Shop"
+
+
+def shop_lamp(n: int) -> str:
+    return gid(f"{SHOP}/device/{n}")
+
+
+@pytest.fixture
+def shop_cloud(settings: Any) -> Iterator[CloudApiEmulator]:
+    """A Gooee account with a small shop of three lamps, onboarded here."""
+    api = CloudApiEmulator([small(SHOP, devices=3)], TOKEN)
+    api.start()
+    settings.GOOEE_API_URL, settings.GOOEE_API_TOKEN = api.url, TOKEN
+    settings.GOOEE_API_AUTH_SCHEME = "Bearer"
+    sync("--building", gid(SHOP))
+    yield api
+    api.stop()
+
+
+RESYNC_EVERY = 0.3  # seconds: GOOEE_SYNC_MINUTES of 0.005
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+async def test_the_running_bridge_follows_devices_added_and_removed_in_the_cloud(
+    shop_cloud, running_bridge, publish
+):
+    from asgiref.sync import sync_to_async
+
+    from tests import seed
+    from tests.bridging import send, subscribed, until
+
+    shop = uuid.UUID(gid(SHOP))
+    bridge = await running_bridge(resync=cloud_sync.resync_building, resync_every=RESYNC_EVERY)
+    await subscribed(bridge, shop)
+    session = bridge.buildings[shop].session
+    assert f"devices/{shop_lamp(2)}/meta" in session.topics
+
+    # In the cloud, lamp 2 is taken out and lamp 3 is put up.
+    with shop_cloud.lock:
+        devices = shop_cloud.buildings[gid(SHOP)]["devices"]
+        devices.pop(2)
+        devices.append({"id": shop_lamp(3), "name": "Lamp 3"})
+
+    await until(
+        lambda: (
+            f"devices/{shop_lamp(3)}/meta" in session.topics
+            and f"devices/{shop_lamp(2)}/meta" not in session.topics
+        ),
+        10,
+        "the re-sync to reach the session",
+    )
+    await subscribed(bridge, shop)
+    assert not await sync_to_async(Device.objects.filter(pk=shop_lamp(2)).exists)()
+    state = bridge.buildings[shop].state
+    await send(publish, f"devices/{shop_lamp(3)}/meta", seed.DEVICE_META)
+    await until(lambda: uuid.UUID(shop_lamp(3)) in state.meta, what="the new lamp's values")
+    # Same session throughout: no restart.
+    assert bridge.buildings[shop].session is session
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+async def test_a_failing_re_sync_shows_on_the_status_once_logged_and_live_values_keep_coming(
+    shop_cloud, running_bridge, publish, settings, caplog
+):
+    from tests.bridging import Browser, send, subscribed, until
+
+    caplog.set_level(logging.INFO, logger="dashboard.bridge.supervisor")
+    shop = uuid.UUID(gid(SHOP))
+    bridge = await running_bridge(resync=cloud_sync.resync_building, resync_every=RESYNC_EVERY)
+    await subscribed(bridge, shop)
+    browser = await Browser(shop).join()
+    state = bridge.buildings[shop].state
+
+    settings.GOOEE_API_TOKEN = "revoked-" + TOKEN
+    await browser.wait_for("Gooee Cloud sync failing", timeout=10)
+    assert "refused the token (HTTP 401)" in state.status.sync_error
+    # It keeps failing for a few periods: said once in the log, not every time.
+    failing_since = len(shop_cloud.requests)
+    await until(lambda: len(shop_cloud.requests) >= failing_since + 3, 10, "more re-syncs")
+    failures = [r for r in caplog.records if "re-sync from the Gooee Cloud API failed" in r.message]
+    assert len(failures) == 1
+    assert settings.GOOEE_API_TOKEN not in caplog.text and TOKEN not in caplog.text
+
+    # The building stays live all the while.
+    lamp = uuid.UUID(shop_lamp(0))
+    await send(publish, f"devices/{lamp}/meta", [{"name": "temperature", "value": 30.5}])
+    await until(lambda: lamp in state.meta and state.meta[lamp]["temperature"].value == 30.5)
+    assert state.status.state == "connected"
+
+    # The token is fixed: the error goes from the status, and the log says it works again.
+    settings.GOOEE_API_TOKEN = TOKEN
+    await until(lambda: state.status.sync_error == "", 10, "the sync error to clear")
+    assert "re-sync from the Gooee Cloud API works again" in caplog.text
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+async def test_with_several_workers_only_the_holder_of_a_building_re_syncs_it(
+    running_bridge, redis_url
+):
+    from asgiref.sync import sync_to_async
+
+    from dashboard.bridge.leases import Leases
+    from tests.bridging import until
+    from tests.factories import make_building
+
+    for n in range(4):
+        await sync_to_async(make_building)(f"Building {n}")
+    calls: dict[str, list[uuid.UUID]] = {"w1": [], "w2": []}
+
+    def recorder(name: str) -> Any:
+        return lambda building_id: calls[name].append(building_id)
+
+    workers = {}
+    for name in calls:
+        workers[name] = await running_bridge(
+            leases=Leases(redis_url, name, 2.0), resync=recorder(name), resync_every=0.2
+        )
+    await until(
+        lambda: all(len(w.buildings) == 2 for w in workers.values()), 10, "the buildings split"
+    )
+    for held in calls.values():
+        held.clear()
+    await until(lambda: all(len(c) >= 4 for c in calls.values()), 10, "a few re-syncs each")
+    for name, worker in workers.items():
+        assert set(calls[name]) == set(worker.buildings)
+    assert not set(calls["w1"]) & set(calls["w2"])
+
+
+@pytest.fixture
+async def redis_url() -> Any:
+    """A Redis database of this suite's own, emptied before and after."""
+    import os
+
+    from redis import asyncio as aioredis
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    redis = aioredis.from_url(url)
+    await redis.flushdb()
+    yield url
+    await redis.flushdb()
+    await redis.aclose()

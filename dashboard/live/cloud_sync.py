@@ -148,3 +148,12 @@ def sync_building(
 def buildings_here() -> list[uuid.UUID]:
     """The buildings already in the database: what a sync without arguments follows."""
     return list(Building.objects.values_list("id", flat=True))
+
+
+def resync_building(building_id: uuid.UUID) -> SyncResult:
+    """What a running bridge does every ``GOOEE_SYNC_MINUTES``: sync one building, pruning.
+
+    The dashboard follows the cloud: a device removed there goes here too (with its history).
+    """
+    with client_from_settings() as client:
+        return sync_building(client, building_id, prune=True)
