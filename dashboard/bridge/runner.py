@@ -57,6 +57,8 @@ class BridgeService:
         config = SessionConfig(
             broker=broker,
             ca_file=settings.MQTT_CA_FILE,
+            client_cert=settings.MQTT_CLIENT_CERT,
+            client_key=settings.MQTT_CLIENT_KEY,
             client_id_prefix=settings.MQTT_CLIENT_ID_PREFIX,
             keepalive=settings.MQTT_KEEPALIVE,
             reconnect_max=settings.MQTT_RECONNECT_MAX_SECONDS,
