@@ -7,6 +7,7 @@ buildings it serves while running.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import time
@@ -506,3 +507,64 @@ async def redis_url() -> Any:
     yield url
     await redis.flushdb()
     await redis.aclose()
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+async def test_a_synced_value_shows_before_any_message_and_a_live_one_wins_over_it(
+    cloud, running_bridge, publish
+):
+    from asgiref.sync import sync_to_async
+    from django.db import OperationalError
+
+    from tests.bridging import send, subscribed, until
+
+    await sync_to_async(sync)("--building", HARBOUR)
+    first = uuid.UUID(FIRST_LAMP)
+
+    def stored() -> LatestMeta | None:
+        try:
+            return LatestMeta.objects.get(device_id=first, name="temperature")
+        except OperationalError:  # the in-memory database's table lock: not written yet
+            return None
+
+    synced = await sync_to_async(stored)()
+    assert synced is not None and (synced.value, synced.synced) == (21.5, True)
+
+    bridge = await running_bridge(resync=cloud_sync.resync_building, resync_every=RESYNC_EVERY)
+    building = uuid.UUID(HARBOUR)
+    await subscribed(bridge, building)
+    state = bridge.buildings[building].state
+    assert state.meta[first]["temperature"].value == 21.5  # before any MQTT message
+
+    # A live reading replaces it, in the live state and in the database.
+    live = [{"name": "temperature", "value": 23.5, "timestamp": "2024-06-01T00:00:00Z"}]
+    await send(publish, f"devices/{first}/meta", live)
+    await until(lambda: state.meta[first]["temperature"].value == 23.5, what="the live value")
+
+    async def latest() -> tuple[Any, bool] | None:
+        row = await sync_to_async(stored)()
+        return (row.value, row.synced) if row is not None else None
+
+    deadline = time.monotonic() + 10
+    while await latest() != (23.5, False):
+        assert time.monotonic() < deadline, "the live value never reached the database"
+        await asyncio.sleep(0.1)
+
+    # The cloud's reading is older than the live one: the re-syncs leave the live one.
+    cloud.buildings[HARBOUR]["devices"][0]["meta"] = [
+        {"name": "temperature", "value": 19.0, "timestamp": "2024-07-01T00:00:00Z"}
+    ]
+    # A lamp put up in the cloud while running shows its cloud value at once.
+    cloud.buildings[HARBOUR]["devices"].append(
+        {
+            "id": gid("new lamp"),
+            "name": "New lamp",
+            "meta": [{"name": "temperature", "value": 20.0, "timestamp": SYNCED_AT}],
+        }
+    )
+    new = uuid.UUID(gid("new lamp"))
+    await until(lambda: new in state.meta, 10, "the new lamp's synced value")
+    assert state.meta[new]["temperature"].value == 20.0
+    assert state.meta[first]["temperature"].value == 23.5
+    assert await latest() == (23.5, False)

@@ -30,6 +30,7 @@ from dashboard.live.state import (
     AttemptStatus,
     ConnectionStatus,
     LiveState,
+    MetaValue,
     Outcome,
     Rejection,
 )
@@ -93,8 +94,20 @@ class BuildingBridge:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.fanout.flush()
 
-    def update_inventory(self, inventory: BuildingInventory) -> None:
+    def update_inventory(
+        self,
+        inventory: BuildingInventory,
+        values: dict[uuid.UUID, dict[str, MetaValue]] | None = None,
+    ) -> None:
+        """Follow an inventory change; ``values``: the stored values of devices new to it (a
+        cloud sync's), shown until live ones come."""
         previous, self.inventory = self.inventory, inventory
+        for device_id, by_name in (values or {}).items():
+            known = self.state.meta.setdefault(device_id, {})
+            for name, value in by_name.items():
+                known.setdefault(name, value)  # a live value that came meanwhile stays
+        for device_id in set(previous.devices) - set(inventory.devices):
+            self.state.meta.pop(device_id, None)
         self.session.set_topics(inventory.topics())
         # Re-render only devices that are new or renamed, not the whole building.
         for device_id, device in inventory.devices.items():
@@ -420,7 +433,9 @@ class Bridge:
             if inventory is None:
                 continue
             if running is not None:
-                running.update_inventory(inventory)
+                added = set(inventory.devices) - set(running.inventory.devices)
+                stored = await _db(load_state, building_id, added) if added else None
+                running.update_inventory(inventory, stored.meta if stored else None)
                 continue
             state = await _db(load_state, building_id)
             bridge = BuildingBridge(
