@@ -38,6 +38,8 @@ class Command(BaseCommand):
             with cloud_sync.client_from_settings() as client:
                 if options["all"]:
                     wanted += cloud_sync.cloud_building_ids(client)
+                    if not wanted:
+                        raise CommandError("the Gooee Cloud API shows this token no buildings")
                 elif not wanted:
                     wanted = cloud_sync.buildings_here()
                     if not wanted:
