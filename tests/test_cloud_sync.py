@@ -563,8 +563,15 @@ async def test_a_synced_value_shows_before_any_message_and_a_live_one_wins_over_
             "meta": [{"name": "temperature", "value": 20.0, "timestamp": SYNCED_AT}],
         }
     )
+    # A lamp silent over MQTT shows the cloud's newer reading.
+    quiet = uuid.UUID(gid("harbour/device/1"))
+    cloud.buildings[HARBOUR]["devices"][1]["meta"] = [
+        {"name": "temperature", "value": 18.5, "timestamp": "2025-01-01T00:00:00Z"}
+    ]
     new = uuid.UUID(gid("new lamp"))
     await until(lambda: new in state.meta, 10, "the new lamp's synced value")
     assert state.meta[new]["temperature"].value == 20.0
+    await until(lambda: quiet in state.meta, 10, "the quiet lamp's newer cloud value")
+    assert state.meta[quiet]["temperature"].value == 18.5
     assert state.meta[first]["temperature"].value == 23.5
     assert await latest() == (23.5, False)

@@ -22,6 +22,7 @@ from dashboard.bridge.session import BuildingSession, NotConnected, SessionConfi
 from dashboard.contract.topics import TopicError
 from dashboard.live import fragments, layer, metrics, readiness, tiles
 from dashboard.live.buildings import BuildingInventory
+from dashboard.live.cloud_sync import SyncResult
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
@@ -127,6 +128,21 @@ class BuildingBridge:
     def on_status(self, status: ConnectionStatus) -> None:
         self._count_status(status.state == "connected")
         self.changed(tiles.STATUS)
+
+    def take_values(self, stored: dict[uuid.UUID, dict[str, MetaValue]]) -> None:
+        """Show stored values (a re-sync's) newer than the live state's; re-render those cards."""
+        for device_id, by_name in stored.items():
+            if device_id not in self.inventory.devices:
+                continue
+            known = self.state.meta.setdefault(device_id, {})
+            newer = {
+                name: value
+                for name, value in by_name.items()
+                if name not in known or value.received_at > known[name].received_at
+            }
+            if newer:
+                known.update(newer)
+                self.fanout.changed(tiles.device(device_id))
 
     def sync_failed(self, error: str) -> None:
         """Show on the status tile that re-syncing from the cloud fails (``""``: it works)."""
@@ -343,11 +359,17 @@ class Bridge:
             if self._stopping.is_set() or building_id not in self.buildings:
                 continue
             try:
-                await _db(self._resync, building_id)
+                result = await _db(self._resync, building_id)
             except Exception as exc:
                 self._resync_failed(building_id, str(exc).splitlines()[0][:300] or repr(exc))
-            else:
-                self._resync_worked(building_id)
+                continue
+            self._resync_worked(building_id)
+            # Newer current values from the cloud (a device silent over MQTT): shown now.
+            report = result.report if isinstance(result, SyncResult) else None
+            running = self.buildings.get(building_id)
+            if report is not None and report.values and running is not None:
+                stored = await _db(load_state, building_id)
+                running.take_values(stored.meta)
 
     def _resync_failed(self, building_id: uuid.UUID, error: str) -> None:
         # Logged when it starts failing (or fails otherwise), not every period it goes on.
