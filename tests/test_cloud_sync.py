@@ -575,3 +575,12 @@ async def test_a_synced_value_shows_before_any_message_and_a_live_one_wins_over_
     assert state.meta[quiet]["temperature"].value == 18.5
     assert state.meta[first]["temperature"].value == 23.5
     assert await latest() == (23.5, False)
+
+
+@pytest.mark.django_db
+def test_a_building_gone_from_the_cloud_is_named_and_kept_here(cloud):
+    sync("--building", HARBOUR)
+    del cloud.buildings[HARBOUR]
+    with pytest.raises(CommandError, match=f"building {HARBOUR}: not in the Gooee Cloud"):
+        sync("--prune")
+    assert Device.objects.filter(building_id=HARBOUR).count() == 250

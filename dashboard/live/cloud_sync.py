@@ -96,6 +96,11 @@ def fetch(client: CloudClient, building_id: uuid.UUID) -> tuple[dict[str, Any], 
     query = {"building": str(building_id)}
     try:
         building = client.get(f"/buildings/{building_id}")
+    except NotFound as exc:
+        raise SyncError(f"building {building_id}: not in the Gooee Cloud ({exc})") from None
+    except CloudApiError as exc:
+        raise SyncError(f"building {building_id}: {exc}") from None
+    try:
         spaces = client.list("/spaces", query)
         devices = client.list("/devices", query)
         try:
@@ -103,8 +108,6 @@ def fetch(client: CloudClient, building_id: uuid.UUID) -> tuple[dict[str, Any], 
         except NotFound:
             areas = None
         mapped = map_building(building, spaces, areas, devices)
-    except NotFound as exc:
-        raise SyncError(f"building {building_id}: not in the Gooee Cloud ({exc})") from None
     except (CloudApiError, MappingError) as exc:
         raise SyncError(f"building {building_id}: {exc}") from None
     if str(uuid.UUID(mapped.building["id"])) != str(building_id):
