@@ -119,6 +119,10 @@ class TlsMaterial:
     ca_key: Path
     cert_file: Path
     key_file: Path
+    # Mutual TLS: a separate CA for clients, and a client certificate it signed.
+    client_ca_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
 
 
 _OPENSSL_CNF = """\
@@ -141,11 +145,19 @@ extendedKeyUsage = serverAuth
 subjectAltName = IP:127.0.0.1, DNS:localhost
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
+
+[v3_client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
 """
 
 
 def make_tls_material(directory: Path, *, days: int = 7) -> TlsMaterial:
-    """Generate a test CA and a server certificate with the ``openssl`` CLI (EC P-256: fast)."""
+    """Generate a test CA and a server certificate with the ``openssl`` CLI (EC P-256: fast),
+    and a client CA with a client certificate for brokers that require one (mutual TLS)."""
     openssl = find_openssl()
     if openssl is None:
         raise FileNotFoundError("openssl CLI not found")
@@ -171,7 +183,13 @@ def make_tls_material(directory: Path, *, days: int = 7) -> TlsMaterial:
         if proc.returncode:
             raise RuntimeError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
 
-    for key in (ca_key, key_file):
+    client_ca_key, client_ca_file = directory / "client-ca.key", directory / "client-ca.crt"
+    client_key, client_csr, client_cert = (
+        directory / "client.key",
+        directory / "client.csr",
+        directory / "client.crt",
+    )
+    for key in (ca_key, key_file, client_ca_key, client_key):
         run("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-out", key)
         key.chmod(0o600)
     run("req", "-x509", "-new", "-config", cnf, "-extensions", "v3_ca", "-key", ca_key,
@@ -180,7 +198,23 @@ def make_tls_material(directory: Path, *, days: int = 7) -> TlsMaterial:
     run("x509", "-req", "-in", csr, "-CA", ca_file, "-CAkey", ca_key,
         "-set_serial", f"0x{secrets.token_hex(8)}", "-days", days, "-sha256",
         "-extfile", cnf, "-extensions", "v3_server", "-out", cert_file)  # fmt: skip
-    return TlsMaterial(ca_file=ca_file, ca_key=ca_key, cert_file=cert_file, key_file=key_file)
+    run("req", "-x509", "-new", "-config", cnf, "-extensions", "v3_ca", "-key", client_ca_key,
+        "-sha256", "-days", days, "-subj", "/CN=Gooee dashboard test client CA",
+        "-out", client_ca_file)  # fmt: skip
+    run("req", "-new", "-config", cnf, "-key", client_key, "-subj", "/CN=gooee-dashboard",
+        "-out", client_csr)  # fmt: skip
+    run("x509", "-req", "-in", client_csr, "-CA", client_ca_file, "-CAkey", client_ca_key,
+        "-set_serial", f"0x{secrets.token_hex(8)}", "-days", days, "-sha256",
+        "-extfile", cnf, "-extensions", "v3_client", "-out", client_cert)  # fmt: skip
+    return TlsMaterial(
+        ca_file=ca_file,
+        ca_key=ca_key,
+        cert_file=cert_file,
+        key_file=key_file,
+        client_ca_file=client_ca_file,
+        client_cert_file=client_cert,
+        client_key_file=client_key,
+    )
 
 
 def write_password_file(path: Path, users: Mapping[str, str]) -> None:
@@ -509,6 +543,7 @@ class MosquittoBroker(BrokerProcess):
         users: Mapping[str, str] | None = None,
         executable: str | None = None,
         start_timeout: float = 5.0,
+        require_certificate: bool = False,
     ) -> None:
         executable = executable or find_mosquitto()
         if executable is None:
@@ -516,6 +551,10 @@ class MosquittoBroker(BrokerProcess):
         super().__init__(websockets=websockets, start_timeout=start_timeout)
         self.executable = executable
         self.tls = tls
+        # Mutual TLS on the TLS listener: clients must show a certificate of tls.client_ca_file.
+        self.require_certificate = require_certificate
+        if require_certificate and (tls is None or tls.client_ca_file is None):
+            raise ValueError("require_certificate needs TLS material with a client CA")
         self.users = dict(users or {})
         self.config_file = self.directory / "mosquitto.conf"
         self.log_file = self.directory / "mosquitto.log"
@@ -563,10 +602,13 @@ class MosquittoBroker(BrokerProcess):
         if self.tls is not None:
             lines += [
                 f"listener {self.tls_port} {HOST}",
-                f"cafile {self.tls.ca_file}",
                 f"certfile {self.tls.cert_file}",
                 f"keyfile {self.tls.key_file}",
             ]
+            if self.require_certificate:
+                lines += [f"cafile {self.tls.client_ca_file}", "require_certificate true"]
+            else:
+                lines.append(f"cafile {self.tls.ca_file}")
         if self.ws_port is not None:
             lines += [f"listener {self.ws_port} {HOST}", "protocol websockets"]
         if self.tls is not None and self.wss_port is not None:
@@ -628,6 +670,7 @@ def connect_client(
     clean_session: bool = True,
     keepalive: int = 30,
     timeout: float = DEFAULT_TIMEOUT,
+    client_cert: bool = False,
 ) -> mqtt.Client:
     """Return a paho client (MQTT 3.1.1) connected to ``broker`` with its network loop running.
 
@@ -646,7 +689,13 @@ def connect_client(
         if broker.tls_port is None or broker.ca_file is None:
             raise ValueError(f"{broker!r} has no TLS listener")
         # Default context: verifies the chain and that the cert names 127.0.0.1.
-        client.tls_set(ca_certs=str(broker.ca_file))
+        cert = key = None
+        if client_cert:
+            tls = getattr(broker, "tls", None)
+            if tls is None or tls.client_cert_file is None:
+                raise ValueError(f"{broker!r} has no client certificate to show")
+            cert, key = str(tls.client_cert_file), str(tls.client_key_file)
+        client.tls_set(ca_certs=str(broker.ca_file), certfile=cert, keyfile=key)
         port = broker.tls_port
     elif transport == "websockets":
         if broker.ws_port is None:

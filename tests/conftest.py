@@ -69,6 +69,15 @@ def broker(
 
 
 @pytest.fixture
+def mtls_broker(tls_material: brokers.TlsMaterial | None) -> Iterator[brokers.MosquittoBroker]:
+    """A Mosquitto whose TLS listener requires a client certificate (mutual TLS)."""
+    if brokers.find_mosquitto() is None or tls_material is None:
+        pytest.fail("mutual TLS tests need mosquitto and openssl (see README)")
+    with brokers.MosquittoBroker(tls=tls_material, require_certificate=True) as instance:
+        yield instance
+
+
+@pytest.fixture
 def amqtt_broker() -> Iterator[brokers.AmqttBroker]:
     """The pure-Python fallback broker (plain + websockets), whatever is installed."""
     with brokers.AmqttBroker() as instance:

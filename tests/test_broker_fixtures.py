@@ -225,3 +225,13 @@ def test_start_retries_when_a_port_was_taken(monkeypatch: pytest.MonkeyPatch) ->
         with brokers.MosquittoBroker(websockets=False) as broker:
             assert broker.port != taken
             assert len(calls) == 2
+
+
+def test_mutual_tls_takes_the_client_certificate_and_refuses_a_client_without(
+    mtls_broker: brokers.MosquittoBroker, mqtt_client: ClientFactory
+) -> None:
+    pub = mqtt_client("tls", broker=mtls_broker, client_cert=True)
+    sub = mqtt_client("tls", broker=mtls_broker, client_cert=True)
+    _roundtrip(pub, sub)
+    with pytest.raises(brokers.ConnectError):
+        mqtt_client("tls", broker=mtls_broker, timeout=3)

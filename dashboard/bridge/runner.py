@@ -15,6 +15,7 @@ from dashboard.bridge.embedded import EmbeddedBroker
 from dashboard.bridge.leases import Leases
 from dashboard.bridge.session import SessionConfig
 from dashboard.bridge.supervisor import Bridge
+from dashboard.live import cloud_sync
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,16 @@ def _leases() -> Leases | None:
         return None
     worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     return Leases(settings.REDIS_URL, worker, settings.BRIDGE_LEASE_SECONDS)
+
+
+def _resync_seconds() -> float:
+    """How often the bridge re-syncs its buildings from the Gooee Cloud API; 0: never."""
+    if not settings.GOOEE_SYNC_MINUTES:
+        return 0.0
+    if not settings.GOOEE_API_TOKEN:
+        logger.info("no GOOEE_API_TOKEN (nor MQTT_URL password): the bridge does not re-sync")
+        return 0.0
+    return float(settings.GOOEE_SYNC_MINUTES) * 60
 
 
 class BridgeService:
@@ -46,6 +57,8 @@ class BridgeService:
         config = SessionConfig(
             broker=broker,
             ca_file=settings.MQTT_CA_FILE,
+            client_cert=settings.MQTT_CLIENT_CERT,
+            client_key=settings.MQTT_CLIENT_KEY,
             client_id_prefix=settings.MQTT_CLIENT_ID_PREFIX,
             keepalive=settings.MQTT_KEEPALIVE,
             reconnect_max=settings.MQTT_RECONNECT_MAX_SECONDS,
@@ -60,6 +73,8 @@ class BridgeService:
             max_bytes=settings.MQTT_MAX_PAYLOAD_BYTES,
             notify_priority=settings.ALARM_NOTIFY_PRIORITY,
             leases=_leases(),
+            resync=cloud_sync.resync_building,
+            resync_every=_resync_seconds(),
         )
         self._task = asyncio.create_task(self.bridge.run(), name="bridge")
         logger.info("bridge started against %s", broker)

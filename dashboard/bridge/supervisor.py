@@ -22,6 +22,7 @@ from dashboard.bridge.session import BuildingSession, NotConnected, SessionConfi
 from dashboard.contract.topics import TopicError
 from dashboard.live import fragments, layer, metrics, readiness, tiles
 from dashboard.live.buildings import BuildingInventory
+from dashboard.live.cloud_sync import SyncResult
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
@@ -30,6 +31,7 @@ from dashboard.live.state import (
     AttemptStatus,
     ConnectionStatus,
     LiveState,
+    MetaValue,
     Outcome,
     Rejection,
 )
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 STATUS_EVERY = 5.0  # seconds between status pushes caused by traffic alone
 SEEN_WAIT = 600.0  # seconds a published action waits to come back before it is forgotten
 KEPT_ATTEMPTS = 200  # attempt outcomes kept in memory per building
+RESYNC_STOP_WAIT = 20.0  # seconds a stopping bridge lets a building's re-sync finish
 
 
 class BuildingBridge:
@@ -92,8 +95,20 @@ class BuildingBridge:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.fanout.flush()
 
-    def update_inventory(self, inventory: BuildingInventory) -> None:
+    def update_inventory(
+        self,
+        inventory: BuildingInventory,
+        values: dict[uuid.UUID, dict[str, MetaValue]] | None = None,
+    ) -> None:
+        """Follow an inventory change; ``values``: the stored values of devices new to it (a
+        cloud sync's), shown until live ones come."""
         previous, self.inventory = self.inventory, inventory
+        for device_id, by_name in (values or {}).items():
+            known = self.state.meta.setdefault(device_id, {})
+            for name, value in by_name.items():
+                known.setdefault(name, value)  # a live value that came meanwhile stays
+        for device_id in set(previous.devices) - set(inventory.devices):
+            self.state.meta.pop(device_id, None)
         self.session.set_topics(inventory.topics())
         # Re-render only devices that are new or renamed, not the whole building.
         for device_id, device in inventory.devices.items():
@@ -113,6 +128,27 @@ class BuildingBridge:
     def on_status(self, status: ConnectionStatus) -> None:
         self._count_status(status.state == "connected")
         self.changed(tiles.STATUS)
+
+    def take_values(self, stored: dict[uuid.UUID, dict[str, MetaValue]]) -> None:
+        """Show stored values (a re-sync's) newer than the live state's; re-render those cards."""
+        for device_id, by_name in stored.items():
+            if device_id not in self.inventory.devices:
+                continue
+            known = self.state.meta.setdefault(device_id, {})
+            newer = {
+                name: value
+                for name, value in by_name.items()
+                if name not in known or value.received_at > known[name].received_at
+            }
+            if newer:
+                known.update(newer)
+                self.fanout.changed(tiles.device(device_id))
+
+    def sync_failed(self, error: str) -> None:
+        """Show on the status tile that re-syncing from the cloud fails (``""``: it works)."""
+        if self.state.status.sync_error != error:
+            self.state.status.sync_error = error
+            self.changed(tiles.STATUS)
 
     def _count_status(self, connected: bool) -> None:
         if connected == self._was_connected:
@@ -238,8 +274,17 @@ class Bridge:
         send: Send = layer.broadcast,
         notify_priority: int = 200,
         leases: Leases | None = None,
+        resync: Callable[[uuid.UUID], object] | None = None,
+        resync_every: float = 0.0,
     ) -> None:
         self.config = config
+        # Re-sync from the Gooee Cloud API every ``resync_every`` seconds (0: never): a blocking
+        # function of a building id, run in a worker thread, raising on failure.
+        self._resync = resync if resync_every > 0 else None
+        self._resync_every = resync_every
+        self._resync_due = time.monotonic() + resync_every
+        self._resync_task: asyncio.Task[None] | None = None
+        self._resync_failing: dict[uuid.UUID, str] = {}
         self._notify_priority = notify_priority
         self._only = building_ids
         self._window = window
@@ -268,6 +313,7 @@ class Bridge:
                         await self.keep_leases()
                     await self.sync_inventory()
                     await self.inbox.refresh()
+                    self._maybe_resync()
                 except Exception:
                     logger.exception("could not read the inventory or reach Redis; retrying")
                 self.ready.set()
@@ -277,6 +323,9 @@ class Bridge:
         finally:
             readiness.unregister(self.local)  # stopping: this process serves no building now
             inbox.cancel()
+            if self._resync_task is not None:
+                # Its thread cannot be cancelled: let the building in hand finish its write.
+                await asyncio.wait({self._resync_task}, timeout=RESYNC_STOP_WAIT)
             await asyncio.gather(*(b.stop() for b in self.buildings.values()))
             if self.leases is not None:
                 await self.history.flush()  # the next holder starts from what we saw
@@ -288,6 +337,57 @@ class Bridge:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _maybe_resync(self) -> None:
+        """Start a re-sync of the buildings held here when one is due and none is running."""
+        if self._resync is None or time.monotonic() < self._resync_due:
+            return
+        if self._resync_task is not None and not self._resync_task.done():
+            return
+        self._resync_due = time.monotonic() + self._resync_every
+        self._resync_task = asyncio.create_task(self.resync(), name="cloud-resync")
+
+    async def resync(self) -> None:
+        """Re-sync every building this worker holds, one at a time, off the event loop.
+
+        A building whose inventory changed gets a new ``inventory_version``, which the next
+        pass of ``sync_inventory`` follows (new topics subscribed, gone ones unsubscribed).
+        """
+        assert self._resync is not None
+        for building_id in list(self.buildings):
+            # Held by this worker still (a lease lost meanwhile stopped its session)?
+            if self._stopping.is_set() or building_id not in self.buildings:
+                continue
+            try:
+                result = await _db(self._resync, building_id)
+            except Exception as exc:
+                self._resync_failed(building_id, str(exc).splitlines()[0][:300] or repr(exc))
+                continue
+            self._resync_worked(building_id)
+            # Newer current values from the cloud (a device silent over MQTT): shown now.
+            report = result.report if isinstance(result, SyncResult) else None
+            running = self.buildings.get(building_id)
+            if report is not None and report.values and running is not None:
+                stored = await _db(load_state, building_id)
+                running.take_values(stored.meta)
+
+    def _resync_failed(self, building_id: uuid.UUID, error: str) -> None:
+        # Logged when it starts failing (or fails otherwise), not every period it goes on.
+        if self._resync_failing.get(building_id) != error:
+            logger.warning(
+                "building %s: re-sync from the Gooee Cloud API failed: %s", building_id, error
+            )
+        self._resync_failing[building_id] = error
+        running = self.buildings.get(building_id)
+        if running is not None:
+            running.sync_failed(error)
+
+    def _resync_worked(self, building_id: uuid.UUID) -> None:
+        if self._resync_failing.pop(building_id, None) is not None:
+            logger.info("building %s: re-sync from the Gooee Cloud API works again", building_id)
+        running = self.buildings.get(building_id)
+        if running is not None:
+            running.sync_failed("")
 
     def handle_request(self, message: dict[str, Any]) -> None:
         """Requests for a building this process holds: a page's snapshot, an action to publish."""
@@ -355,7 +455,9 @@ class Bridge:
             if inventory is None:
                 continue
             if running is not None:
-                running.update_inventory(inventory)
+                added = set(inventory.devices) - set(running.inventory.devices)
+                stored = await _db(load_state, building_id, added) if added else None
+                running.update_inventory(inventory, stored.meta if stored else None)
                 continue
             state = await _db(load_state, building_id)
             bridge = BuildingBridge(

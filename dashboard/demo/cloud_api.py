@@ -3,7 +3,8 @@
 Serves buildings, spaces, areas and devices from buildings in the inventory file format (the
 demo's, or a test's), in pages with ``Link: <...>; rel="next"``, to one token (``Bearer`` or
 ``JWT``). Tests queue faults (``fail_next``) to see retries, and edit ``buildings`` to see a
-re-sync follow the cloud.
+re-sync follow the cloud. A device's ``cloud`` object holds fields answered as they are (a
+malformed object, as a test wants one).
 """
 
 from __future__ import annotations
@@ -205,6 +206,8 @@ class CloudApiEmulator:
                 "spaces": _device_spaces(d),
                 "type": d.get("type") or "wim",
                 "meta": d.get("meta", []),
+                # Fields answered as they are, over the rest: a test's malformed object.
+                **d.get("cloud", {}),
             }
             for d in b.get("devices", [])
         ]

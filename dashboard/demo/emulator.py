@@ -333,6 +333,7 @@ class CloudEmulator:
         inventories: list[BuildingInventory],
         *,
         ca_file: str | None = None,
+        client_cert: tuple[str, str] | None = None,
         client_id_prefix: str = "gooee-emulator",
         max_bytes: int = payloads.MAX_PAYLOAD_BYTES,
     ) -> None:
@@ -344,6 +345,7 @@ class CloudEmulator:
             subscriptions=[INGRESS_FILTER, *ACTION_FILTERS],
             on_message=self._receive,
             ca_file=ca_file,
+            client_cert=client_cert,
         )
 
     @property

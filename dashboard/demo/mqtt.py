@@ -40,6 +40,7 @@ class DemoClient:
         subscriptions: Sequence[str] = (),
         on_message: MessageHandler | None = None,
         ca_file: str | None = None,
+        client_cert: tuple[str, str] | None = None,
         qos: int = 1,
         keepalive: int = 30,
     ) -> None:
@@ -56,9 +57,9 @@ class DemoClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: asyncio.Future[None] | None = None
         self._pending_sub: int | None = None
-        self._client = self._make_client(ca_file)
+        self._client = self._make_client(ca_file, client_cert)
 
-    def _make_client(self, ca_file: str | None) -> mqtt.Client:
+    def _make_client(self, ca_file: str | None, client_cert: tuple[str, str] | None) -> mqtt.Client:
         broker = self.broker
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -70,7 +71,10 @@ class DemoClient:
         if broker.transport == "websockets":
             client.ws_set_options(path=broker.path or "/mqtt")
         if broker.tls:
-            client.tls_set_context(ssl.create_default_context(cafile=ca_file))
+            context = ssl.create_default_context(cafile=ca_file)
+            if client_cert is not None:  # (certificate, key): brokers that want mutual TLS
+                context.load_cert_chain(*client_cert)
+            client.tls_set_context(context)
         if broker.username is not None:
             client.username_pw_set(broker.username, broker.password)
         client.max_inflight_messages_set(MAX_INFLIGHT)

@@ -12,6 +12,14 @@ from dashboard.demo.emulator import CloudEmulator
 from dashboard.demo.simulator import BuildingSimulator
 from dashboard.live.store import load_building
 
+
+def client_cert() -> tuple[str, str] | None:
+    """The client certificate and key the demo's MQTT clients show (MQTT_CLIENT_CERT/KEY)."""
+    if settings.MQTT_CLIENT_CERT and settings.MQTT_CLIENT_KEY:
+        return settings.MQTT_CLIENT_CERT, settings.MQTT_CLIENT_KEY
+    return None
+
+
 DEMO_RATE = 8.0  # device meta messages per second: every device changes within seconds
 
 
@@ -32,10 +40,17 @@ class DemoService:
         inventory = await sync_to_async(load_building, thread_sensitive=False)(self._building_id)
         if inventory is None:
             raise RuntimeError(f"demo building {self._building_id} is not in the database")
-        self.emulator = CloudEmulator(broker, [inventory], ca_file=settings.MQTT_CA_FILE)
+        self.emulator = CloudEmulator(
+            broker, [inventory], ca_file=settings.MQTT_CA_FILE, client_cert=client_cert()
+        )
         await self.emulator.start()
         self.simulator = BuildingSimulator(
-            broker, [inventory], seed=self._seed, rate=DEMO_RATE, ca_file=settings.MQTT_CA_FILE
+            broker,
+            [inventory],
+            seed=self._seed,
+            rate=DEMO_RATE,
+            ca_file=settings.MQTT_CA_FILE,
+            client_cert=client_cert(),
         )
         await self.simulator.start()
 

@@ -398,6 +398,7 @@ class BuildingSimulator:
         headcount_interval: float = 2.0,
         refresh_interval: float = 30.0,
         ca_file: str | None = None,
+        client_cert: tuple[str, str] | None = None,
         client_id_prefix: str = "gooee-simulator",
     ) -> None:
         if rate <= 0:
@@ -435,6 +436,7 @@ class BuildingSimulator:
             subscriptions=[ACTIONS_FILTER],
             on_message=self._receive,
             ca_file=ca_file,
+            client_cert=client_cert,
         )
 
     def _make_devices(self) -> None:

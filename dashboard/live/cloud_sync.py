@@ -36,18 +36,28 @@ class SyncResult:
     report: ImportReport | None = None
     notes: list[str] = field(default_factory=list)
 
+    dry_run: bool = False
+
     def lines(self) -> list[str]:
         head = f"{self.name} ({self.building_id})"
+        if self.dry_run:
+            head += " [dry run, nothing written]"
         body = self.report.lines() if self.report is not None else []
         return [f"{head}: {'; '.join(body)}", *(f"  note: {n}" for n in self.notes)]
 
 
-def client_from_settings() -> CloudClient:
-    """A client for the configured API, or SyncError saying which setting is missing."""
+def client_from_settings(**options: Any) -> CloudClient:
+    """A client for the configured API, or SyncError saying which setting is missing.
+
+    ``options`` go to ``CloudClient`` (timeouts, retries, its ``sleep``).
+    """
     if not settings.GOOEE_API_TOKEN:
         raise SyncError("GOOEE_API_TOKEN: not set (nor a password in MQTT_URL to use instead)")
     return CloudClient(
-        settings.GOOEE_API_URL, settings.GOOEE_API_TOKEN, scheme=settings.GOOEE_API_AUTH_SCHEME
+        settings.GOOEE_API_URL,
+        settings.GOOEE_API_TOKEN,
+        scheme=settings.GOOEE_API_AUTH_SCHEME,
+        **options,
     )
 
 
@@ -86,6 +96,11 @@ def fetch(client: CloudClient, building_id: uuid.UUID) -> tuple[dict[str, Any], 
     query = {"building": str(building_id)}
     try:
         building = client.get(f"/buildings/{building_id}")
+    except NotFound as exc:
+        raise SyncError(f"building {building_id}: not in the Gooee Cloud ({exc})") from None
+    except CloudApiError as exc:
+        raise SyncError(f"building {building_id}: {exc}") from None
+    try:
         spaces = client.list("/spaces", query)
         devices = client.list("/devices", query)
         try:
@@ -93,8 +108,6 @@ def fetch(client: CloudClient, building_id: uuid.UUID) -> tuple[dict[str, Any], 
         except NotFound:
             areas = None
         mapped = map_building(building, spaces, areas, devices)
-    except NotFound as exc:
-        raise SyncError(f"building {building_id}: not in the Gooee Cloud ({exc})") from None
     except (CloudApiError, MappingError) as exc:
         raise SyncError(f"building {building_id}: {exc}") from None
     if str(uuid.UUID(mapped.building["id"])) != str(building_id):
@@ -121,7 +134,7 @@ def sync_building(
 ) -> SyncResult:
     """Read one building from the API and write it whole (or, dry, say what would change)."""
     data, notes = fetch(client, building_id)
-    result = SyncResult(building_id, data["name"], notes=notes)
+    result = SyncResult(building_id, data["name"], notes=notes, dry_run=dry_run)
     try:
         inventory = parse_inventory(json.dumps({"buildings": [data]}))
         with transaction.atomic():
@@ -138,3 +151,12 @@ def sync_building(
 def buildings_here() -> list[uuid.UUID]:
     """The buildings already in the database: what a sync without arguments follows."""
     return list(Building.objects.values_list("id", flat=True))
+
+
+def resync_building(building_id: uuid.UUID) -> SyncResult:
+    """What a running bridge does every ``GOOEE_SYNC_MINUTES``: sync one building, pruning.
+
+    The dashboard follows the cloud: a device removed there goes here too (with its history).
+    """
+    with client_from_settings() as client:
+        return sync_building(client, building_id, prune=True)

@@ -137,6 +137,8 @@ class ConnectionStatus:
     last_error: str = ""
     subscribed: int = 0
     refused_topics: list[str] = field(default_factory=list)
+    # The last re-sync from the Gooee Cloud API failed (why), until one succeeds.
+    sync_error: str = ""
 
 
 @dataclass

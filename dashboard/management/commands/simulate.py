@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dashboard.demo.emulator import INGRESS_PREFIX, CloudEmulator
 from dashboard.demo.inventory import building_inventory
+from dashboard.demo.service import client_cert
 from dashboard.demo.simulator import BuildingSimulator
 from dashboard.live.buildings import BuildingInventory
 from dashboard.live.inventory import apply_inventory
@@ -144,7 +145,9 @@ class Command(BaseCommand):
             loop.add_signal_handler(sig, stop.set)
         emulator = None
         if options["emulator"]:
-            emulator = CloudEmulator(broker, [inventory], ca_file=settings.MQTT_CA_FILE)
+            emulator = CloudEmulator(
+                broker, [inventory], ca_file=settings.MQTT_CA_FILE, client_cert=client_cert()
+            )
         simulator = BuildingSimulator(
             broker,
             [inventory],
@@ -153,6 +156,7 @@ class Command(BaseCommand):
             invalid_fraction=options["invalid_fraction"],
             day_minutes=options["day_minutes"],
             ca_file=settings.MQTT_CA_FILE,
+            client_cert=client_cert(),
         )
         try:
             try:

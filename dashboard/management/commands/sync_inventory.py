@@ -38,6 +38,8 @@ class Command(BaseCommand):
             with cloud_sync.client_from_settings() as client:
                 if options["all"]:
                     wanted += cloud_sync.cloud_building_ids(client)
+                    if not wanted:
+                        raise CommandError("the Gooee Cloud API shows this token no buildings")
                 elif not wanted:
                     wanted = cloud_sync.buildings_here()
                     if not wanted:
@@ -48,8 +50,7 @@ class Command(BaseCommand):
                     result = cloud_sync.sync_building(
                         client, building_id, prune=options["prune"], dry_run=options["dry_run"]
                     )
-                    prefix = "would change, " if options["dry_run"] else ""
                     for line in result.lines():
-                        self.stdout.write(prefix + line if line.startswith(result.name) else line)
+                        self.stdout.write(line)
         except SyncError as exc:
             raise CommandError(str(exc)) from None
