@@ -61,9 +61,7 @@ def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
     # A building deleted while its records were queued: they are dropped, not allowed to fail
     # every later batch (the writer retries a failed batch until it is written).
     buildings = set(
-        models.Building.objects.filter(id__in={b for b, _ in batch}).values_list(
-            "id", flat=True
-        )
+        models.Building.objects.filter(id__in={b for b, _ in batch}).values_list("id", flat=True)
     )
     for building_id, record in batch:
         if building_id in buildings:
@@ -201,7 +199,7 @@ def _write_alarms(items: list[tuple[uuid.UUID, Alarm]], devices: set[uuid.UUID])
         updated = models.FaultAlarm.objects.filter(
             building_id=building_id, device_id=device_id, type=alarm_type, state__in=OPEN_STATES
         ).update(**fields)
-        if not updated:
+        if not updated and not _cleared_since(building_id, device_id, alarm_type, alarm):
             models.FaultAlarm.objects.create(
                 building_id=building_id,
                 device_id=device_id,
@@ -210,6 +208,23 @@ def _write_alarms(items: list[tuple[uuid.UUID, Alarm]], devices: set[uuid.UUID])
                 **fields,
             )
     return len(latest)
+
+
+def _cleared_since(
+    building_id: uuid.UUID, device_id: uuid.UUID | None, alarm_type: str, alarm: Alarm
+) -> bool:
+    """Whether someone cleared this alarm after the occurrence the record describes.
+
+    A record queued before a clear may be written after it: the clear, being newer, wins,
+    rather than the old occurrence reopening the alarm with its old count.
+    """
+    return models.FaultAlarm.objects.filter(
+        building_id=building_id,
+        device_id=device_id,
+        type=alarm_type,
+        state=models.FaultAlarm.CLEARED,
+        cleared_at__gte=alarm.last_seen,
+    ).exists()
 
 
 def _write_simple(by_type: dict[type, list], devices: set[uuid.UUID]) -> int:
