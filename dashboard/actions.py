@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -223,6 +224,9 @@ def _fresh(form: ActionForm) -> ActionForm:
 async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, Any]:
     payload = json.loads(attempt.payload)
     timeout = settings.ACTION_PUBACK_TIMEOUT_SECONDS
+    # The bridge must be done (published and acknowledged) by the deadline, and drops the
+    # request unpublished after it; this view waits 2 s longer, so its "failed" is true.
+    deadline = time.time() + timeout
     try:
         result = await layer.request_publish(
             building_id,
@@ -235,6 +239,7 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
                 "topic": attempt.topic,
                 "payload": attempt.payload,
                 "timeout": timeout,
+                "deadline": deadline,
             },
             timeout + 2,
         )

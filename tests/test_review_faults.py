@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
+from django.test import AsyncClient
 from django.utils import timezone
 
 from dashboard import alarms
 from dashboard.bridge.ingest import ingest
-from dashboard.live.state import LiveState
+from dashboard.contract.topics import Scope
+from dashboard.live.state import AttemptSeen, LiveState
 from dashboard.live.store import load_building, write_batch
-from dashboard.models import Building, Device, FaultAlarm
+from dashboard.models import ActionAttempt, Building, Device, FaultAlarm
 from tests import seed
+from tests.bridging import subscribed
 
 pytestmark = pytest.mark.django_db
 
@@ -81,3 +88,75 @@ def test_an_occurrence_after_the_clear_opens_a_new_alarm(lamp):
         ("cleared", 1),
         ("open", 1),
     ]
+
+
+# --- 5: an action's audit tells the truth in every order of events ---------------------------
+
+
+def _attempt(building: Building, outcome: str, reason: str = "") -> ActionAttempt:
+    return ActionAttempt.objects.create(
+        building=building,
+        username="olivia",
+        target_type="space",
+        topic="spaces/x/actions",
+        payload="{}",
+        outcome=outcome,
+        reason=reason,
+    )
+
+
+def test_a_seen_action_recorded_failed_is_recorded_as_published_after_all(lamp):
+    attempt = _attempt(lamp.building, ActionAttempt.FAILED, "no bridge answered within 7 s")
+    write_batch([(lamp.building_id, AttemptSeen(attempt.id, timezone.now()))])
+    attempt.refresh_from_db()
+    assert attempt.outcome == ActionAttempt.SEEN
+    assert attempt.reason == (
+        "published after all: it came back after being recorded failed "
+        "(no bridge answered within 7 s)"
+    )
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_that_reaches_the_bridge_after_its_deadline_is_not_published(
+    hq, people, running_bridge, subscriber, settings, monkeypatch
+):
+    settings.ACTION_PUBACK_TIMEOUT_SECONDS = 0.2
+    bridge = await running_bridge()
+    await subscribed(bridge, hq[Scope.BUILDING])
+    watcher = await sync_to_async(subscriber)("spaces/+/actions")
+    channels = get_channel_layer()
+    deliver = channels.group_send
+    late: list[asyncio.Task] = []
+
+    async def slow_group_send(group: str, message: dict) -> None:
+        # A channel layer that delivers the request after the view has given up on it.
+        if message["type"] == "action.publish":
+            late.append(asyncio.create_task(_later(3.0, deliver(group, message))))
+        else:
+            await deliver(group, message)
+
+    monkeypatch.setattr(channels, "group_send", slow_group_send)
+    client = AsyncClient(HTTP_HX_REQUEST="true")
+    await client.aforce_login(people.operator)
+    space = hq[Scope.SPACE]
+    response = await client.post(
+        f"/buildings/{hq[Scope.BUILDING]}/actions/",
+        {
+            f"space-{space}-target": f"space:{space}",
+            f"space-{space}-idempotency_key": "late-one",
+            f"space-{space}-transition_time": 5,
+            f"space-{space}-action": "off",
+        },
+    )
+    assert "no bridge answered" in response.content.decode()
+    await asyncio.gather(*late)
+    await asyncio.sleep(0.5)
+    assert watcher.messages == []
+    attempt = await ActionAttempt.objects.aget()
+    assert attempt.outcome == ActionAttempt.FAILED
+
+
+async def _later(delay: float, work: Any) -> None:
+    await asyncio.sleep(delay)
+    await work

@@ -164,16 +164,33 @@ class BuildingBridge:
     async def publish_action(self, request: dict[str, Any]) -> dict[str, Any]:
         """Publish an operator's action with QoS 1; say whether the broker acknowledged it."""
         attempt_id, label = request["attempt"], request["label"]
+        timeout = request["timeout"]
+        if "deadline" in request:
+            # The view gives up at the deadline and records "failed": never publish after it.
+            remaining = request["deadline"] - time.time()
+            if remaining <= 0:
+                reason = (
+                    f"not published: the request reached the bridge {-remaining:.1f} s "
+                    "after its deadline"
+                )
+                logger.warning("action attempt %s dropped: %s", attempt_id, reason)
+                self._set_attempt(attempt_id, label, "failed", reason, datetime.now(UTC))
+                return {"ok": False, "reason": reason, "expired": True}
+            timeout = min(timeout, remaining)
         key = (request["name"], request["action_type"], request["created"])
         now = time.monotonic()
         self._awaiting = {k: v for k, v in self._awaiting.items() if v[2] > now}
         self._awaiting[key] = (attempt_id, label, now + SEEN_WAIT)
         try:
             await self.session.publish(
-                request["topic"], request["payload"].encode(), timeout=request["timeout"]
+                request["topic"], request["payload"].encode(), timeout=timeout
             )
         except TimeoutError:
-            reason = f"no acknowledgement (PUBACK) from the broker within {request['timeout']:g} s"
+            # It may have gone out all the same: keep awaiting it, so that when it comes back
+            # the audit says "seen" rather than a "failed" for something that was published.
+            reason = f"no acknowledgement (PUBACK) from the broker within {timeout:g} s"
+            self._set_attempt(attempt_id, label, "failed", reason, datetime.now(UTC))
+            return {"ok": False, "reason": reason}
         except (NotConnected, TopicError) as exc:
             reason = str(exc)
         else:

@@ -8,6 +8,8 @@ once here for all pages (live.js inflates binary frames before htmx swaps them).
 Pages → bridge: ``snapshot.request`` to the building's bridge group, on every (re)connect,
 answered by whichever bridge process holds the building; ``action.publish`` from the action
 form's view, answered with ``action.result`` once the broker acknowledged it (or did not).
+An ``action.publish`` carries a ``deadline`` (wall clock, ``time.time()``): the view gives
+up on it then, so a bridge that receives it later drops it unpublished and says so.
 """
 
 from __future__ import annotations
@@ -117,7 +119,11 @@ class NoBridge(Exception):
 async def request_publish(
     building_id: uuid.UUID | str, request: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
-    """Have the bridge that holds the building publish an action; its ``action.result``."""
+    """Have the bridge that holds the building publish an action; its ``action.result``.
+
+    The request's ``deadline`` (``time.time()``) is when the publish and its PUBACK must be
+    done by: the bridge publishes nothing once it has passed, as the audit will say "failed".
+    """
     layer = get_channel_layer()
     reply_to = await layer.new_channel("action.")
     await layer.group_send(

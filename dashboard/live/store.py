@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DataError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q, TextField, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from dashboard import models
@@ -29,6 +30,7 @@ from dashboard.live.state import (
 
 OPEN_STATES = (models.FaultAlarm.OPEN, models.FaultAlarm.ACKNOWLEDGED)
 SAMPLE_FIELDS = ("device", "name", "value", "received_at")
+SEEN_AFTER_FAILED = "published after all: it came back after being recorded failed"
 
 
 def write_batch(batch: list[tuple[uuid.UUID, object]]) -> int:
@@ -79,9 +81,15 @@ def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
 
 def _write_seen(items: list[tuple[uuid.UUID, AttemptSeen]]) -> int:
     for _, seen in items:
-        models.ActionAttempt.objects.filter(id=seen.attempt_id).update(
-            outcome=models.ActionAttempt.SEEN, seen_at=seen.seen_at
+        attempt = models.ActionAttempt.objects.filter(id=seen.attempt_id)
+        # Recorded failed (no PUBACK in time), yet it came back: it went out. Say so,
+        # keeping why it was thought failed, rather than overwrite the outcome silently.
+        attempt.filter(outcome=models.ActionAttempt.FAILED).update(
+            reason=Concat(
+                Value(SEEN_AFTER_FAILED + " ("), F("reason"), Value(")"), output_field=TextField()
+            )
         )
+        attempt.update(outcome=models.ActionAttempt.SEEN, seen_at=seen.seen_at)
     return len(items)
 
 
