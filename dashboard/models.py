@@ -322,6 +322,9 @@ class ActionAttempt(models.Model):
     batch = models.UUIDField(null=True, blank=True)  # one building-wide action, many spaces
     outcome = models.CharField(max_length=16, choices=OUTCOMES, default=PENDING, db_index=True)
     reason = models.TextField(blank=True)
+    # Refused only: further refusals of the same user and building in that minute, counted
+    # here instead of each written as a row (ACTION_REFUSALS_LOGGED_PER_MINUTE).
+    suppressed = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     seen_at = models.DateTimeField(null=True, blank=True)

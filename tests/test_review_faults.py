@@ -11,10 +11,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
-from django.test import AsyncClient
+from django.contrib.messages.storage import default_storage
+from django.test import AsyncClient, AsyncRequestFactory, Client
 from django.utils import timezone
 
-from dashboard import alarms
+from dashboard import actions, alarms
 from dashboard.bridge.ingest import ingest
 from dashboard.contract.topics import Scope
 from dashboard.live.state import AttemptSeen, LiveState
@@ -160,3 +161,72 @@ async def test_a_request_that_reaches_the_bridge_after_its_deadline_is_not_publi
 async def _later(delay: float, work: Any) -> None:
     await asyncio.sleep(delay)
     await work
+
+
+# --- 6: refusals are bounded, the rate limit holds under parallel requests -------------------
+
+
+def _action_form(space: Any, key: str, action: str = "off") -> dict[str, Any]:
+    return {
+        f"space-{space}-target": f"space:{space}",
+        f"space-{space}-idempotency_key": key,
+        f"space-{space}-transition_time": 5,
+        f"space-{space}-action": action,
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_parallel_submissions_never_pass_the_rate_limit(hq, people, settings):
+    settings.ACTION_RATE_PER_MINUTE = 3
+    settings.ACTION_PUBACK_TIMEOUT_SECONDS = 0.1  # no bridge runs: each fails fast
+    building = hq[Scope.BUILDING]
+
+    def post(n: int) -> Any:
+        request = AsyncRequestFactory().post(
+            f"/buildings/{building}/actions/", _action_form(hq[Scope.SPACE], f"key-{n}")
+        )
+        request.user = people.operator
+        request.auser = _returns(people.operator)
+        request.htmx = True
+        request.session = {}
+        request._messages = default_storage(request)
+        return request
+
+    # Straight to the async view, ten at once on one loop: the middleware's thread would
+    # take them one by one, as one web process does; several processes run them at once.
+    responses = await asyncio.gather(*(actions.send_action(post(n), building) for n in range(10)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] * 3 + [429] * 7
+    tried = ActionAttempt.objects.exclude(outcome=ActionAttempt.REFUSED)
+    assert await tried.acount() == 3
+
+
+def _returns(value: Any) -> Any:
+    async def get() -> Any:
+        return value
+
+    return get
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_flood_of_refused_posts_writes_a_bounded_audit_saying_how_many_it_left_out(
+    hq, people, settings
+):
+    settings.ACTION_REFUSALS_LOGGED_PER_MINUTE = 5
+    client = AsyncClient(HTTP_HX_REQUEST="true")
+    await client.aforce_login(people.viewer)
+    url = f"/buildings/{hq[Scope.BUILDING]}/actions/"
+    for n in range(15):
+        response = await client.post(url, _action_form(hq[Scope.SPACE], f"key-{n}"))
+        assert response.status_code == 403
+    rows = [a async for a in ActionAttempt.objects.order_by("id")]
+    assert [a.outcome for a in rows] == [ActionAttempt.REFUSED] * 5
+    assert [a.suppressed for a in rows] == [0, 0, 0, 0, 10]
+    page = await sync_to_async(_activity_page)(people.operator, hq[Scope.BUILDING])
+    assert "10 more refusals in that minute, not logged one by one" in page
+
+
+def _activity_page(user: Any, building: Any) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.get(f"/buildings/{building}/activity/").content.decode()
