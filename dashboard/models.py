@@ -318,7 +318,9 @@ class ActionAttempt(models.Model):
     target_name = models.CharField(max_length=200, blank=True)
     topic = models.CharField(max_length=300, blank=True)
     payload = models.TextField(blank=True)  # the exact bytes published, as text
-    idempotency_key = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    # Unique per building, as it is looked up: a form's key only ever means its own building.
+    # NULL (refused rows have no key), as NULLs never collide under the constraint.
+    idempotency_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     batch = models.UUIDField(null=True, blank=True)  # one building-wide action, many spaces
     outcome = models.CharField(max_length=16, choices=OUTCOMES, default=PENDING, db_index=True)
     reason = models.TextField(blank=True)
@@ -332,6 +334,11 @@ class ActionAttempt(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["user", "created_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["building", "idempotency_key"], name="unique_idempotency_key_per_building"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.username}: {self.target_name or self.target_id} {self.outcome}"

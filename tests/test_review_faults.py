@@ -20,9 +20,10 @@ from dashboard.bridge.ingest import ingest
 from dashboard.contract.topics import Scope
 from dashboard.live.state import AttemptSeen, LiveState
 from dashboard.live.store import load_building, write_batch
-from dashboard.models import ActionAttempt, Building, Device, FaultAlarm
+from dashboard.models import ActionAttempt, Building, Device, FaultAlarm, Role
 from tests import seed
 from tests.bridging import subscribed
+from tests.factories import make_building
 
 pytestmark = pytest.mark.django_db
 
@@ -230,3 +231,28 @@ def _activity_page(user: Any, building: Any) -> str:
     client = Client()
     client.force_login(user)
     return client.get(f"/buildings/{building}/activity/").content.decode()
+
+
+# --- 7: an idempotency key belongs to one building -------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_same_key_in_another_building_is_its_own_action(hq, people, settings):
+    settings.ACTION_PUBACK_TIMEOUT_SECONDS = 0.1  # no bridge runs: each fails fast
+    annex = await sync_to_async(make_building)("Annex")
+    await Role.objects.acreate(
+        user=people.operator, building_id=annex[Scope.BUILDING], role=Role.OPERATOR
+    )
+    client = AsyncClient(HTTP_HX_REQUEST="true")
+    await client.aforce_login(people.operator)
+    for place in (hq, annex):
+        response = await client.post(
+            f"/buildings/{place[Scope.BUILDING]}/actions/",
+            _action_form(place[Scope.SPACE], "one-key"),
+        )
+        assert "no bridge answered" in response.content.decode()
+    audited = ActionAttempt.objects.order_by("id").values_list("building_id", "idempotency_key")
+    assert [row async for row in audited] == [
+        (hq[Scope.BUILDING], "one-key"),
+        (annex[Scope.BUILDING], "one-key"),
+    ]
