@@ -256,3 +256,30 @@ async def test_the_same_key_in_another_building_is_its_own_action(hq, people, se
         (hq[Scope.BUILDING], "one-key"),
         (annex[Scope.BUILDING], "one-key"),
     ]
+
+
+# --- 8a: only the account pages the site uses ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/accounts/password_reset/",
+        "/accounts/password_reset/done/",
+        "/accounts/reset/MQ/set-password/",
+        "/accounts/reset/done/",
+        "/accounts/password_change/",
+        "/accounts/password_change/done/",
+    ],
+)
+def test_account_pages_the_site_does_not_use_are_not_there(people, path):
+    client = Client()
+    client.force_login(people.operator)
+    assert client.get(path).status_code == 404
+
+
+def test_logging_in_and_out_still_work(people):
+    client = Client()
+    assert client.get("/accounts/login/").status_code == 200
+    client.force_login(people.operator)
+    assert client.post("/accounts/logout/").status_code == 302
