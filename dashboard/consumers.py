@@ -18,7 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from dashboard.live import layer, tiles
-from dashboard.models import Role
+from dashboard.models import Building, Role
 from dashboard.roles import roles_on, visible_buildings
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if user is not None and user.is_authenticated:
             subscriptions = await database_sync_to_async(self.choose)(user)
         await self.accept()
-        if not subscriptions:
+        if subscriptions is None:
             await self.close(code=POLICY_VIOLATION)
             return
         self.subscriptions = subscriptions
@@ -57,8 +57,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         for building_id, audiences in subscriptions.items():
             await layer.request_snapshot(building_id, self.channel_name, audiences)
 
-    def choose(self, user: Any) -> dict[uuid.UUID, list[str]]:
-        """The buildings and audiences this page follows; empty when it may follow none."""
+    def choose(self, user: Any) -> dict[uuid.UUID, list[str]] | None:
+        """The buildings and audiences this page follows; None when it is refused."""
         raise NotImplementedError
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -139,11 +139,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
 class BuildingConsumer(LiveConsumer):
     """One building's dashboard page: everything, plus support details for support staff."""
 
-    def choose(self, user: Any) -> dict[uuid.UUID, list[str]]:
+    def choose(self, user: Any) -> dict[uuid.UUID, list[str]] | None:
         building_id = self.scope["url_route"]["kwargs"]["building_id"]
         roles = roles_on(user, building_id)
-        if not roles:
-            return {}
+        # A superuser holds every role on any id: an unknown building is refused all the same.
+        if not roles or not Building.objects.filter(id=building_id).exists():
+            return None
         audiences = [tiles.EVERYONE]
         if Role.SUPPORT in roles:
             audiences.append(tiles.SUPPORT)
@@ -153,6 +154,7 @@ class BuildingConsumer(LiveConsumer):
 class OverviewConsumer(LiveConsumer):
     """The buildings list: one summary line per building the user may see."""
 
-    def choose(self, user: Any) -> dict[uuid.UUID, list[str]]:
+    def choose(self, user: Any) -> dict[uuid.UUID, list[str]] | None:
+        # Someone with no building yet gets an empty overview (possibly {}), not a refusal.
         ids = visible_buildings(user).values_list("id", flat=True)
         return {building_id: [tiles.SUMMARY] for building_id in ids}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.contrib.messages.storage import default_storage
 from django.test import AsyncClient, AsyncRequestFactory, Client
@@ -17,13 +19,16 @@ from django.utils import timezone
 
 from dashboard import actions, alarms
 from dashboard.bridge.ingest import ingest
+from dashboard.consumers import POLICY_VIOLATION
 from dashboard.contract.topics import Scope
 from dashboard.live.state import AttemptSeen, LiveState
 from dashboard.live.store import load_building, write_batch
 from dashboard.models import ActionAttempt, Building, Device, FaultAlarm, Role
+from gooee_site.asgi import application
 from tests import seed
 from tests.bridging import subscribed
 from tests.factories import make_building
+from tests.test_consumers import ORIGIN, closed_with, session_cookie
 
 pytestmark = pytest.mark.django_db
 
@@ -283,3 +288,33 @@ def test_logging_in_and_out_still_work(people):
     assert client.get("/accounts/login/").status_code == 200
     client.force_login(people.operator)
     assert client.post("/accounts/logout/").status_code == 302
+
+
+# --- 8b, 8c: who a socket accepts ------------------------------------------------------------
+
+
+async def _socket(user: Any, path: str) -> WebsocketCommunicator:
+    cookie = await sync_to_async(session_cookie)(user)
+    communicator = WebsocketCommunicator(application, path, headers=[ORIGIN, cookie])
+    await communicator.connect()
+    return communicator
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_superusers_socket_for_a_building_that_does_not_exist_is_refused(hq):
+    admin = await sync_to_async(get_user_model().objects.create_superuser)("root", "", "pw")
+    socket = await _socket(admin, f"/ws/buildings/{uuid.uuid4()}/")
+    try:
+        assert await closed_with(socket) == POLICY_VIOLATION
+    finally:
+        await socket.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_staff_without_buildings_get_an_empty_overview_not_a_refusal(hq):
+    staff = await sync_to_async(get_user_model().objects.create_user)("stan", is_staff=True)
+    socket = await _socket(staff, "/ws/overview/")
+    try:
+        assert await socket.receive_nothing(0.5)  # open, and quiet: nothing to show
+    finally:
+        await socket.disconnect()
