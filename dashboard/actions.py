@@ -58,9 +58,12 @@ class ActionForm(forms.Form):
     target = forms.CharField(widget=forms.HiddenInput)  # space:<id>, device:<id> or all
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=40)
     confirm = forms.BooleanField(widget=forms.HiddenInput, required=False)
+    target_name: str  # what the target is called on the page (form_for sets both)
+    button: str  # what the submit button says
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("action") == "dim" and data.get("level") is None and "level" not in self.errors:
             self.add_error("level", "Dim needs a level from 0 to 100 %.")
         return data
@@ -201,9 +204,9 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
 
 def _raw_target(request: HttpRequest) -> str:
     # The target field carries the form's prefix: <prefix>-target.
-    for key, value in request.POST.items():
+    for key in request.POST:
         if key.endswith("-target") or key == "target":
-            return value
+            return request.POST.get(key) or ""
     return ""
 
 
@@ -212,7 +215,9 @@ def target_all(data: dict[str, Any]) -> bool:
 
 
 def _errors(form: ActionForm) -> str:
-    return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
+    return "; ".join(
+        f"{field}: {' '.join(str(e) for e in errors)}" for field, errors in form.errors.items()
+    )
 
 
 def _fresh(form: ActionForm) -> ActionForm:
@@ -285,7 +290,9 @@ async def _answer(
         "action_url": request.path,
         "building_url": request.path.removesuffix("actions/"),
     }
-    template = "dashboard/action_form.html" if request.htmx else "dashboard/action_page.html"
+    # django-htmx's middleware sets request.htmx, which HttpRequest's type does not know.
+    htmx = getattr(request, "htmx", False)
+    template = "dashboard/action_form.html" if htmx else "dashboard/action_page.html"
     # Context processors (the user, messages) touch the database: render off the loop.
     return await sync_to_async(render)(request, template, context, status=status)
 

@@ -226,9 +226,10 @@ def _cleared_since(
     A record queued before a clear may be written after it: the clear, being newer, wins,
     rather than the old occurrence reopening the alarm with its old count.
     """
+    device = Q(device__isnull=True) if device_id is None else Q(device_id=device_id)
     return models.FaultAlarm.objects.filter(
+        device,
         building_id=building_id,
-        device_id=device_id,
         type=alarm_type,
         state=models.FaultAlarm.CLEARED,
         cleared_at__gte=alarm.last_seen,
