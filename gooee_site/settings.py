@@ -84,6 +84,10 @@ if not MQTT_CLIENT_ID_PREFIX or len(MQTT_CLIENT_ID_PREFIX) > 40:
 MQTT_KEEPALIVE = int(_number("MQTT_KEEPALIVE", 30, minimum=5))
 MQTT_RECONNECT_MAX_SECONDS = _number("MQTT_RECONNECT_MAX_SECONDS", 30, minimum=1, cast=float)
 MQTT_MAX_PAYLOAD_BYTES = int(_number("MQTT_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1024))
+if MQTT_MAX_PAYLOAD_BYTES > 1024 * 1024:  # each one is parsed and kept in memory
+    raise ImproperlyConfigured(
+        f"MQTT_MAX_PAYLOAD_BYTES: at most {1024 * 1024}, got {MQTT_MAX_PAYLOAD_BYTES}"
+    )
 
 # --- Live state and history --------------------------------------------------------
 LIVE_COALESCE_MS = int(_number("LIVE_COALESCE_MS", 250, minimum=0))

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -318,3 +322,65 @@ async def test_staff_without_buildings_get_an_empty_overview_not_a_refusal(hq):
         assert await socket.receive_nothing(0.5)  # open, and quiet: nothing to show
     finally:
         await socket.disconnect()
+
+
+# --- 8e: the payload size has a ceiling, and big payloads are parsed off the loop -------------
+
+
+def test_a_payload_limit_over_one_mebibyte_is_refused_in_one_line():
+    env = {**os.environ, "MQTT_MAX_PAYLOAD_BYTES": str(2 * 1024 * 1024), "SECRET_KEY": "x"}
+    check = subprocess.run(
+        [sys.executable, "-c", "import gooee_site.settings"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode != 0
+    assert (
+        "ImproperlyConfigured: MQTT_MAX_PAYLOAD_BYTES: at most 1048576, got 2097152"
+        in check.stderr.splitlines()[-1]
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_big_payload_is_parsed_off_the_loop_and_messages_keep_their_order(
+    lamp, monkeypatch
+):
+    from dashboard.bridge import supervisor
+    from dashboard.bridge.history import HistoryWriter
+    from dashboard.contract import payloads
+    from tests.bridging import config_for, until
+
+    inventory = await sync_to_async(load_building)(lamp.building_id)
+
+    async def nowhere(*args: Any, **kwargs: Any) -> None:
+        pass
+
+    bridge = supervisor.BuildingBridge(
+        inventory,
+        LiveState(lamp.building_id),
+        config_for("mqtt://127.0.0.1:1"),
+        HistoryWriter(60),
+        nowhere,
+        0.05,
+        1024 * 1024,
+    )
+    parsed_on: list[tuple[int, bool]] = []
+    parse = payloads.parse
+
+    def watched(kind: Any, raw: bytes, **kwargs: Any) -> Any:
+        parsed_on.append((len(raw), threading.current_thread() is threading.main_thread()))
+        return parse(kind, raw, **kwargs)
+
+    monkeypatch.setattr(payloads, "parse", watched)
+    topic = f"devices/{lamp.id}/meta"
+    big = [{"name": "label", "value": "x" * 200_000}]
+    small = [{"name": "label", "value": "small"}]
+    bridge.on_message(topic, json.dumps(big).encode())
+    bridge.on_message(topic, json.dumps(small).encode())
+
+    await until(lambda: len(parsed_on) == 2, what="both messages parsed")
+    await until(lambda: not bridge.backlog, what="the backlog drained")
+    assert [on_loop for _, on_loop in parsed_on] == [False, True]
+    assert bridge.state.meta[lamp.id]["label"].value == "small"  # the later one last

@@ -50,8 +50,12 @@ def ingest(
     sink: Sink,
     *,
     max_bytes: int = payloads.MAX_PAYLOAD_BYTES,
+    parsed: payloads.Payload | payloads.Malformed | None = None,
 ) -> str:
-    """Apply one message; return its outcome: accepted, malformed, duplicate or unknown."""
+    """Apply one message; return its outcome: accepted, malformed, duplicate or unknown.
+
+    ``parsed`` is ``parse(raw)`` done beforehand (off the loop, for a big payload).
+    """
     state.status.last_message_at = now
     try:
         topic = parse_topic(topic_name)
@@ -61,12 +65,27 @@ def ingest(
         # Removed from the inventory while the message was in flight: not the sender's fault.
         state.counters["unknown"] += 1
         return "unknown"
-    parsed = payloads.parse(topic.kind, raw, max_bytes=max_bytes)
+    if parsed is None:
+        parsed = payloads.parse(topic.kind, raw, max_bytes=max_bytes)
     if isinstance(parsed, payloads.Malformed):
         return _malformed(state, sink, topic_name, topic.kind, parsed.reason, raw, now, parsed.raw)
     outcome = HANDLERS[topic.kind](state, topic, parsed.data, now, sink)
     state.counters[outcome] += 1
     return outcome
+
+
+def parse(
+    topic_name: str, raw: bytes, max_bytes: int
+) -> payloads.Payload | payloads.Malformed | None:
+    """The message's payload parsed for its topic's kind; None when the topic is unknown.
+
+    No state is touched: the bridge runs this in a thread for big payloads.
+    """
+    try:
+        topic = parse_topic(topic_name)
+    except TopicError:
+        return None
+    return payloads.parse(topic.kind, raw, max_bytes=max_bytes)
 
 
 def _malformed(

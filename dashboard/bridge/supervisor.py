@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,9 +17,10 @@ from asgiref.sync import sync_to_async
 from dashboard.bridge.fanout import Fanout, Reply, Send
 from dashboard.bridge.history import HistoryWriter
 from dashboard.bridge.inbox import Inbox
-from dashboard.bridge.ingest import ingest
+from dashboard.bridge.ingest import ingest, parse
 from dashboard.bridge.leases import Leases, assign
 from dashboard.bridge.session import BuildingSession, NotConnected, SessionConfig
+from dashboard.contract.payloads import Malformed, Payload
 from dashboard.contract.topics import TopicError
 from dashboard.live import fragments, layer, tiles
 from dashboard.live.buildings import BuildingInventory
@@ -38,6 +40,11 @@ logger = logging.getLogger(__name__)
 STATUS_EVERY = 5.0  # seconds between status pushes caused by traffic alone
 SEEN_WAIT = 600.0  # seconds a published action waits to come back before it is forgotten
 KEPT_ATTEMPTS = 200  # attempt outcomes kept in memory per building
+# Payloads above this are parsed in a thread, so one big message does not hold the loop.
+PARSE_IN_THREAD_ABOVE = 64 * 1024
+# Bytes of messages waiting behind one being parsed in a thread; past it big ones are parsed
+# on the loop again (still in order), which slows reading from the broker: back-pressure.
+MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 
 
 class BuildingBridge:
@@ -71,6 +78,11 @@ class BuildingBridge:
         self._tasks: list[asyncio.Task[None]] = []
         # (name, type, created) of published actions -> (attempt id, label, forget after)
         self._awaiting: dict[tuple[str, str, str], tuple[int, str, float]] = {}
+        # Messages behind one parsed in a thread, in arrival order: (topic, bytes, when,
+        # parsed already or None)
+        self.backlog: deque[tuple[str, bytes, datetime, Payload | Malformed | None]] = deque()
+        self._backlog_bytes = 0
+        self._draining: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -80,6 +92,9 @@ class BuildingBridge:
 
     async def stop(self) -> None:
         await self.session.stop()
+        if self._draining is not None:
+            self._draining.cancel()
+            await asyncio.gather(self._draining, return_exceptions=True)
         for task in self._tasks:
             if task.get_name().startswith("fanout"):
                 task.cancel()
@@ -96,7 +111,53 @@ class BuildingBridge:
 
     def on_message(self, topic: str, payload: bytes) -> None:
         now = datetime.now(UTC)
-        ingest(self.state, self.inventory, topic, payload, now, self, max_bytes=self._max_bytes)
+        big = PARSE_IN_THREAD_ABOVE < len(payload) <= self._max_bytes
+        if not big and not self.backlog:
+            self._ingest(topic, payload, now)
+            return
+        # Behind a big one every message waits its turn: a building's order is kept.
+        parsed = None
+        if big and self._backlog_bytes > MAX_BACKLOG_BYTES:
+            # Parsed here, on the loop, which slows reading from the broker: back-pressure.
+            parsed = parse(topic, payload, self._max_bytes)
+        self.backlog.append((topic, payload, now, parsed))
+        self._backlog_bytes += len(payload)
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain(), name="parse")
+
+    async def _drain(self) -> None:
+        try:
+            while self.backlog:
+                topic, payload, now, parsed = self.backlog[0]
+                if parsed is None and PARSE_IN_THREAD_ABOVE < len(payload) <= self._max_bytes:
+                    parsed = await asyncio.to_thread(parse, topic, payload, self._max_bytes)
+                self.backlog.popleft()
+                self._backlog_bytes -= len(payload)
+                self._ingest(topic, payload, now, parsed)
+        finally:
+            self._draining = None
+
+    def _ingest(
+        self,
+        topic: str,
+        payload: bytes,
+        now: datetime,
+        parsed: Payload | Malformed | None = None,
+    ) -> None:
+        try:
+            ingest(
+                self.state,
+                self.inventory,
+                topic,
+                payload,
+                now,
+                self,
+                max_bytes=self._max_bytes,
+                parsed=parsed,
+            )
+        except Exception:
+            # One bad message must never stop the building (the session says the same).
+            logger.exception("building %s: message on %r not handled", self.inventory.id, topic)
         if now.timestamp() - self._status_pushed > STATUS_EVERY:
             self._status_pushed = now.timestamp()
             self.changed(tiles.STATUS)
