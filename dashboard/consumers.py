@@ -7,10 +7,9 @@ message (its channel was full, or the bridge restarted) asks for a fresh snapsho
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -42,7 +41,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.positions: dict[tuple[str, str], tuple[str, int]] = {}
         self.unacked = 0
         self.cut_off = False
-        self._rejoin: asyncio.Task[None] | None = None
+        self._unwatch: Callable[[], None] | None = None
         user = self.scope.get("user")
         subscriptions = None
         if user is not None and user.is_authenticated:
@@ -53,7 +52,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
             return
         self.subscriptions = subscriptions
         await self._join()
-        self._rejoin = asyncio.create_task(self._keep_joined())
+        # Rejoin when Redis lost the groups, or they are about to expire (a wall screen
+        # stays a week): one check per process, not per page.
+        self._unwatch = layer.Membership.watch(self._join)
         for building_id, audiences in subscriptions.items():
             await layer.request_snapshot(building_id, self.channel_name, audiences)
 
@@ -73,10 +74,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
-        if self._rejoin is not None:
-            self._rejoin.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._rejoin
+        if self._unwatch is not None:
+            self._unwatch()
         for group in self._groups():
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -90,12 +89,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _join(self) -> None:
         for group in self._groups():
             await self.channel_layer.group_add(group, self.channel_name)
-
-    async def _keep_joined(self) -> None:
-        # Channel layers forget group members after group_expiry; a wall screen stays a week.
-        while True:
-            await asyncio.sleep(layer.REJOIN_EVERY)
-            await self._join()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Pages only acknowledge frames; anything else is ignored."""

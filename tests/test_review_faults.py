@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -20,19 +21,22 @@ from django.contrib.auth import get_user_model
 from django.contrib.messages.storage import default_storage
 from django.test import AsyncClient, AsyncRequestFactory, Client
 from django.utils import timezone
+from redis import asyncio as aioredis
 
 from dashboard import actions, alarms
+from dashboard.bridge.inbox import Inbox
 from dashboard.bridge.ingest import ingest
 from dashboard.consumers import POLICY_VIOLATION
 from dashboard.contract.topics import Scope
+from dashboard.live import layer
 from dashboard.live.state import AttemptSeen, LiveState
 from dashboard.live.store import load_building, write_batch
 from dashboard.models import ActionAttempt, Building, Device, FaultAlarm, Role
 from gooee_site.asgi import application
 from tests import seed
-from tests.bridging import subscribed
+from tests.bridging import subscribed, until
 from tests.factories import make_building
-from tests.test_consumers import ORIGIN, closed_with, session_cookie
+from tests.test_consumers import ORIGIN, closed_with, receive_until, session_cookie
 
 pytestmark = pytest.mark.django_db
 
@@ -384,3 +388,82 @@ async def test_a_big_payload_is_parsed_off_the_loop_and_messages_keep_their_orde
     await until(lambda: not bridge.backlog, what="the backlog drained")
     assert [on_loop for _, on_loop in parsed_on] == [False, True]
     assert bridge.state.meta[lamp.id]["label"].value == "small"  # the later one last
+
+
+# --- 8d: pages get values again soon after Redis loses its data ------------------------------
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+@pytest.fixture
+async def redis_layer(settings):
+    """The real Redis channel layer, in a Redis database of the tests' own."""
+    store = aioredis.from_url(REDIS_URL)
+    try:
+        await store.ping()
+    except OSError:
+        pytest.fail(f"Redis not reachable at {REDIS_URL} (see README: tests need Redis)")
+    await store.flushdb()
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
+        }
+    }
+    yield store
+    await get_channel_layer().flush()
+    await store.aclose()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_after_redis_loses_its_data_every_page_gets_values_again_within_10_s(
+    redis_layer, hq, people
+):
+    building = hq[Scope.BUILDING]
+    pages = [
+        await _socket(user, f"/ws/buildings/{building}/")
+        for user in (people.viewer, people.operator, people.support)
+    ]
+    try:
+        # What the bridge's fan-out sends the building's pages, here straight from the test.
+        await layer.broadcast(building, "<p>value 1</p>", stream="s", seq=1)
+        for page in pages:
+            await receive_until(page, "value 1")
+
+        await redis_layer.flushdb()
+        flushed = time.monotonic()
+        got = [False] * len(pages)
+        seq = 1
+        while not all(got) and time.monotonic() - flushed < 10:
+            seq += 1
+            await layer.broadcast(building, f"<p>value {seq}</p>", stream="s", seq=seq)
+            for n, page in enumerate(pages):
+                while not got[n] and not await page.receive_nothing(0.2):
+                    got[n] = "value" in layer.unpack(await page.receive_from())
+        assert got == [True] * len(pages), "pages still deaf 10 s after the flush"
+    finally:
+        for page in pages:
+            await page.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_after_redis_loses_its_data_the_bridge_hears_pages_again_within_10_s(redis_layer, hq):
+    building = hq[Scope.BUILDING]
+    heard: list[dict] = []
+    inbox = Inbox(heard.append)
+    await inbox.open()
+    await inbox.join(building)
+    listening = asyncio.create_task(inbox.run())
+    try:
+        await layer.request_snapshot(building, "specific.page!1", ["all"])
+        await until(lambda: len(heard) == 1, what="the request before the flush")
+
+        await redis_layer.flushdb()
+        flushed = time.monotonic()
+        while len(heard) == 1 and time.monotonic() - flushed < 10:
+            await layer.request_snapshot(building, "specific.page!1", ["all"])
+            await asyncio.sleep(0.2)
+        assert len(heard) > 1, "the bridge still deaf 10 s after the flush"
+    finally:
+        listening.cancel()
+        inbox.close()

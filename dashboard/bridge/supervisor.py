@@ -321,7 +321,6 @@ class Bridge:
                     if self.leases is not None:
                         await self.keep_leases()
                     await self.sync_inventory()
-                    await self.inbox.refresh()
                 except Exception:
                     logger.exception("could not read the inventory or reach Redis; retrying")
                 self.ready.set()
@@ -329,6 +328,7 @@ class Bridge:
                     await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
         finally:
             inbox.cancel()
+            self.inbox.close()
             await asyncio.gather(*(b.stop() for b in self.buildings.values()))
             if self.leases is not None:
                 await self.history.flush()  # the next holder starts from what we saw
