@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,9 @@ TRY_AGAIN_LATER = 4013
 # Frames a page may have unacknowledged before it is cut off: a page that stops reading
 # must not grow the server's send buffers without bound.
 MAX_UNACKED = 200
+# And bytes: a snapshot of a large building is one big frame, so a count alone lets a page
+# that stopped reading hold 200 of them.
+MAX_UNACKED_BYTES = 8 * 1024 * 1024
 ACK = "ack"  # what live.js sends back for each frame it has applied
 
 
@@ -40,6 +44,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.subscriptions: dict[uuid.UUID, list[str]] = {}  # building -> audiences
         self.positions: dict[tuple[str, str], tuple[str, int]] = {}
         self.unacked = 0
+        self.unacked_sizes: deque[int] = deque()  # bytes of each unacknowledged frame
+        self.unacked_bytes = 0
         self.cut_off = False
         self._unwatch: Callable[[], None] | None = None
         user = self.scope.get("user")
@@ -94,17 +100,27 @@ class LiveConsumer(AsyncWebsocketConsumer):
         """Pages only acknowledge frames; anything else is ignored."""
         if text_data == ACK:
             self.unacked = max(0, self.unacked - 1)
+            if self.unacked_sizes:  # live.js acknowledges frames in the order it got them
+                self.unacked_bytes -= self.unacked_sizes.popleft()
 
     async def forward(self, frame: str | bytes) -> None:
         """Send a frame, or cut the page off when it is too far behind to catch up by frames."""
         if self.cut_off:
             return
-        if self.unacked >= MAX_UNACKED:
+        behind = self.unacked_bytes + len(frame) > MAX_UNACKED_BYTES and self.unacked > 0
+        if self.unacked >= MAX_UNACKED or behind:
             self.cut_off = True
-            logger.warning("page %s is %d frames behind; cut off", self.channel_name, self.unacked)
+            logger.warning(
+                "page %s is %d frames (%d bytes) behind; cut off",
+                self.channel_name,
+                self.unacked,
+                self.unacked_bytes,
+            )
             await self.close(code=TRY_AGAIN_LATER)
             return
         self.unacked += 1
+        self.unacked_sizes.append(len(frame))
+        self.unacked_bytes += len(frame)
         if isinstance(frame, bytes):
             await self.send(bytes_data=frame)
         else:

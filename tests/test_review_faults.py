@@ -467,3 +467,58 @@ async def test_after_redis_loses_its_data_the_bridge_hears_pages_again_within_10
     finally:
         listening.cancel()
         inbox.close()
+
+
+# --- 8f: what one big entry may cost is bounded in bytes too ---------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_page_behind_by_a_few_big_frames_is_cut_off_and_one_that_keeps_up_is_not(
+    hq, people, monkeypatch
+):
+    from dashboard import consumers
+
+    monkeypatch.setattr(consumers, "MAX_UNACKED_BYTES", 120_000)
+    building = hq[Scope.BUILDING]
+    keeping_up = await _socket(people.viewer, f"/ws/buildings/{building}/")
+    stalled = await _socket(people.operator, f"/ws/buildings/{building}/")
+    try:
+        # Random-looking text, so deflate cannot make the frames small.
+        big = os.urandom(48_000).hex()  # 96 000 characters
+        for seq in range(1, 6):
+            await layer.broadcast(building, f"<p>{seq}{big}</p>", stream="s1", seq=seq)
+            assert layer.unpack(await keeping_up.receive_from(5)).startswith(f"<p>{seq}")
+            await keeping_up.send_to(text_data=consumers.ACK)
+        for seq in range(1, 3):  # two frames (about 48 KB deflated) fit; the third does not
+            assert layer.unpack(await stalled.receive_from(5)).startswith(f"<p>{seq}")
+        assert await closed_with(stalled) == consumers.TRY_AGAIN_LATER
+        assert await keeping_up.receive_nothing(0.2)
+    finally:
+        await keeping_up.disconnect()
+        await stalled.disconnect()
+
+
+def test_a_huge_value_is_kept_cut_with_the_cut_stated_and_a_small_one_whole(lamp):
+    building_id = lamp.building_id
+    state, sink = LiveState(building_id), Collect()
+    inventory = load_building(building_id)
+    huge = [["y" * 900] * 40] * 2  # 72 000 characters of JSON, as the schema allows
+    meta = [{"name": "label", "value": huge}, {"name": "note", "value": "short"}]
+    ingest(state, inventory, f"devices/{lamp.id}/meta", json.dumps(meta).encode(), now(), sink)
+    alarm = {**seed.DEVICE_FAULT_ALARM, "extra": ["y" * 900] * 200}  # extra keys are allowed
+    topic = f"devices/{lamp.id}/fault_alarms"
+    ingest(state, inventory, topic, json.dumps(alarm).encode(), now(), sink)
+
+    kept = state.meta[lamp.id]["label"].value
+    assert 30_000 < len(json.dumps(kept)) < 40_000
+    assert "truncated" in json.dumps(kept[-1])  # the cut is stated where it is made
+    assert state.meta[lamp.id]["note"].value == "short"
+    [stored_alarm] = state.alarms.values()
+    assert len(json.dumps(stored_alarm.payload)) < 40_000
+    assert stored_alarm.payload["type"] == seed.DEVICE_FAULT_ALARM["type"]
+    write_batch([(building_id, r) for r in sink.records])  # and so is what history stores
+    assert len(json.dumps(FaultAlarm.objects.get().payload)) < 40_000
+
+
+def now() -> Any:
+    return timezone.now()
