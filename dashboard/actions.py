@@ -10,17 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -60,7 +64,8 @@ class ActionForm(forms.Form):
     confirm = forms.BooleanField(widget=forms.HiddenInput, required=False)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("action") == "dim" and data.get("level") is None and "level" not in self.errors:
             self.add_error("level", "Dim needs a level from 0 to 100 %.")
         return data
@@ -199,14 +204,16 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
 
 def _raw_target(request: HttpRequest) -> str:
     # The target field carries the form's prefix: <prefix>-target.
-    for key, value in request.POST.items():
+    for key in request.POST:
         if key.endswith("-target") or key == "target":
-            return value
+            return request.POST.get(key) or ""
     return ""
 
 
 def _errors(form: ActionForm) -> str:
-    return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
+    return "; ".join(
+        f"{field}: {' '.join(str(e) for e in errors)}" for field, errors in form.errors.items()
+    )
 
 
 def _fresh(form: ActionForm) -> ActionForm:
@@ -221,6 +228,9 @@ def _fresh(form: ActionForm) -> ActionForm:
 async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, Any]:
     payload = json.loads(attempt.payload)
     timeout = settings.ACTION_PUBACK_TIMEOUT_SECONDS
+    # The bridge must be done (published and acknowledged) by the deadline, and drops the
+    # request unpublished after it; this view waits 2 s longer, so its "failed" is true.
+    deadline = time.time() + timeout
     try:
         result = await layer.request_publish(
             building_id,
@@ -233,6 +243,7 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
                 "topic": attempt.topic,
                 "payload": attempt.payload,
                 "timeout": timeout,
+                "deadline": deadline,
             },
             timeout + 2,
         )
@@ -276,7 +287,9 @@ async def _answer(
         "action_url": request.path,
         "building_url": request.path.removesuffix("actions/"),
     }
-    template = "dashboard/action_form.html" if request.htmx else "dashboard/action_page.html"
+    # django-htmx's middleware sets request.htmx, which HttpRequest's type does not know.
+    htmx = getattr(request, "htmx", False)
+    template = "dashboard/action_form.html" if htmx else "dashboard/action_page.html"
     # Context processors (the user, messages) touch the database: render off the loop.
     return await sync_to_async(render)(request, template, context, status=status)
 
@@ -304,11 +317,36 @@ class Audit:
         )
 
     async def refuse(self, reason: str) -> None:
+        """Log a refusal; past the per-minute bound, only count it on the last row logged.
+
+        Refused posts cost nothing to send, so a script must not grow the audit log
+        without bound: ``ACTION_REFUSALS_LOGGED_PER_MINUTE`` rows per user and building
+        and minute, the last of them saying how many more it stands for.
+        """
+        key = f"actions:refused:{self.user.pk}:{self.building_id.hex}:{_minute()}"
+        logged = settings.ACTION_REFUSALS_LOGGED_PER_MINUTE
+        count = await _count(key)
+        if count > logged:
+            if count == logged + 1:
+                logger.warning(
+                    "%s: more than %d refused actions on building %s this minute; "
+                    "counting the rest on the last one logged",
+                    self.user.get_username(),
+                    logged,
+                    self.building_id,
+                )
+            last = await cache.aget(f"{key}:last")
+            if last is not None:
+                await ActionAttempt.objects.filter(id=last).aupdate(suppressed=F("suppressed") + 1)
+            return
         target = None if self.whole_building else self.targets[0]
         # The reason may quote what was posted; PostgreSQL's text columns refuse NUL.
         reason = reason.replace("\x00", "\ufffd")[:1000]
-        await self._row(target, outcome=ActionAttempt.REFUSED, reason=reason).asave()
+        row = self._row(target, outcome=ActionAttempt.REFUSED, reason=reason)
+        await row.asave()
         metrics.ACTIONS.labels(ActionAttempt.REFUSED).inc()
+        if count == logged:
+            await cache.aset(f"{key}:last", row.id, WINDOW_KEPT)
 
     async def earlier(self, key: str) -> list[dict[str, Any]]:
         rows = ActionAttempt.objects.filter(
@@ -328,15 +366,17 @@ class Audit:
         ]
 
     async def rate_limited(self, per_minute: int) -> int:
-        """Seconds until this user may send again, or 0."""
-        since = timezone.now() - timedelta(minutes=1)
-        recent = ActionAttempt.objects.filter(user=self.user, created_at__gte=since).exclude(
-            outcome=ActionAttempt.REFUSED
-        )
-        if await recent.acount() < per_minute:
+        """Seconds until this user may send again, or 0 (and this submission is counted).
+
+        Counted per user and clock minute with the cache's atomic add + incr (atomic on
+        Redis, shared by every web process, and on locmem): a count of rows checked before
+        inserting let parallel submissions all pass the check.
+        """
+        now = time.time()
+        minute = int(now // 60)
+        if await _count(f"actions:sent:{self.user.pk}:{minute}") <= per_minute:
             return 0
-        oldest = await recent.order_by("created_at").values_list("created_at", flat=True).afirst()
-        return max(1, int((oldest + timedelta(minutes=1) - timezone.now()).total_seconds()) + 1)
+        return max(1, math.ceil((minute + 1) * 60 - now))
 
     async def attempts(
         self, planned: list[tuple[Target, dict[str, Any]]], key: str
@@ -361,6 +401,29 @@ class Audit:
         except IntegrityError:
             return None
         return rows
+
+
+WINDOW_KEPT = 120  # seconds a per-minute counter is kept: past its minute, and then some
+
+
+def _minute() -> int:
+    return int(time.time() // 60)
+
+
+async def _count(key: str) -> int:
+    """Add one to a per-minute counter in the cache, atomically; its new value."""
+    # The sync incr: Redis's INCR, or locmem's under its lock. Django's async aincr is a
+    # get then a set, which parallel requests interleave.
+    return await sync_to_async(_count_now)(key)
+
+
+def _count_now(key: str) -> int:
+    cache.add(key, 0, WINDOW_KEPT)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, WINDOW_KEPT)
+        return 1
 
 
 def _save_all(rows: list[ActionAttempt]) -> None:

@@ -7,10 +7,10 @@ message (its channel was full, or the bridge restarted) asks for a fresh snapsho
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import uuid
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -19,7 +19,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from dashboard.access import roles_on, visible_buildings
 from dashboard.live import layer, metrics, tiles
-from dashboard.models import Role
+from dashboard.models import Building, Role
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ TRY_AGAIN_LATER = 4013
 # Frames a page may have unacknowledged before it is cut off: a page that stops reading
 # must not grow the server's send buffers without bound.
 MAX_UNACKED = 200
+# And bytes: a snapshot of a large building is one big frame, so a count alone lets a page
+# that stopped reading hold 200 of them.
+MAX_UNACKED_BYTES = 8 * 1024 * 1024
 ACK = "ack"  # what live.js sends back for each frame it has applied
 
 
@@ -44,15 +47,18 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.subscriptions: dict[uuid.UUID, list[str]] = {}  # building -> audiences
         self.positions: dict[tuple[str, str], tuple[str, int]] = {}
         self.unacked = 0
+        self.unacked_sizes: deque[int] = deque()  # bytes of each unacknowledged frame
+        self.unacked_bytes = 0
         self.cut_off = False
-        self._rejoin: asyncio.Task[None] | None = None
+        self.counted = False  # in the pages-connected gauge
+        self._unwatch: Callable[[], None] | None = None
         user = self.scope.get("user")
         subscriptions = None
         logged_in = user is not None and user.is_authenticated
         if logged_in:
             subscriptions = await database_sync_to_async(self.choose)(user)
         await self.accept()
-        if not subscriptions:
+        if subscriptions is None:
             # One line per refused socket, and no traceback: a page left open after its
             # session ended is ordinary.
             logger.info(
@@ -63,14 +69,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=NO_ACCESS if logged_in else NOT_LOGGED_IN)
             return
         self.subscriptions = subscriptions
+        self.counted = True
         metrics.PAGES_CONNECTED.inc()
         await self._join()
-        self._rejoin = asyncio.create_task(self._keep_joined())
+        # Rejoin when Redis lost the groups, or they are about to expire (a wall screen
+        # stays a week): one check per process, not per page.
+        self._unwatch = layer.Membership.watch(self._join)
         for building_id, audiences in subscriptions.items():
             await layer.request_snapshot(building_id, self.channel_name, audiences)
 
-    def choose(self, user: Any) -> dict[uuid.UUID, list[str]]:
-        """The buildings and audiences this page follows; empty when it may follow none."""
+    def choose(self, user: Any) -> dict[uuid.UUID, list[str]] | None:
+        """The buildings and audiences this page follows; None when it is refused."""
         raise NotImplementedError
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -85,12 +94,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
-        if self.subscriptions:
+        if self.counted:
             metrics.PAGES_CONNECTED.dec()
-        if self._rejoin is not None:
-            self._rejoin.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._rejoin
+        if self._unwatch is not None:
+            self._unwatch()
         for group in self._groups():
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -105,28 +112,32 @@ class LiveConsumer(AsyncWebsocketConsumer):
         for group in self._groups():
             await self.channel_layer.group_add(group, self.channel_name)
 
-    async def _keep_joined(self) -> None:
-        # Channel layers forget group members after group_expiry; a wall screen stays a week.
-        while True:
-            await asyncio.sleep(layer.REJOIN_EVERY)
-            await self._join()
-
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Pages only acknowledge frames; anything else is ignored."""
         if text_data == ACK:
             self.unacked = max(0, self.unacked - 1)
+            if self.unacked_sizes:  # live.js acknowledges frames in the order it got them
+                self.unacked_bytes -= self.unacked_sizes.popleft()
 
     async def forward(self, frame: str | bytes) -> None:
         """Send a frame, or cut the page off when it is too far behind to catch up by frames."""
         if self.cut_off:
             return
-        if self.unacked >= MAX_UNACKED:
+        behind = self.unacked_bytes + len(frame) > MAX_UNACKED_BYTES and self.unacked > 0
+        if self.unacked >= MAX_UNACKED or behind:
             self.cut_off = True
             metrics.PAGES_CUT_OFF.inc()
-            logger.warning("page %s is %d frames behind; cut off", self.channel_name, self.unacked)
+            logger.warning(
+                "page %s is %d frames (%d bytes) behind; cut off",
+                self.channel_name,
+                self.unacked,
+                self.unacked_bytes,
+            )
             await self.close(code=TRY_AGAIN_LATER)
             return
         self.unacked += 1
+        self.unacked_sizes.append(len(frame))
+        self.unacked_bytes += len(frame)
         metrics.PAGE_FRAMES.inc()
         metrics.PAGE_BYTES.inc(len(frame))
         if isinstance(frame, bytes):
@@ -156,11 +167,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
 class BuildingConsumer(LiveConsumer):
     """One building's dashboard page: everything, plus support details for support staff."""
 
-    def choose(self, user: Any) -> dict[uuid.UUID, list[str]]:
+    def choose(self, user: Any) -> dict[uuid.UUID, list[str]] | None:
         building_id = self.scope["url_route"]["kwargs"]["building_id"]
         roles = roles_on(user, building_id)
-        if not roles:
-            return {}
+        # A superuser holds every role on any id: an unknown building is refused all the same.
+        if not roles or not Building.objects.filter(id=building_id).exists():
+            return None
         audiences = [tiles.EVERYONE]
         if Role.SUPPORT in roles:
             audiences.append(tiles.SUPPORT)
@@ -170,6 +182,7 @@ class BuildingConsumer(LiveConsumer):
 class OverviewConsumer(LiveConsumer):
     """The buildings list: one summary line per building the user may see."""
 
-    def choose(self, user: Any) -> dict[uuid.UUID, list[str]]:
+    def choose(self, user: Any) -> dict[uuid.UUID, list[str]] | None:
+        # Someone with no building yet gets an empty overview (possibly {}), not a refusal.
         ids = visible_buildings(user).values_list("id", flat=True)
         return {building_id: [tiles.SUMMARY] for building_id in ids}

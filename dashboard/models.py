@@ -345,10 +345,15 @@ class ActionAttempt(models.Model):
     target_name = models.CharField(max_length=200, blank=True)
     topic = models.CharField(max_length=300, blank=True)
     payload = models.TextField(blank=True)  # the exact bytes published, as text
-    idempotency_key = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    # Unique per building, as it is looked up: a form's key only ever means its own building.
+    # NULL (refused rows have no key), as NULLs never collide under the constraint.
+    idempotency_key = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     batch = models.UUIDField(null=True, blank=True)  # one building-wide action, many spaces
     outcome = models.CharField(max_length=16, choices=OUTCOMES, default=PENDING, db_index=True)
     reason = models.TextField(blank=True)
+    # Refused only: further refusals of the same user and building in that minute, counted
+    # here instead of each written as a row (ACTION_REFUSALS_LOGGED_PER_MINUTE).
+    suppressed = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     seen_at = models.DateTimeField(null=True, blank=True)
@@ -356,6 +361,11 @@ class ActionAttempt(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["user", "created_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["building", "idempotency_key"], name="unique_idempotency_key_per_building"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.username}: {self.target_name or self.target_id} {self.outcome}"

@@ -93,6 +93,10 @@ if not MQTT_CLIENT_ID_PREFIX or len(MQTT_CLIENT_ID_PREFIX) > 40:
 MQTT_KEEPALIVE = int(_number("MQTT_KEEPALIVE", 30, minimum=5))
 MQTT_RECONNECT_MAX_SECONDS = _number("MQTT_RECONNECT_MAX_SECONDS", 30, minimum=1, cast=float)
 MQTT_MAX_PAYLOAD_BYTES = int(_number("MQTT_MAX_PAYLOAD_BYTES", 256 * 1024, minimum=1024))
+if MQTT_MAX_PAYLOAD_BYTES > 1024 * 1024:  # each one is parsed and kept in memory
+    raise ImproperlyConfigured(
+        f"MQTT_MAX_PAYLOAD_BYTES: at most {1024 * 1024}, got {MQTT_MAX_PAYLOAD_BYTES}"
+    )
 
 # --- The Gooee Cloud REST API (sync_inventory; README "Connect your Gooee account") ----
 GOOEE_API_URL = env.str("GOOEE_API_URL", default="https://api.gooee.io").strip().rstrip("/")
@@ -130,6 +134,7 @@ BRIDGE_LEASE_SECONDS = _number("BRIDGE_LEASE_SECONDS", 10, minimum=1, cast=float
 ACTION_TRANSITION_SECONDS = int(_number("ACTION_TRANSITION_SECONDS", 5, minimum=0))
 ACTION_PUBACK_TIMEOUT_SECONDS = _number("ACTION_PUBACK_TIMEOUT_SECONDS", 5, minimum=0.1, cast=float)
 ACTION_RATE_PER_MINUTE = int(_number("ACTION_RATE_PER_MINUTE", 30, minimum=1))
+ACTION_REFUSALS_LOGGED_PER_MINUTE = int(_number("ACTION_REFUSALS_LOGGED_PER_MINUTE", 10, minimum=1))
 # A new fault alarm at or above this priority (0-255) raises a banner and a notification.
 ALARM_NOTIFY_PRIORITY = int(_number("ALARM_NOTIFY_PRIORITY", 200, minimum=0))
 if ALARM_NOTIFY_PRIORITY > 255:

@@ -26,10 +26,17 @@ class Inbox:
         self._layer = get_channel_layer()
         self.channel: str | None = None
         self._joined: dict[uuid.UUID, float] = {}
+        self._unwatch: Callable[[], None] | None = None
 
     async def open(self) -> None:
         if self._layer is not None:
             self.channel = await layer.new_channel()
+            # Redis flushed or restarted: rejoin every building's group within seconds.
+            self._unwatch = layer.Membership.watch(self._rejoin)
+
+    async def _rejoin(self) -> None:
+        for building_id in list(self._joined):
+            await self.join(building_id)
 
     async def join(self, building_id: uuid.UUID) -> None:
         if self.channel is None:
@@ -42,12 +49,9 @@ class Inbox:
             return
         await self._layer.group_discard(layer.bridge_group(building_id), self.channel)
 
-    async def refresh(self) -> None:
-        """Rejoin the groups whose membership is getting old."""
-        now = time.monotonic()
-        for building_id, joined in list(self._joined.items()):
-            if now - joined > layer.REJOIN_EVERY:
-                await self.join(building_id)
+    def close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
 
     async def run(self) -> None:
         """Handle requests until cancelled; one bad request never stops the loop."""

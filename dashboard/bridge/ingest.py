@@ -31,6 +31,16 @@ logger = logging.getLogger(__name__)
 # Bounds on what one building's hostile devices can make us hold in memory.
 MAX_META_NAMES_PER_DEVICE = 200
 MAX_OPEN_ALARMS = 1000
+# Of a value a device sends (a meta value, an alarm's payload, an action's value), as JSON
+# text: what is kept in live state, queued for history and stored; longer ones are cut with
+# the cut stated in them, as rejections are. A payload no longer than this is never cut.
+MAX_KEPT_VALUE_CHARS = rejected_data.MAX_KEPT_CHARS
+
+Keep = Callable[[Any], Any]
+
+
+def _whole(value: Any) -> Any:
+    return value
 
 
 class Sink(Protocol):
@@ -50,8 +60,12 @@ def ingest(
     sink: Sink,
     *,
     max_bytes: int = payloads.MAX_PAYLOAD_BYTES,
+    parsed: payloads.Payload | payloads.Malformed | None = None,
 ) -> str:
-    """Apply one message; return its outcome: accepted, malformed, duplicate or unknown."""
+    """Apply one message; return its outcome: accepted, malformed, duplicate or unknown.
+
+    ``parsed`` is ``parse(raw)`` done beforehand (off the loop, for a big payload).
+    """
     state.status.last_message_at = now
     try:
         topic = parse_topic(topic_name)
@@ -61,12 +75,30 @@ def ingest(
         # Removed from the inventory while the message was in flight: not the sender's fault.
         state.counters["unknown"] += 1
         return "unknown"
-    parsed = payloads.parse(topic.kind, raw, max_bytes=max_bytes)
+    if parsed is None:
+        parsed = payloads.parse(topic.kind, raw, max_bytes=max_bytes)
     if isinstance(parsed, payloads.Malformed):
         return _malformed(state, sink, topic_name, topic.kind, parsed.reason, raw, now, parsed.raw)
-    outcome = HANDLERS[topic.kind](state, topic, parsed.data, now, sink)
+    # Only a payload longer than the bound can hold a value longer than it: small ones,
+    # nearly all of them, are not measured.
+    keep = rejected_data.kept if len(raw) > MAX_KEPT_VALUE_CHARS else _whole
+    outcome = HANDLERS[topic.kind](state, topic, parsed.data, now, sink, keep)
     state.counters[outcome] += 1
     return outcome
+
+
+def parse(
+    topic_name: str, raw: bytes, max_bytes: int
+) -> payloads.Payload | payloads.Malformed | None:
+    """The message's payload parsed for its topic's kind; None when the topic is unknown.
+
+    No state is touched: the bridge runs this in a thread for big payloads.
+    """
+    try:
+        topic = parse_topic(topic_name)
+    except TopicError:
+        return None
+    return payloads.parse(topic.kind, raw, max_bytes=max_bytes)
 
 
 def _malformed(
@@ -93,7 +125,7 @@ def _malformed(
     return "malformed"
 
 
-def _meta(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink) -> str:
+def _meta(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink, keep: Keep) -> str:
     items = data if topic.kind == Kind.META else [data]
     device_meta = state.meta.setdefault(topic.id, {})
     for item in items:
@@ -106,7 +138,7 @@ def _meta(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink) 
         value = MetaValue(
             device_id=topic.id,
             name=name,
-            value=item["value"],
+            value=keep(item["value"]),
             display_name=definition.display_name
             if definition
             else item.get("display_name") or name,
@@ -120,7 +152,9 @@ def _meta(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink) 
     return "accepted"
 
 
-def _headcount(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink) -> str:
+def _headcount(
+    state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink, keep: Keep
+) -> str:
     # The schema's "integer" lets 1E+2 and 5.0 through: shown and stored as 100 and 5.
     count = int(data["value"])
     value = HeadcountValue(
@@ -132,7 +166,7 @@ def _headcount(state: LiveState, topic: Topic, data: Any, now: datetime, sink: S
     return "accepted"
 
 
-def _alarm(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink) -> str:
+def _alarm(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink, keep: Keep) -> str:
     device_id = topic.id if topic.scope == Scope.DEVICE else None
     key = (device_id, data["type"])
     alarm = state.alarms.get(key)
@@ -149,7 +183,7 @@ def _alarm(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink)
             priority=int(data["priority"]),  # "integer": 255.0 too
             description=data.get("description") or "",
             notes=data.get("notes") or "",
-            payload=data,
+            payload=keep(data),
             count=1,
             first_seen=now,
             last_seen=now,
@@ -158,7 +192,8 @@ def _alarm(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink)
     else:
         alarm.count += 1
         alarm.last_seen = now
-        alarm.level, alarm.priority, alarm.payload = data["level"], int(data["priority"]), data
+        alarm.level, alarm.priority = data["level"], int(data["priority"])
+        alarm.payload = keep(data)
         alarm.description = data.get("description") or alarm.description
         alarm.notes = data.get("notes") or alarm.notes
     sink.changed(tiles.ALARMS)
@@ -170,7 +205,9 @@ def _same_occurrence(seen: dict[str, Any], data: dict[str, Any]) -> bool:
     return seen.get("timestamp") == data.get("timestamp") and seen.get("id") == data.get("id")
 
 
-def _rejected(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink) -> str:
+def _rejected(
+    state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink, keep: Keep
+) -> str:
     error = data["error"]
     entry = Rejection(
         topic=str(topic),
@@ -188,14 +225,16 @@ def _rejected(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Si
     return "rejected"
 
 
-def _action(state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink) -> str:
+def _action(
+    state: LiveState, topic: Topic, data: Any, now: datetime, sink: Sink, keep: Keep
+) -> str:
     entry = ActionRecord(
         topic=str(topic),
         name=data["name"],
         type=data["type"] if topic.kind == Kind.ACTION else topic.param or "",
         target_type=data["target_type"],
         target_id=uuid.UUID(data["target_id"]),
-        value=data.get("value"),
+        value=keep(data.get("value")),
         created=data.get("created") or "",
         received_at=now,
     )
@@ -217,7 +256,7 @@ def _same_action(a: ActionRecord, b: ActionRecord) -> bool:
     )
 
 
-Handler = Callable[[LiveState, Topic, Any, datetime, Sink], str]
+Handler = Callable[[LiveState, Topic, Any, datetime, Sink, Keep], str]
 
 HANDLERS: dict[Kind, Handler] = {
     Kind.META: _meta,

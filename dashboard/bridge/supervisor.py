@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,9 +17,10 @@ from asgiref.sync import sync_to_async
 from dashboard.bridge.fanout import Fanout, Reply, Send
 from dashboard.bridge.history import HistoryWriter
 from dashboard.bridge.inbox import Inbox
-from dashboard.bridge.ingest import ingest
+from dashboard.bridge.ingest import ingest, parse
 from dashboard.bridge.leases import Leases, assign
 from dashboard.bridge.session import BuildingSession, NotConnected, SessionConfig
+from dashboard.contract.payloads import Malformed, Payload
 from dashboard.contract.topics import TopicError
 from dashboard.live import fragments, layer, metrics, readiness, tiles
 from dashboard.live.buildings import BuildingInventory
@@ -43,6 +45,11 @@ STATUS_EVERY = 5.0  # seconds between status pushes caused by traffic alone
 SEEN_WAIT = 600.0  # seconds a published action waits to come back before it is forgotten
 KEPT_ATTEMPTS = 200  # attempt outcomes kept in memory per building
 RESYNC_STOP_WAIT = 20.0  # seconds a stopping bridge lets a building's re-sync finish
+# Payloads above this are parsed in a thread, so one big message does not hold the loop.
+PARSE_IN_THREAD_ABOVE = 64 * 1024
+# Bytes of messages waiting behind one being parsed in a thread; past it big ones are parsed
+# on the loop again (still in order), which slows reading from the broker: back-pressure.
+MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 
 
 class BuildingBridge:
@@ -80,6 +87,11 @@ class BuildingBridge:
         self._tasks: list[asyncio.Task[None]] = []
         # (name, type, created) of published actions -> (attempt id, label, forget after)
         self._awaiting: dict[tuple[str, str, str], tuple[int, str, float]] = {}
+        # Messages behind one parsed in a thread, in arrival order: (topic, bytes, when,
+        # parsed already or None)
+        self.backlog: deque[tuple[str, bytes, datetime, Payload | Malformed | None]] = deque()
+        self._backlog_bytes = 0
+        self._draining: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -89,6 +101,9 @@ class BuildingBridge:
 
     async def stop(self) -> None:
         await self.session.stop()
+        if self._draining is not None:
+            self._draining.cancel()
+            await asyncio.gather(self._draining, return_exceptions=True)
         for task in self._tasks:
             if task.get_name().startswith("fanout"):
                 task.cancel()
@@ -117,10 +132,54 @@ class BuildingBridge:
 
     def on_message(self, topic: str, payload: bytes) -> None:
         now = datetime.now(UTC)
-        outcome = ingest(
-            self.state, self.inventory, topic, payload, now, self, max_bytes=self._max_bytes
-        )
-        self._counted[outcome].inc()
+        big = PARSE_IN_THREAD_ABOVE < len(payload) <= self._max_bytes
+        if not big and not self.backlog:
+            self._ingest(topic, payload, now)
+            return
+        # Behind a big one every message waits its turn: a building's order is kept.
+        parsed = None
+        if big and self._backlog_bytes > MAX_BACKLOG_BYTES:
+            # Parsed here, on the loop, which slows reading from the broker: back-pressure.
+            parsed = parse(topic, payload, self._max_bytes)
+        self.backlog.append((topic, payload, now, parsed))
+        self._backlog_bytes += len(payload)
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain(), name="parse")
+
+    async def _drain(self) -> None:
+        try:
+            while self.backlog:
+                topic, payload, now, parsed = self.backlog[0]
+                if parsed is None and PARSE_IN_THREAD_ABOVE < len(payload) <= self._max_bytes:
+                    parsed = await asyncio.to_thread(parse, topic, payload, self._max_bytes)
+                self.backlog.popleft()
+                self._backlog_bytes -= len(payload)
+                self._ingest(topic, payload, now, parsed)
+        finally:
+            self._draining = None
+
+    def _ingest(
+        self,
+        topic: str,
+        payload: bytes,
+        now: datetime,
+        parsed: Payload | Malformed | None = None,
+    ) -> None:
+        try:
+            outcome = ingest(
+                self.state,
+                self.inventory,
+                topic,
+                payload,
+                now,
+                self,
+                max_bytes=self._max_bytes,
+                parsed=parsed,
+            )
+            self._counted[outcome].inc()
+        except Exception:
+            # One bad message must never stop the building (the session says the same).
+            logger.exception("building %s: message on %r not handled", self.inventory.id, topic)
         if now.timestamp() - self._status_pushed > STATUS_EVERY:
             self._status_pushed = now.timestamp()
             self.changed(tiles.STATUS)
@@ -220,16 +279,33 @@ class BuildingBridge:
     async def publish_action(self, request: dict[str, Any]) -> dict[str, Any]:
         """Publish an operator's action with QoS 1; say whether the broker acknowledged it."""
         attempt_id, label = request["attempt"], request["label"]
+        timeout = request["timeout"]
+        if "deadline" in request:
+            # The view gives up at the deadline and records "failed": never publish after it.
+            remaining = request["deadline"] - time.time()
+            if remaining <= 0:
+                reason = (
+                    f"not published: the request reached the bridge {-remaining:.1f} s "
+                    "after its deadline"
+                )
+                logger.warning("action attempt %s dropped: %s", attempt_id, reason)
+                self._set_attempt(attempt_id, label, Outcome.FAILED, reason, datetime.now(UTC))
+                return {"ok": False, "reason": reason, "expired": True}
+            timeout = min(timeout, remaining)
         key = (request["name"], request["action_type"], request["created"])
         now = time.monotonic()
         self._awaiting = {k: v for k, v in self._awaiting.items() if v[2] > now}
         self._awaiting[key] = (attempt_id, label, now + SEEN_WAIT)
         try:
             await self.session.publish(
-                request["topic"], request["payload"].encode(), timeout=request["timeout"]
+                request["topic"], request["payload"].encode(), timeout=timeout
             )
         except TimeoutError:
-            reason = f"no acknowledgement (PUBACK) from the broker within {request['timeout']:g} s"
+            # It may have gone out all the same: keep awaiting it, so that when it comes back
+            # the audit says "seen" rather than a "failed" for something that was published.
+            reason = f"no acknowledgement (PUBACK) from the broker within {timeout:g} s"
+            self._set_attempt(attempt_id, label, Outcome.FAILED, reason, datetime.now(UTC))
+            return {"ok": False, "reason": reason}
         except (NotConnected, TopicError) as exc:
             reason = str(exc)
         else:
@@ -312,7 +388,6 @@ class Bridge:
                     if self.leases is not None:
                         await self.keep_leases()
                     await self.sync_inventory()
-                    await self.inbox.refresh()
                     self._maybe_resync()
                 except Exception:
                     logger.exception("could not read the inventory or reach Redis; retrying")
@@ -326,6 +401,7 @@ class Bridge:
             if self._resync_task is not None:
                 # Its thread cannot be cancelled: let the building in hand finish its write.
                 await asyncio.wait({self._resync_task}, timeout=RESYNC_STOP_WAIT)
+            self.inbox.close()
             await asyncio.gather(*(b.stop() for b in self.buildings.values()))
             if self.leases is not None:
                 await self.history.flush()  # the next holder starts from what we saw

@@ -8,19 +8,25 @@ once here for all pages (live.js inflates binary frames before htmx swaps them).
 Pages → bridge: ``snapshot.request`` to the building's bridge group, on every (re)connect,
 answered by whichever bridge process holds the building; ``action.publish`` from the action
 form's view, answered with ``action.result`` once the broker acknowledged it (or did not).
+An ``action.publish`` carries a ``deadline`` (wall clock, ``time.time()``): the view gives
+up on it then, so a bridge that receives it later drops it unpublished and says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
+import weakref
 import zlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from channels.layers import get_channel_layer
 
 from dashboard.live.tiles import EVERYONE
+
+logger = logging.getLogger(__name__)
 
 # Small frames gain nothing from compression; a window of a busy building's values shrinks
 # to about a tenth (docs/benchmarks.md, "Bandwidth").
@@ -28,6 +34,10 @@ COMPRESS_ABOVE = 1024
 
 # Channel layers forget group members after a day (group_expiry); rejoin well before.
 REJOIN_EVERY = 3600.0
+# How often each process checks that Redis still holds its groups (see Membership).
+MEMBERSHIP_CHECK_EVERY = 2.0
+
+Rejoin = Callable[[], Awaitable[None]]
 
 
 def pack(html: str) -> str | bytes:
@@ -128,7 +138,11 @@ class NoBridge(Exception):
 async def request_publish(
     building_id: uuid.UUID | str, request: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
-    """Have the bridge that holds the building publish an action; its ``action.result``."""
+    """Have the bridge that holds the building publish an action; its ``action.result``.
+
+    The request's ``deadline`` (``time.time()``) is when the publish and its PUBACK must be
+    done by: the bridge publishes nothing once it has passed, as the audit will say "failed".
+    """
     layer = get_channel_layer()
     reply_to = await new_channel()
     await layer.group_send(
@@ -155,3 +169,62 @@ async def alarms_changed(building_id: uuid.UUID | str, changes: list[dict[str, A
         bridge_group(building_id),
         {"type": "alarm.update", "building": str(building_id), "changes": changes},
     )
+
+
+class Membership:
+    """Notices that the channel layer lost its groups, and has their members rejoin.
+
+    Redis flushed, or restarted without persistence, forgets every group while pages keep
+    their sockets. One per process and event loop, whatever its number of pages: every
+    ``MEMBERSHIP_CHECK_EVERY`` seconds one ``SET NX`` per Redis host of a key of this
+    process's own, made with the key; if it was missing (or expired after ``REJOIN_EVERY``,
+    which is also the periodic rejoin group expiry needs) every registered member rejoins.
+    Layers without Redis groups (in memory; pub/sub resubscribes itself) are never checked.
+    """
+
+    _running: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Membership] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.key = f"{getattr(self.layer, 'prefix', 'asgi')}:members-of:{uuid.uuid4().hex}"
+        self.rejoins: set[Rejoin] = set()
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def watch(cls, rejoin: Rejoin) -> Callable[[], None]:
+        """Have ``rejoin`` called whenever groups were lost; returns the call that stops it."""
+        loop = asyncio.get_running_loop()
+        membership = cls._running.get(loop)
+        if membership is None:
+            membership = cls._running[loop] = cls()
+        membership.rejoins.add(rejoin)
+        if membership.task is None and hasattr(membership.layer, "ring_size"):
+            membership.task = loop.create_task(membership.run(), name="membership")
+        return lambda: membership.rejoins.discard(rejoin)
+
+    async def run(self) -> None:
+        await self._check()  # the first check only makes the key
+        while self.rejoins:
+            await asyncio.sleep(MEMBERSHIP_CHECK_EVERY)
+            try:
+                lost = await self._check()
+            except Exception as exc:  # Redis down: the next check will tell
+                logger.warning("could not check the channel layer's groups: %s", exc)
+                continue
+            if lost:
+                logger.warning("the channel layer lost its groups; %d rejoin", len(self.rejoins))
+                for rejoin in list(self.rejoins):
+                    try:
+                        await rejoin()
+                    except Exception:
+                        logger.exception("could not rejoin the channel layer's groups")
+        self.task = None
+
+    async def _check(self) -> bool:
+        lost = False
+        for index in range(self.layer.ring_size):
+            connection = self.layer.connection(index)
+            lost |= bool(await connection.set(self.key, 1, ex=int(REJOIN_EVERY), nx=True))
+        return lost

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DataError, connection, transaction
-from django.db.models import Field, ForeignObjectRel, Q
+from django.db.models import F, Field, ForeignObjectRel, Q, TextField, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from dashboard import models
@@ -32,6 +33,7 @@ from dashboard.live.state import (
 
 OPEN_STATES = (AlarmState.OPEN, AlarmState.ACKNOWLEDGED)
 SAMPLE_FIELDS = ("device", "name", "value", "received_at")
+SEEN_AFTER_FAILED = "published after all: it came back after being recorded failed"
 
 
 def write_batch(batch: list[tuple[uuid.UUID, object]]) -> int:
@@ -86,10 +88,16 @@ def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
 
 def _write_seen(items: list[tuple[uuid.UUID, AttemptSeen]]) -> int:
     for _, seen in items:
-        models.ActionAttempt.objects.filter(id=seen.attempt_id).update(
-            outcome=Outcome.SEEN, seen_at=seen.seen_at
+        attempt = models.ActionAttempt.objects.filter(id=seen.attempt_id)
+        # Recorded failed (no PUBACK in time), yet it came back: it went out. Say so,
+        # keeping why it was thought failed, rather than overwrite the outcome silently.
+        attempt.filter(outcome=Outcome.FAILED).update(
+            reason=Concat(
+                Value(SEEN_AFTER_FAILED + " ("), F("reason"), Value(")"), output_field=TextField()
+            )
         )
-    metrics.ACTIONS.labels(models.ActionAttempt.SEEN).inc(len(items))
+        attempt.update(outcome=Outcome.SEEN, seen_at=seen.seen_at)
+    metrics.ACTIONS.labels(Outcome.SEEN).inc(len(items))
     return len(items)
 
 
@@ -225,7 +233,7 @@ def _write_alarms(items: list[tuple[uuid.UUID, Alarm]], devices: set[uuid.UUID])
             type=alarm_type,
             state__in=OPEN_STATES,
         ).update(**fields)
-        if not updated:
+        if not updated and not _cleared_since(building_id, device_id, alarm_type, alarm):
             models.FaultAlarm.objects.create(
                 building_id=building_id,
                 device_id=device_id,
@@ -234,6 +242,24 @@ def _write_alarms(items: list[tuple[uuid.UUID, Alarm]], devices: set[uuid.UUID])
                 **fields,
             )
     return len(latest)
+
+
+def _cleared_since(
+    building_id: uuid.UUID, device_id: uuid.UUID | None, alarm_type: str, alarm: Alarm
+) -> bool:
+    """Whether someone cleared this alarm after the occurrence the record describes.
+
+    A record queued before a clear may be written after it: the clear, being newer, wins,
+    rather than the old occurrence reopening the alarm with its old count.
+    """
+    device = Q(device__isnull=True) if device_id is None else Q(device_id=device_id)
+    return models.FaultAlarm.objects.filter(
+        device,
+        building_id=building_id,
+        type=alarm_type,
+        state=AlarmState.CLEARED,
+        cleared_at__gte=alarm.last_seen,
+    ).exists()
 
 
 def _write_simple(by_type: ByType, devices: set[uuid.UUID]) -> int:

@@ -23,7 +23,7 @@ def devices_in_their_space(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("dashboard", "0003_alarm_workflow_and_rejection_groups"),
+        ("dashboard", "0005_idempotency_key_per_building"),
     ]
 
     operations = [
