@@ -127,7 +127,7 @@ def _entry(row: RejectedPayload, building: Building) -> dict[str, Any]:
         message=row.message,
         context=row.context,
         data=row.data,
-        received_at=row.received_at,
+        received_at=row.received_at.astimezone(building.zone),  # shown as given
         device_id=row.device_id,
         device_name=row.device.name if row.device is not None else None,
         building_name=building.name,

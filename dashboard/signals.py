@@ -19,9 +19,9 @@ def bump_inventory_version(sender: type, instance: Space | Area | Device, **kwar
 
 
 @receiver(post_save, sender=Building)
-def bump_building_version(sender: type, instance: Building, created: bool, **kwargs: object) -> None:
+def bump_building_version(
+    sender: type, instance: Building, created: bool, **kwargs: object
+) -> None:
     # Its name and time zone are in what the bridge renders: a change reaches the bridge so.
     if not created:
-        Building.objects.filter(pk=instance.pk).update(
-            inventory_version=F("inventory_version") + 1
-        )
+        Building.objects.filter(pk=instance.pk).update(inventory_version=F("inventory_version") + 1)

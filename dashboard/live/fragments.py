@@ -169,7 +169,8 @@ def _rejected_new(
                 message=r.message,
                 context=r.context,
                 data=r.data,
-                received_at=r.received_at,
+                # On the building's clock: the fragment shows the time as given.
+                received_at=r.received_at.astimezone(inventory.zone),
                 device_id=r.device_id,
                 device_name=inventory.devices[r.device_id].name
                 if r.device_id in inventory.devices
