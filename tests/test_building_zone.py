@@ -111,6 +111,7 @@ def test_the_zone_stays_with_its_building_page(auckland, people):
     Role.objects.create(user=people.outsider, building_id=auckland[Scope.BUILDING], role="viewer")
     first = client.get(f"/buildings/{auckland[Scope.BUILDING]}/activity/").content.decode()
     assert "2026-03-04 00:30:00 NZDT" in first
+    assert timezone.get_current_timezone_name() == "UTC"  # not left for the next request
     second = client.get(f"/buildings/{elsewhere.id}/activity/").content.decode()
     assert "2026-03-03 11:30:00 UTC" in second and "Times in UTC" in second
     assert timezone.get_current_timezone_name() == "UTC"
