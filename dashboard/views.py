@@ -111,7 +111,7 @@ def device(request: HttpRequest, building_id: uuid.UUID, device_id: uuid.UUID) -
     entity = inventory.devices.get(device_id)
     if entity is None:
         raise Http404("No such device in this building.")
-    space = inventory.spaces.get(entity.space_id) if entity.space_id else None
+    spaces = [inventory.spaces[s] for s in inventory.spaces_of(entity) if s in inventory.spaces]
     return render(
         request,
         "dashboard/device.html",
@@ -119,7 +119,7 @@ def device(request: HttpRequest, building_id: uuid.UUID, device_id: uuid.UUID) -
             **_live_context(inventory, roles),
             "state": _page_state(building_id, [device_id]),
             "device": entity,
-            "space": space,
+            "spaces": spaces,
             "history": page_data.meta_history(device_id),
             "control": actions.form_for(f"device:{device_id}", entity.name)
             if Role.OPERATOR in roles

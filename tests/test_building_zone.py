@@ -19,7 +19,15 @@ from dashboard.contract.topics import Scope
 from dashboard.live import fragments, tiles
 from dashboard.live.state import Alarm, ConnectionStatus, HeadcountValue, LiveState, MetaValue
 from dashboard.live.store import load_building, load_state
-from dashboard.models import ActionAttempt, Building, Device, LatestMeta, Role, Space
+from dashboard.models import (
+    ActionAttempt,
+    Building,
+    Device,
+    FaultAlarm,
+    LatestMeta,
+    Role,
+    Space,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -216,3 +224,27 @@ def test_an_export_names_its_zone_and_gives_local_times(auckland, people):
     assert lines[0].endswith(",time_zone")
     assert lines[1].startswith("2026-03-04T00:30:00+13:00,")
     assert lines[1].endswith(",Pacific/Auckland")
+
+
+def test_the_alarms_of_a_floor_are_those_of_its_rooms(hq, floors, people):
+    building = hq[Scope.BUILDING]
+    lamp = FaultAlarm.objects.create(
+        building_id=building, device_id=hq[Scope.DEVICE], type="hot", level="warning",
+        priority=2, payload={}, first_seen=AT, last_seen=AT,
+    )  # fmt: skip
+    sensor = FaultAlarm.objects.create(
+        building_id=building, device_id=floors["sensor"], type="dead", level="critical",
+        priority=1, payload={}, first_seen=AT, last_seen=AT,
+    )  # fmt: skip
+    client = logged_in(people.viewer)
+
+    def shown(space: uuid.UUID) -> set[int]:
+        html = client.get(f"/buildings/{building}/alarms/", {"space": str(space)}).content
+        assert b"Ignored" not in html
+        return {int(n) for n in re.findall(rb'id="alarm-(\d+)"', html)}
+
+    assert shown(floors["floor"]) == {lamp.id, sensor.id}
+    assert shown(floors["room_b"]) == {sensor.id}  # the sensor is in Room B too
+    assert shown(hq[Scope.SPACE]) == set()
+    html = client.get(f"/buildings/{building}/alarms/").content.decode()
+    assert f'<option value="{floors["room_a"]}">\u2003Room A</option>' in html

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from dashboard.contract.topics import Scope, subscription_topics
 
@@ -67,13 +69,28 @@ class BuildingInventory:
 
     def within(self, space_id: uuid.UUID) -> set[uuid.UUID]:
         """``space_id`` and every space inside it, however deep."""
-        found = {space_id}
-        grew = True
-        while grew:
-            inner = {s.id for s in self.spaces.values() if s.space_id in found} - found
-            found |= inner
-            grew = bool(inner)
-        return found
+        return spaces_within(self.spaces, space_id)
+
+
+def spaces_within(spaces: Mapping[uuid.UUID, Entity], space_id: uuid.UUID) -> set[uuid.UUID]:
+    """``space_id`` and every space of ``spaces`` inside it, however deep (a space's
+    ``space_id`` is its parent)."""
+    found = {space_id}
+    grew = True
+    while grew:
+        inner = {s.id for s in spaces.values() if s.space_id in found} - found
+        found |= inner
+        grew = bool(inner)
+    return found
+
+
+def space_inventory(
+    building_id: uuid.UUID, rows: Iterable[tuple[uuid.UUID, str, Any]]
+) -> BuildingInventory:
+    """A building's spaces alone, from (id, name, parent id) rows: for their tree."""
+    return BuildingInventory(
+        building_id, "", 0, spaces={r[0]: Entity(r[0], r[1], r[2]) for r in rows}
+    )
 
     def topics(self) -> list[str]:
         """Exactly the topics to subscribe to for this building."""
