@@ -36,7 +36,7 @@ class BuildingInventory:
     # Every time shown of the building is in its zone: tiles format with it, never asking
     # Django for the current zone (a bridge renders many buildings on one thread).
     zone: zoneinfo.ZoneInfo = UTC
-    # Every space each device is in, its card's first; a device in none is not listed.
+    # Every space each device is in, its card's first (one missing here: its card's only).
     memberships: dict[uuid.UUID, tuple[uuid.UUID, ...]] = field(default_factory=dict)
 
     def spaces_of(self, device: Entity) -> tuple[uuid.UUID, ...]:
@@ -71,6 +71,20 @@ class BuildingInventory:
         """``space_id`` and every space inside it, however deep."""
         return spaces_within(self.spaces, space_id)
 
+    def topics(self) -> list[str]:
+        """Exactly the topics to subscribe to for this building."""
+        return subscription_topics(self.id, self.spaces, self.areas, self.devices)
+
+    def knows(self, scope: str, entity_id: uuid.UUID) -> bool:
+        """Whether a topic's id belongs to this building."""
+        if scope == Scope.DEVICE:
+            return entity_id in self.devices
+        if scope == Scope.SPACE:
+            return entity_id in self.spaces
+        if scope == Scope.AREA:
+            return entity_id in self.areas
+        return entity_id == self.id
+
 
 def spaces_within(spaces: Mapping[uuid.UUID, Entity], space_id: uuid.UUID) -> set[uuid.UUID]:
     """``space_id`` and every space of ``spaces`` inside it, however deep (a space's
@@ -91,17 +105,3 @@ def space_inventory(
     return BuildingInventory(
         building_id, "", 0, spaces={r[0]: Entity(r[0], r[1], r[2]) for r in rows}
     )
-
-    def topics(self) -> list[str]:
-        """Exactly the topics to subscribe to for this building."""
-        return subscription_topics(self.id, self.spaces, self.areas, self.devices)
-
-    def knows(self, scope: str, entity_id: uuid.UUID) -> bool:
-        """Whether a topic's id belongs to this building."""
-        if scope == Scope.DEVICE:
-            return entity_id in self.devices
-        if scope == Scope.SPACE:
-            return entity_id in self.spaces
-        if scope == Scope.AREA:
-            return entity_id in self.areas
-        return entity_id == self.id
