@@ -3,18 +3,21 @@ its date filters mean the building's days, and its floors hold their rooms."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.admin.sites import site
 from django.test import Client
 from django.utils import timezone
 
 from dashboard import page_data
 from dashboard.admin import BuildingAdmin
+from dashboard.bridge.supervisor import BuildingBridge
 from dashboard.contract.topics import Scope
 from dashboard.live import fragments, tiles
 from dashboard.live.state import Alarm, ConnectionStatus, HeadcountValue, LiveState, MetaValue
@@ -28,6 +31,7 @@ from dashboard.models import (
     Role,
     Space,
 )
+from tests.bridging import config_for
 
 pytestmark = pytest.mark.django_db
 
@@ -248,3 +252,35 @@ def test_the_alarms_of_a_floor_are_those_of_its_rooms(hq, floors, people):
     assert shown(hq[Scope.SPACE]) == set()
     html = client.get(f"/buildings/{building}/alarms/").content.decode()
     assert f'<option value="{floors["room_a"]}">\u2003Room A</option>' in html
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_buildings_new_zone_reaches_every_open_page_at_once(auckland):
+    """The admin moves Headquarters' zone: the bridge pushes every tile again, on its clock."""
+    building, space = auckland[Scope.BUILDING], auckland[Scope.SPACE]
+    inventory = await sync_to_async(load_building)(building)
+    assert inventory is not None
+    sent: list[str] = []
+
+    async def send(building_id: uuid.UUID, html: str, audience: str, *rest: object) -> None:
+        sent.append(html)
+
+    state = LiveState(building)
+    state.headcounts[(space, "head_count")] = HeadcountValue("space", space, "head_count", 3, AT)
+    bridge = BuildingBridge(
+        inventory,
+        state,
+        config_for("mqtt://127.0.0.1:1"),
+        None,
+        send,
+        0.05,
+        65536,  # type: ignore[arg-type]
+    )
+    bridge.update_inventory(dataclasses.replace(inventory, version=inventory.version + 1))
+    await bridge.fanout.flush()
+    assert f'id="headcount-{space.hex}"' not in "".join(sent)  # the same zone: kept
+    sent.clear()
+    bridge.update_inventory(dataclasses.replace(inventory, zone=ZoneInfo("Europe/London")))
+    await bridge.fanout.flush()
+    pushed = "".join(sent)
+    assert f'id="headcount-{space.hex}"' in pushed and ">11:30:00<" in pushed
