@@ -28,6 +28,7 @@ from dashboard.models import (
     Device,
     FaultAlarm,
     LatestMeta,
+    RejectedPayload,
     Role,
     Space,
 )
@@ -284,3 +285,21 @@ async def test_a_buildings_new_zone_reaches_every_open_page_at_once(auckland):
     await bridge.fanout.flush()
     pushed = "".join(sent)
     assert f'id="headcount-{space.hex}"' in pushed and ">11:30:00<" in pushed
+
+
+def test_the_inspectors_dates_are_the_buildings_days_too(auckland, people):
+    building = auckland[Scope.BUILDING]
+    RejectedPayload.objects.create(
+        building_id=building, topic=f"buildings/{building}/fault_alarms/rejected",
+        kind="rejected_fault_alarm", message="bad", received_at=AT,
+    )  # fmt: skip
+    client = logged_in(people.support)
+
+    def listed(**params: str) -> int:
+        html = client.get(f"/buildings/{building}/rejected/", params).content.decode()
+        assert "Ignored" not in html
+        return html.count('class="rejection-entry')
+
+    assert listed(**{"from": "2026-03-04"}) == 1
+    assert listed(to="2026-03-03") == 0
+    assert listed(**{"from": "2026-03-04T00:29", "to": "2026-03-04T00:30"}) == 1
