@@ -2,18 +2,23 @@
 
 ``roles_on`` is the rule; pages ask ``building_for`` (the building, or 404/403 as a page
 answers), sockets, which have a user but no request, ask ``roles_on`` directly.
+
+A page of a building shows the building's clock: ``building_for`` activates its time zone for
+the rest of the request (templates' date filters, ``timezone.localdate()``, date filters'
+parsing), and ``TimeZoneMiddleware`` puts the default back for the next one.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, PermissionsMixin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponseBase
+from django.utils import timezone
 
 from dashboard.models import Building, Role
 
@@ -74,6 +79,7 @@ def building_for(
         raise Http404("No such building.")
     roles = roles_on(request.user, building_id)
     require(roles, needs, refusal)
+    timezone.activate(building.zone)
     return building, roles
 
 
@@ -84,4 +90,40 @@ async def abuilding_for(
     refusal: str = NO_ROLE,
 ) -> tuple[Building, set[str]]:
     """``building_for`` for asynchronous views."""
-    return await sync_to_async(building_for)(request, building_id, needs, refusal)
+    building, roles = await sync_to_async(building_for)(request, building_id, needs, refusal)
+    timezone.activate(building.zone)  # here too: the view's own context, not the thread's
+    return building, roles
+
+
+class TimeZoneMiddleware:
+    """Each request starts and ends in the default zone: a building's is never left active
+    for the next request on the thread (the test client's, a WSGI server's)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(
+        self, get_response: Callable[[HttpRequest], HttpResponseBase | Awaitable[HttpResponseBase]]
+    ) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.is_async:
+            return self._acall(request)
+        timezone.deactivate()
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        timezone.deactivate()
+        try:
+            response = self.get_response(request)
+            assert not isinstance(response, HttpResponseBase)
+            return await response
+        finally:
+            timezone.deactivate()

@@ -118,4 +118,4 @@ def activity_csv(request: HttpRequest, building_id: uuid.UUID) -> StreamingHttpR
     """Every attempt matching the page's filters, as CSV, streamed row by row."""
     building, _ = building_for(request, building_id)
     attempts = ActivityFilter(building, request.GET).attempts()
-    return exports.stream(request, attempts, _record, CSV, f"activity-{building.id}")
+    return exports.stream(request, attempts, _record, CSV, f"activity-{building.id}", building.zone)

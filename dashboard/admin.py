@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from dashboard.models import (
@@ -26,16 +27,19 @@ class RoleInline(admin.TabularInline):
 
 @admin.register(Building)
 class BuildingAdmin(admin.ModelAdmin):
-    list_display = ["name", "id"]
+    # The time zone is checked by the model's validator: an unknown name is refused on save.
+    list_display = ["name", "timezone", "id"]
+    fields = ["id", "name", "timezone"]
     search_fields = ["name", "id"]
     inlines = [RoleInline]
 
 
 @admin.register(Space)
 class SpaceAdmin(admin.ModelAdmin):
-    list_display = ["name", "building", "capacity", "id"]
+    list_display = ["name", "building", "parent", "capacity", "id"]
     list_filter = ["building"]
     search_fields = ["name", "id"]
+    autocomplete_fields = ["parent"]
 
 
 @admin.register(Area)
@@ -47,9 +51,17 @@ class AreaAdmin(admin.ModelAdmin):
 
 @admin.register(Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ["name", "building", "space", "id"]
-    list_filter = ["building", "space"]
-    search_fields = ["name", "id"]
+    list_display = ["name", "building", "space", "in_spaces", "product_type", "id"]
+    list_filter = ["building", "product_type"]
+    search_fields = ["name", "id", "product_type"]
+    autocomplete_fields = ["space", "spaces"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Device]:
+        return super().get_queryset(request).prefetch_related("spaces")
+
+    @admin.display(description="Spaces")
+    def in_spaces(self, device: Device) -> str:
+        return ", ".join(space.name for space in device.spaces.all())
 
 
 @admin.register(Role)

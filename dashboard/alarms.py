@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -77,10 +78,10 @@ def _handled(alarm: FaultAlarm, kind: str, events: list[AlarmEvent]) -> Handled 
     return Handled(user.get_username() if user else "someone", at)
 
 
-def _row(alarm: FaultAlarm) -> dict[str, Any]:
+def _row(alarm: FaultAlarm, zone: tzinfo) -> dict[str, Any]:
     events = list(alarm.events.all())
     return {
-        **alarm_row(alarm, alarm.device.name if alarm.device else "Building"),
+        **alarm_row(alarm, alarm.device.name if alarm.device else "Building", zone),
         "events": events,
         "acknowledged": _handled(alarm, AlarmEvent.ACKNOWLEDGED, events),
         "cleared": _handled(alarm, AlarmEvent.CLEARED, events),
@@ -101,7 +102,7 @@ def alarm_list(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
         .prefetch_related("events")
     )
     page = Paginator(alarms, PER_PAGE).get_page(request.GET.get("page"))
-    rows = [_row(alarm) for alarm in page.object_list]
+    rows = [_row(alarm, building.zone) for alarm in page.object_list]
     can_act = bool(roles & ACTING_ROLES)
     return render(
         request,

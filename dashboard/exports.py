@@ -1,7 +1,8 @@
 """Exports of a list page as CSV or JSON, streamed row by row: one implementation for all.
 
 A page describes a row as a record (field name → value) and picks a format; this module
-writes the lines, neutralises spreadsheet formulas, and streams the response.
+writes the lines, neutralises spreadsheet formulas, and streams the response. Times are on the
+building's clock, ISO 8601 with their offset, and each record names the zone (``time_zone``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Model, QuerySet
@@ -25,17 +27,16 @@ CHUNK = 2000  # rows fetched from the database at a time
 # it makes the cell plain text and is not shown. Scripts reading the file see it; that is
 # the trade-off.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+ZONE_FIELD = "time_zone"  # the last field of every record: the zone its times are in
 
 Record = dict[str, Any]
 M = TypeVar("M", bound=Model)
 
 
 def csv_cell(value: Any) -> str:
-    """A CSV cell: times in UTC, compact JSON for structures, formula starts neutralised."""
+    """A CSV cell: text as is, compact JSON for structures, formula starts neutralised."""
     if value is None:
         return ""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
     if isinstance(value, str | uuid.UUID):
         text = str(value)
     else:
@@ -62,13 +63,28 @@ class Format:
 
 
 def csv_format(fields: list[str]) -> Format:
-    """CSV with a header row of ``fields``, then one row per record in that order."""
+    """CSV with a header row of ``fields`` and ``time_zone``, then one row per record."""
     writer = csv.writer(_Line())
+    columns = [*fields, ZONE_FIELD]
 
     def line(record: Record, first: bool) -> str:
-        return writer.writerow([csv_cell(record[name]) for name in fields])
+        return writer.writerow([csv_cell(record[name]) for name in columns])
 
-    return Format("csv", writer.writerow(fields), line, "", "text/csv; charset=utf-8")
+    return Format("csv", writer.writerow(columns), line, "", "text/csv; charset=utf-8")
+
+
+def on_clock(record: Callable[[M], Record], zone: tzinfo, name: str) -> Callable[[M], Record]:
+    """``record`` with its times in ``zone`` (ISO 8601, offset included) and the zone named."""
+
+    def local(row: M) -> Record:
+        out = {
+            k: v.astimezone(zone).isoformat() if isinstance(v, datetime) else v
+            for k, v in record(row).items()
+        }
+        out[ZONE_FIELD] = name
+        return out
+
+    return local
 
 
 def _json_line(record: Record, first: bool) -> str:
@@ -102,8 +118,11 @@ def stream(
     record: Callable[[M], Record],
     out: Format,
     name: str,
+    zone: ZoneInfo,
 ) -> StreamingHttpResponse:
-    """``rows`` as an attachment ``<name>.<extension>``, streamed as they are read."""
+    """``rows`` as an attachment ``<name>.<extension>``, streamed as they are read, times in
+    ``zone`` (the building's: the lines are written after the request's zone is gone)."""
+    record = on_clock(record, zone, zone.key)
     # Served by daphne, Django would read a synchronous iterator to the end before sending
     # (and warn); an asynchronous one streams there. The test client and WSGI take this one.
     lines: Iterator[str] | AsyncIterator[str] = (

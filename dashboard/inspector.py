@@ -10,7 +10,6 @@ hostile: templates rely on autoescaping, the CSV neutralises formula cells.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC
 from typing import Any
 
 from django import forms
@@ -128,7 +127,7 @@ def _entry(row: RejectedPayload, building: Building) -> dict[str, Any]:
         message=row.message,
         context=row.context,
         data=row.data,
-        received_at=row.received_at,
+        received_at=row.received_at.astimezone(building.zone),  # shown as given
         device_id=row.device_id,
         device_name=row.device.name if row.device is not None else None,
         building_name=building.name,
@@ -180,6 +179,7 @@ def rejected(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             "stale_after": settings.STALE_AFTER_SECONDS,
             "socket_url": socket_url("ws_building", building_id=building.id),
             "bridge_status": ConnectionStatus(state="unknown"),
+            "zone": building.zone,
         },
     )
 
@@ -189,7 +189,7 @@ def rejected(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
 
 def _export_record(row: RejectedPayload) -> dict[str, Any]:
     return {
-        "received_at": row.received_at.astimezone(UTC).isoformat(),
+        "received_at": row.received_at,
         "topic": row.topic,
         "kind": row.kind,
         "device_id": str(row.device_id) if row.device_id else None,
@@ -211,7 +211,9 @@ def export(request: HttpRequest, building_id: uuid.UUID, fmt: str) -> StreamingH
     building, _ = building_for(request, building_id, Role.SUPPORT, SUPPORT_ONLY)
     rows = RejectionFilter(building, request.GET).rejections()
     rows = rows.select_related("device").order_by("received_at", "id")
-    return exports.stream(request, rows, _export_record, FORMATS[fmt], f"rejected-{building.id}")
+    return exports.stream(
+        request, rows, _export_record, FORMATS[fmt], f"rejected-{building.id}", building.zone
+    )
 
 
 # --- check a payload --------------------------------------------------------------------------

@@ -48,6 +48,19 @@ class Building(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The building's time zone (UTC if its name is not known here, never an error)."""
+        return zone_named(self.timezone)
+
+
+def zone_named(name: str) -> zoneinfo.ZoneInfo:
+    """The time zone of this name; UTC when there is none such (an unchecked row, say)."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")
+
 
 class Space(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=True)

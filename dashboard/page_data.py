@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.core.paginator import Page, Paginator
@@ -61,6 +61,7 @@ def summaries(buildings: list[models.Building]) -> list[dict[str, Any]]:
                 unacknowledged + acknowledged,
                 None,
                 unacknowledged,
+                building.zone,
             )
         )
     return lines
@@ -69,7 +70,10 @@ def summaries(buildings: list[models.Building]) -> list[dict[str, Any]]:
 def device_table(
     inventory: BuildingInventory, space: str, text: str, params: QueryDict
 ) -> dict[str, Any]:
-    """The building's devices by name, with their space, filtered by the page's filters.
+    """The building's devices by name, with their spaces, filtered by the page's filters.
+
+    Filtering by a space keeps the devices in it or in any space inside it (a floor's rooms);
+    a device in several spaces is kept by each of them.
 
     Up to ``DEVICES_PER_PAGE`` devices, every row is in the page, the filtered-out ones
     hidden, so live.js filters as one types. A larger building's matching rows come a page
@@ -78,18 +82,70 @@ def device_table(
     """
     rows = []
     needle = text.casefold()
+    wanted = _space_and_inner(inventory, space)
     for device in sorted(inventory.devices.values(), key=lambda d: d.name.casefold()):
-        space_entity = inventory.spaces.get(device.space_id) if device.space_id else None
-        shown = not (space and (space_entity is None or space_entity.id.hex != space)) and not (
+        spaces = [inventory.spaces[s] for s in inventory.spaces_of(device) if s in inventory.spaces]
+        # live.js filters by these ids: each space the device is in, and every one around it.
+        around = {a for s in spaces for a in _around(inventory, s.id)}
+        shown = (wanted is None or bool(around & wanted)) and not (
             needle and needle not in device.name.casefold()
         )
-        rows.append({"device": device, "space": space_entity, "shown": shown})
+        rows.append(
+            {
+                "device": device,
+                "spaces": spaces,
+                "filter_ids": " ".join(sorted(s.hex for s in around)),
+                "shown": shown,
+            }
+        )
     if len(rows) <= DEVICES_PER_PAGE:
         return {"rows": rows, "paged": False}
     return paginate([row for row in rows if row["shown"]], DEVICES_PER_PAGE, params, "page")
 
 
-def cards(entities: list[Entity], params: QueryDict, param: str) -> dict[str, Any]:
+def _space_and_inner(inventory: BuildingInventory, space: str) -> set[uuid.UUID] | None:
+    # None: no space filter; an unknown space matches nothing, as it did before nesting.
+    if not space:
+        return None
+    chosen = next((s for s in inventory.spaces if s.hex == space), None)
+    return inventory.within(chosen) if chosen else set()
+
+
+def _around(inventory: BuildingInventory, space_id: uuid.UUID) -> list[uuid.UUID]:
+    """``space_id`` and the spaces it is inside, innermost first."""
+    chain = [space_id]
+    parent = inventory.spaces[space_id].space_id
+    while parent in inventory.spaces and parent not in chain:
+        chain.append(parent)
+        parent = inventory.spaces[parent].space_id
+    return chain
+
+
+def space_groups(rows: list[tuple[Entity, int]]) -> list[dict[str, Any]]:
+    """A page of (space, depth) rows in the hierarchy's order, as the page groups their cards:
+    a space holding others (a floor) heads a group of every space inside it (its rooms); the
+    spaces around them holding none share a plain group. A page starting inside a floor
+    starts with a group of its rooms, headless."""
+    groups: list[dict[str, Any]] = []
+
+    def plain_only() -> bool:
+        return bool(groups) and groups[-1]["head"] is None and not groups[-1]["inner"]
+
+    for n, (space, depth) in enumerate(rows):
+        if depth == 0 and n + 1 < len(rows) and rows[n + 1][1] > 0:
+            groups.append({"head": space, "inner": [], "plain": []})
+        elif depth == 0:
+            if not plain_only():
+                groups.append({"head": None, "inner": [], "plain": []})
+            groups[-1]["plain"].append(space)
+        else:
+            if not groups or plain_only():
+                groups.append({"head": None, "inner": [], "plain": []})
+            groups[-1]["inner"].append({"space": space, "depth": depth})
+    return groups
+
+
+def cards(entities: list[Any], params: QueryDict, param: str) -> dict[str, Any]:
     """Headcount cards of spaces or areas: all of them, or a page of ``CARDS_PER_PAGE``."""
     if len(entities) <= CARDS_PER_PAGE:
         return {"rows": entities, "paged": False}
@@ -128,8 +184,9 @@ def headcount_trend(inventory: BuildingInventory, now: datetime | None = None) -
     Above ``TREND_SPACES`` spaces only the building's: a line per space of a large building
     is unreadable, and its day of samples would be megabytes in the page.
     """
-    now = timezone.localtime(now or timezone.now())
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    # The building's midnight, not the server's: "today" is the building's day.
+    now = timezone.localtime(now or timezone.now(), inventory.zone)
+    midnight = datetime.combine(now.date(), time.min, inventory.zone)
     spaces = sorted(inventory.spaces.values(), key=lambda s: s.name)
     if len(spaces) > TREND_SPACES:
         spaces = []
@@ -149,6 +206,9 @@ def headcount_trend(inventory: BuildingInventory, now: datetime | None = None) -
     return {
         "series": [{"id": entity.id.hex, "name": entity.name} for entity in series],
         "bucket": TREND_BUCKET,
+        # trend.js draws the axis on this clock (uPlot's tzDate), whatever the viewer's zone.
+        "zone": inventory.zone.key,
+        "since": int(midnight.timestamp()),
         "data": [xs, *([buckets[x][n] for x in xs] for n in range(len(series)))],
     }
 

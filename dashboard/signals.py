@@ -1,4 +1,4 @@
-"""Bump a building's inventory version when its spaces, areas or devices change."""
+"""Bump a building's inventory version when it, or its spaces, areas or devices change."""
 
 from __future__ import annotations
 
@@ -16,3 +16,12 @@ def bump_inventory_version(sender: type, instance: Space | Area | Device, **kwar
     Building.objects.filter(pk=instance.building_id).update(
         inventory_version=F("inventory_version") + 1
     )
+
+
+@receiver(post_save, sender=Building)
+def bump_building_version(
+    sender: type, instance: Building, created: bool, **kwargs: object
+) -> None:
+    # Its name and time zone are in what the bridge renders: a change reaches the bridge so.
+    if not created:
+        Building.objects.filter(pk=instance.pk).update(inventory_version=F("inventory_version") + 1)

@@ -62,6 +62,7 @@ def _live_context(inventory: BuildingInventory, roles: set) -> dict:
         "action_url": reverse("send_action", args=[inventory.id]),
         "socket_url": socket_url("ws_building", building_id=inventory.id),
         "action_words": actions.WORDS,
+        "zone": inventory.zone,
     }
 
 
@@ -72,13 +73,16 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     space_filter = request.GET.get("space", "")
     text_filter = request.GET.get("q", "").strip()
     devices = page_data.device_table(inventory, space_filter, text_filter, request.GET)
-    spaces = sorted(inventory.spaces.values(), key=lambda s: s.name)
+    # Each floor followed by its rooms, however deep: its cards, the filter's choices.
+    tree = inventory.space_tree()
+    spaces = [{"entity": space, "indent": "\u2003" * depth} for space, depth in tree]
     areas = sorted(inventory.areas.values(), key=lambda a: a.name)
-    space_cards = page_data.cards(spaces, request.GET, "spaces_page")
+    space_cards = page_data.cards(tree, request.GET, "spaces_page")
+    space_cards["groups"] = page_data.space_groups(space_cards["rows"])
     controls = []
     if Role.OPERATOR in roles:
         # A control per space shown: a large building's come a page at a time, as its cards.
-        controls = [actions.form_for(f"space:{s.id}", s.name) for s in space_cards["rows"]]
+        controls = [actions.form_for(f"space:{s.id}", s.name) for s, _ in space_cards["rows"]]
         if len(spaces) > 1:
             controls.append(actions.form_for(actions.ALL_SPACES, "all spaces"))
     return render(
@@ -107,7 +111,7 @@ def device(request: HttpRequest, building_id: uuid.UUID, device_id: uuid.UUID) -
     entity = inventory.devices.get(device_id)
     if entity is None:
         raise Http404("No such device in this building.")
-    space = inventory.spaces.get(entity.space_id) if entity.space_id else None
+    spaces = [inventory.spaces[s] for s in inventory.spaces_of(entity) if s in inventory.spaces]
     return render(
         request,
         "dashboard/device.html",
@@ -115,7 +119,7 @@ def device(request: HttpRequest, building_id: uuid.UUID, device_id: uuid.UUID) -
             **_live_context(inventory, roles),
             "state": _page_state(building_id, [device_id]),
             "device": entity,
-            "space": space,
+            "spaces": spaces,
             "history": page_data.meta_history(device_id),
             "control": actions.form_for(f"device:{device_id}", entity.name)
             if Role.OPERATOR in roles

@@ -31,6 +31,7 @@ HEADER = [
     "reason",
     "acknowledged_at",
     "seen_at",
+    "time_zone",
 ]
 
 
@@ -199,10 +200,12 @@ def test_a_viewer_sees_who_did_what_newest_first(hq, people, log):
     assert '<time datetime="2026-03-10T09:00:00+00:00">2026-03-10 09:00:00 UTC</time>' in row
 
 
-def test_times_are_shown_in_the_sites_time_zone(hq, people, log, settings):
-    settings.TIME_ZONE = "Europe/Amsterdam"
+def test_times_are_shown_in_the_buildings_time_zone_not_the_servers(hq, people, log, settings):
+    settings.TIME_ZONE = "America/New_York"
+    Building.objects.filter(pk=hq[Scope.BUILDING]).update(timezone="Europe/Amsterdam")
     html = page(logged_in(people.viewer), hq)
     assert '<time datetime="2026-03-10T10:00:00+01:00">2026-03-10 10:00:00 CET</time>' in html
+    assert "Times in Europe/Amsterdam" in html
 
 
 def test_filters_narrow_the_log_by_user_target_and_outcome(hq, people, log):
@@ -347,6 +350,7 @@ def test_the_csv_holds_exactly_the_filtered_attempts(hq, people, log):
             "",
             "2026-03-10T11:50:01+00:00",
             "",
+            "UTC",
         ],
         [
             "2026-03-10T10:00:00+00:00",
@@ -361,6 +365,7 @@ def test_the_csv_holds_exactly_the_filtered_attempts(hq, people, log):
             "broker did not acknowledge within 5 s",
             "",
             "",
+            "UTC",
         ],
     ]
     everything = csv_rows(client.get(url(hq, csv_export=True)))

@@ -398,8 +398,9 @@ def test_the_filtered_set_exports_as_json_that_reads_back(busy_morning, people):
     first = records[0]
     assert set(first) == {
         "received_at", "topic", "kind", "device_id", "device_name", "message", "context", "data",
+        "time_zone",
     }  # fmt: skip
-    assert first["received_at"] == "2026-03-02T09:00:00+00:00"
+    assert first["received_at"] == "2026-03-02T09:00:00+00:00" and first["time_zone"] == "UTC"
     assert first["device_id"] == str(busy_morning["lamp"]) and first["device_name"] == "Lamp 1"
     assert first["context"] == NAME_CONTEXT and first["data"] == seed.REJECTED["data"]
 

@@ -135,11 +135,11 @@ def test_the_device_filter_works_without_javascript_too(lived_in, people):
     Device.objects.create(building_id=building, name="Door sensor")
     client = logged_in(people.viewer)
     html = client.get(f"/buildings/{building}/", {"q": "lamp"}).content.decode()
-    rows = dict(re.findall(r'<tr data-space="[0-9a-f]*" data-name="([^"]+)"( hidden)?>', html))
+    rows = dict(re.findall(r'<tr data-spaces="[0-9a-f ]*" data-name="([^"]+)"( hidden)?>', html))
     assert rows == {"lamp 1": "", "door sensor": " hidden"}
     html = client.get(f"/buildings/{building}/", {"space": lived_in[Scope.SPACE].hex}).content
     rows = dict(
-        re.findall(r'<tr data-space="[0-9a-f]*" data-name="([^"]+)"( hidden)?>', html.decode())
+        re.findall(r'<tr data-spaces="[0-9a-f ]*" data-name="([^"]+)"( hidden)?>', html.decode())
     )
     assert rows == {"lamp 1": "", "door sensor": " hidden"}
 
@@ -156,7 +156,7 @@ def test_a_large_buildings_devices_come_a_page_at_a_time_filtered_by_the_server(
     lamp_value = f'id="meta-{lived_in[Scope.DEVICE].hex}-temperature"'
 
     def rows(html: str) -> list[str]:
-        return re.findall(r'<tr data-space="[0-9a-f]*" data-name="([^"]+)">', html)
+        return re.findall(r'<tr data-spaces="[0-9a-f ]*" data-name="([^"]+)">', html)
 
     first = client.get(url).content.decode()
     assert rows(first) == ["boiler", "door sensor"]  # by name, none hidden

@@ -125,6 +125,12 @@ class BuildingBridge:
         for device_id in set(previous.devices) - set(inventory.devices):
             self.state.meta.pop(device_id, None)
         self.session.set_topics(inventory.topics())
+        if previous.zone != inventory.zone:
+            # Every time shown moves to the new clock: a rare change, worth every tile.
+            for audience in tiles.AUDIENCES:
+                for tile in self.all_tiles(audience):
+                    self.fanout.changed(tile)
+            return
         # Re-render only devices that are new or renamed, not the whole building.
         for device_id, device in inventory.devices.items():
             if previous.devices.get(device_id) != device:

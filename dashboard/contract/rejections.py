@@ -336,6 +336,7 @@ def entry(
     Called for stored rows by the inspector and for fresh ones by the bridge, so it takes no
     model instances and touches no database. ``device_id`` is a UUID (or its text) or None;
     every string may be hostile and is only ever rendered through autoescaping.
+    ``received_at`` is shown on its own clock: callers give it in the building's zone.
     """
     message = message if isinstance(message, str) else str(message)
     path = failing_path(message)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 
 from django import forms
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import QueryDict
 
 from dashboard.filters.base import Choice, FilterForm, Text, uuid_or_none
+from dashboard.live.buildings import BuildingInventory, space_inventory
 from dashboard.models import Building, Device, FaultAlarm, Space
 
 # The State filter: the default shows what still needs attention.
@@ -98,8 +99,17 @@ class AlarmFilter(FilterForm):
         elif device:
             alarms = alarms.filter(device_id=device)
         if space:
-            alarms = alarms.filter(device__space_id=space)
+            # The space's devices and those of every space inside it (a floor's rooms), each
+            # device by its card's space or any other it is in.
+            inside = self._spaces().within(space)
+            devices = Device.objects.filter(Q(space_id__in=inside) | Q(spaces__in=inside))
+            alarms = alarms.filter(device_id__in=devices.values("id"))
         return alarms.order_by("-last_seen", "-id")
+
+    def _spaces(self) -> BuildingInventory:
+        return space_inventory(
+            self.building.id, self.building.spaces.values_list("id", "name", "parent_id")
+        )
 
     def offer_choices(self) -> None:
         """The levels and devices that appear in this building's alarms, and its spaces."""
@@ -116,7 +126,10 @@ class AlarmFilter(FilterForm):
             (str(device_id), name)
             for device_id, name in with_alarms.distinct().order_by("name").values_list("id", "name")
         ]
-        spaces = self.building.spaces.order_by("name").values_list("id", "name")
+        # Each floor followed by its rooms, indented: choosing a floor includes them.
+        spaces = [
+            (str(s.id), "\u2003" * depth + s.name) for s, depth in self._spaces().space_tree()
+        ]
         self.offer("level", [("", "Any level"), *((lv, lv) for lv in levels)])
         self.offer("device", devices)
-        self.offer("space", [("", "Any space"), *((str(i), name) for i, name in spaces)])
+        self.offer("space", [("", "Any space"), *spaces])

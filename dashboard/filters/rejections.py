@@ -52,7 +52,8 @@ class Moment:
 
 
 def _moment(raw: str, end: bool) -> Moment | None:
-    """A date (whole day) or a datetime-local, in the site's time zone unless it says one.
+    """A date (whole day) or a datetime-local, in the building's time zone unless it says one
+    (``building_for`` activated it).
 
     For "To" the bound is exclusive: the day after a date, the minute after a minute, the
     second after a second.

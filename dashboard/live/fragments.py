@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime, tzinfo
 from typing import Any
 
 from django.template.loader import render_to_string
-from django.utils import timezone
 
 from dashboard.contract import meta_definitions, rejections
 from dashboard.live import tiles
-from dashboard.live.buildings import BuildingInventory, Entity
+from dashboard.live.buildings import UTC, BuildingInventory, Entity
 from dashboard.live.state import (
     Alarm,
     ConnectionStatus,
@@ -42,8 +42,14 @@ def format_meta(name: str, value: Any) -> str:
     return meta_definitions.format_value(meta_definitions.meta_definition(name), value)
 
 
-def meta_item(value: MetaValue) -> dict[str, Any]:
-    """A meta value as the templates show it: formatted with the cloud's definition."""
+def clock(at: datetime, zone: tzinfo) -> str:
+    """``at`` as the building's clock reads it: ``HH:MM:SS`` in its zone."""
+    return at.astimezone(zone).time().isoformat("seconds")
+
+
+def meta_item(value: MetaValue, zone: tzinfo) -> dict[str, Any]:
+    """A meta value as the templates show it: formatted with the cloud's definition, its time
+    on the building's clock (``zone``)."""
     return {
         "dom_id": meta_dom_id(value.device_id, value.name),
         "name": value.name,
@@ -53,19 +59,18 @@ def meta_item(value: MetaValue) -> dict[str, Any]:
         ),
         "unit": value.unit,
         # Formatted here, not with template filters: a building page shows thousands, and a
-        # busy building pushes thousands a second. No time zone is activated per request, and
-        # asking for the current one costs more than the rest of a value's formatting.
+        # busy building pushes thousands a second. The zone is the building's, handed in: asking
+        # Django for the current one costs more than the rest of a value's formatting.
         # Whole seconds: pages show ages in seconds, and the digits below would be a sixth of
         # a pushed value's bytes.
         "at_iso": value.received_at.isoformat(timespec="seconds"),
-        "at_text": value.received_at.astimezone(timezone.get_default_timezone())
-        .time()
-        .isoformat("seconds"),
+        "at_text": value.received_at.astimezone(zone).time().isoformat("seconds"),  # clock()
+        "synced": value.synced,
     }
 
 
 def _meta(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    return {"item": meta_item(state.meta[tile.entity][tile.name])}
+    return {"item": meta_item(state.meta[tile.entity][tile.name], inventory.zone)}
 
 
 def _device(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
@@ -74,11 +79,11 @@ def _device(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) ->
     return {
         "device": inventory.devices.get(device_id, UNKNOWN),
         "device_id": device_id,
-        "items": [meta_item(values[name]) for name in sorted(values)],
+        "items": [meta_item(values[name], inventory.zone) for name in sorted(values)],
     }
 
 
-def headcount_card(entity: Entity, scope: str, state: LiveState) -> dict[str, Any]:
+def headcount_card(entity: Entity, scope: str, state: LiveState, zone: tzinfo) -> dict[str, Any]:
     values = state.headcount(entity.id)
     count = values.get("head_count")
     occupancy = None
@@ -93,16 +98,17 @@ def headcount_card(entity: Entity, scope: str, state: LiveState) -> dict[str, An
         "headcount_in": values.get("headcount_in"),
         "headcount_out": values.get("headcount_out"),
         "occupancy": occupancy,
+        "at_text": clock(count.received_at, zone) if count is not None else "",
     }
 
 
 def _headcount(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    entity_id = tile.entity
+    entity_id, zone = tile.entity, inventory.zone
     if entity_id == inventory.id:
-        return headcount_card(Entity(inventory.id, inventory.name), "building", state)
+        return headcount_card(Entity(inventory.id, inventory.name), "building", state, zone)
     if entity_id in inventory.spaces:
-        return headcount_card(inventory.spaces[entity_id], "space", state)
-    return headcount_card(inventory.areas.get(entity_id, UNKNOWN), "area", state)
+        return headcount_card(inventory.spaces[entity_id], "space", state, zone)
+    return headcount_card(inventory.areas.get(entity_id, UNKNOWN), "area", state, zone)
 
 
 # Levels are free text in the contract; these words mark the ones to show as urgent.
@@ -117,15 +123,21 @@ def severity(level: str) -> str:
     return SEVERITY.get(level.lower(), "low")
 
 
-def alarm_row(alarm: Any, source: str) -> dict[str, Any]:
+def alarm_row(alarm: Any, source: str, zone: tzinfo) -> dict[str, Any]:
     """An alarm as a row of a list: itself (live state or the stored alarm), where it comes
-    from, and its colour band. The alarms page adds its history to the same row."""
-    return {"alarm": alarm, "source": source, "severity": severity(alarm.level)}
+    from, its colour band and when last seen on the building's clock. The alarms page adds
+    its history to the same row."""
+    return {
+        "alarm": alarm,
+        "source": source,
+        "severity": severity(alarm.level),
+        "at_text": clock(alarm.last_seen, zone),
+    }
 
 
 def _live_alarm_row(alarm: Alarm, inventory: BuildingInventory) -> dict[str, Any]:
     source = inventory.devices.get(alarm.device_id, UNKNOWN).name if alarm.device_id else None
-    return alarm_row(alarm, source or inventory.name)
+    return alarm_row(alarm, source or inventory.name, inventory.zone)
 
 
 def _alarms(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
@@ -135,6 +147,7 @@ def _alarms(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) ->
         "total": len(alarms),
         "unacknowledged": state.unacknowledged(),
         "building_id": inventory.id,
+        "zone": inventory.zone,
     }
 
 
@@ -156,7 +169,8 @@ def _rejected_new(
                 message=r.message,
                 context=r.context,
                 data=r.data,
-                received_at=r.received_at,
+                # On the building's clock: the fragment shows the time as given.
+                received_at=r.received_at.astimezone(inventory.zone),
                 device_id=r.device_id,
                 device_name=inventory.devices[r.device_id].name
                 if r.device_id in inventory.devices
@@ -164,7 +178,8 @@ def _rejected_new(
                 building_name=inventory.name,
             )
             for r in taken
-        ]
+        ],
+        "zone": inventory.zone,
     }
 
 
@@ -180,7 +195,7 @@ def _actions(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -
 
 
 def _status(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    return {"status": state.status, "counters": state.counters}
+    return {"status": state.status, "counters": state.counters, "zone": inventory.zone}
 
 
 def _rejections(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
@@ -188,6 +203,7 @@ def _rejections(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory
         "rejections": list(state.rejections)[:SHOWN_SUPPORT],
         "count": state.counters["rejected"],
         "building_id": inventory.id,
+        "zone": inventory.zone,
     }
 
 
@@ -204,9 +220,12 @@ def summary_card(
     open_alarms: int,
     status: ConnectionStatus | None,
     unacknowledged: int = 0,
+    zone: tzinfo | None = None,
 ) -> dict[str, Any]:
-    """A building's line on the overview: headcount, open alarms, broker connection."""
+    """A building's line on the overview: headcount, open alarms, broker connection; times
+    on the building's clock (``zone``, UTC without one)."""
     return {
+        "zone": zone or UTC,
         "building": building,
         "head_count": head_count,
         "open_alarms": open_alarms,
@@ -222,6 +241,7 @@ def _summary(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -
         len(state.alarms),
         state.status,
         state.unacknowledged(),
+        inventory.zone,
     )
 
 

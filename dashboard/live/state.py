@@ -43,6 +43,9 @@ class MetaValue:
     unit: str
     source_timestamp: str
     received_at: datetime
+    # Read from the Gooee Cloud API by a sync, not received over MQTT: shown marked until a
+    # live value replaces it.
+    synced: bool = False
 
 
 @dataclass(slots=True)

@@ -319,7 +319,14 @@ def load_state(building_id: uuid.UUID, devices: Collection[uuid.UUID] | None = N
         latest = latest.filter(device_id__in=list(devices))
     # Tuples, not model instances: a large building has thousands of values.
     meta_rows = latest.values_list(
-        "device_id", "name", "value", "display_name", "unit", "source_timestamp", "received_at"
+        "device_id",
+        "name",
+        "value",
+        "display_name",
+        "unit",
+        "source_timestamp",
+        "received_at",
+        "synced",
     )
     for meta_row in meta_rows:
         state.meta.setdefault(meta_row[0], {})[meta_row[1]] = MetaValue(*meta_row)
@@ -409,17 +416,37 @@ def load_building(building_id: uuid.UUID) -> BuildingInventory | None:
     building = models.Building.objects.filter(id=building_id).first()
     if building is None:
         return None
+    memberships: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    through = models.Device.spaces.through
+    for device_id, space_id in (
+        through.objects.filter(device__building=building)
+        .order_by("device_id", "space__name", "space_id")
+        .values_list("device_id", "space_id")
+    ):
+        memberships[device_id].append(space_id)
+    devices = {
+        row[0]: Entity(*row)
+        for row in models.Device.objects.filter(building=building).values_list(
+            "id", "name", "space_id"
+        )
+    }
     return BuildingInventory(
         id=building.id,
         name=building.name,
         version=building.inventory_version,
+        zone=building.zone,
+        memberships={
+            device_id: _card_first(devices[device_id].space_id, spaces)
+            for device_id, spaces in memberships.items()
+            if device_id in devices
+        },
         # Tuples, not model instances: every page of a building loads this, and a large
         # building has thousands of devices.
         spaces={
-            id: Entity(id, name, capacity=capacity)
-            for id, name, capacity in models.Space.objects.filter(building=building).values_list(
-                "id", "name", "capacity"
-            )
+            id: Entity(id, name, parent_id, capacity)
+            for id, name, parent_id, capacity in models.Space.objects.filter(
+                building=building
+            ).values_list("id", "name", "parent_id", "capacity")
         },
         areas={
             row[0]: Entity(*row)
@@ -427,10 +454,12 @@ def load_building(building_id: uuid.UUID) -> BuildingInventory | None:
                 "id", "name", "space_id", "capacity"
             )
         },
-        devices={
-            row[0]: Entity(*row)
-            for row in models.Device.objects.filter(building=building).values_list(
-                "id", "name", "space_id"
-            )
-        },
+        devices=devices,
     )
+
+
+def _card_first(card: uuid.UUID | None, spaces: list[uuid.UUID]) -> tuple[uuid.UUID, ...]:
+    # The card's space leads: it is the one a device's row names first.
+    if card in spaces:
+        return (card, *(s for s in spaces if s != card))
+    return tuple(spaces) if card is None else (card, *spaces)

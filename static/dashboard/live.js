@@ -232,7 +232,8 @@
     var shown = 0;
     var rows = document.querySelectorAll(".device-table tbody tr[data-name]");
     rows.forEach(function (row) {
-      var match = (!space || row.dataset.space === space) &&
+      // A row lists its spaces and every space around them: a floor keeps its rooms' devices.
+      var match = (!space || (" " + row.dataset.spaces + " ").indexOf(" " + space + " ") >= 0) &&
         (!text || row.dataset.name.indexOf(text) >= 0);
       row.hidden = !match;
       if (match) shown += 1;

@@ -1,5 +1,7 @@
 // The building page's "today" chart: uPlot over the headcount samples the page was rendered
-// with, extended by each live headcount fragment of the building or a space.
+// with, extended by each live headcount fragment of the building or a space. Its axis is on the
+// building's clock (trend.zone), from the building's midnight (trend.since), wherever the
+// viewer is.
 (function () {
   "use strict";
 
@@ -17,11 +19,19 @@
       column[s.id] = n + 1;
       series.push({ label: s.name, stroke: COLOURS[n % COLOURS.length], width: n === 0 ? 2 : 1, spanGaps: true });
     });
+    // uPlot takes seconds; its tzDate shows them as a Date on the building's wall clock.
+    var onClock = function (ts) { return uPlot.tzDate(new Date(ts * 1e3), trend.zone); };
+    var since = document.getElementById("trend-since");
+    if (since) since.textContent = uPlot.fmtDate("{HH}:{mm}, {WWW} {D} {MMM}")(onClock(trend.since));
     var chart = new uPlot({
       width: Math.max(280, holder.clientWidth || 480),
       height: 180,
       series: series,
-      scales: { y: { range: function (u, min, max) { return [0, Math.max(5, max || 0)]; } } },
+      tzDate: onClock,
+      scales: {
+        x: { time: true, range: function (u, min, max) { return [trend.since, Math.max(max || 0, trend.since + 3600)]; } },
+        y: { range: function (u, min, max) { return [0, Math.max(5, max || 0)]; } },
+      },
       legend: { live: false },
     }, data, holder);
 
