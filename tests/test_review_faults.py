@@ -26,7 +26,7 @@ from redis import asyncio as aioredis
 from dashboard import actions, alarms
 from dashboard.bridge.inbox import Inbox
 from dashboard.bridge.ingest import ingest
-from dashboard.consumers import POLICY_VIOLATION
+from dashboard.consumers import NO_ACCESS
 from dashboard.contract.topics import Scope
 from dashboard.live import layer
 from dashboard.live.state import AttemptSeen, LiveState
@@ -313,7 +313,7 @@ async def test_a_superusers_socket_for_a_building_that_does_not_exist_is_refused
     admin = await sync_to_async(get_user_model().objects.create_superuser)("root", "", "pw")
     socket = await _socket(admin, f"/ws/buildings/{uuid.uuid4()}/")
     try:
-        assert await closed_with(socket) == POLICY_VIOLATION
+        assert await closed_with(socket) == NO_ACCESS
     finally:
         await socket.disconnect()
 
