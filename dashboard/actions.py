@@ -34,8 +34,8 @@ from dashboard.access import require, roles_on
 from dashboard.contract import payloads
 from dashboard.contract.topics import Kind, Scope, build_topic
 from dashboard.live import fragments, layer, metrics
+from dashboard.live.building_store import load_building
 from dashboard.live.buildings import BuildingInventory
-from dashboard.live.store import load_building
 from dashboard.models import ActionAttempt, Role
 
 logger = logging.getLogger(__name__)

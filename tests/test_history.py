@@ -11,8 +11,9 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from dashboard.bridge.ingest import ingest
+from dashboard.live.building_store import load_building
 from dashboard.live.state import HeadcountValue, LiveState, MetaValue, Rejection
-from dashboard.live.store import load_building, load_state, write_batch
+from dashboard.live.store import load_state, write_batch
 from dashboard.models import (
     Building,
     Device,

@@ -29,8 +29,9 @@ from dashboard.bridge.ingest import ingest
 from dashboard.consumers import NO_ACCESS
 from dashboard.contract.topics import Scope
 from dashboard.live import layer
+from dashboard.live.building_store import load_building
 from dashboard.live.state import AttemptSeen, LiveState
-from dashboard.live.store import load_building, write_batch
+from dashboard.live.store import write_batch
 from dashboard.models import ActionAttempt, Building, Device, FaultAlarm, Role
 from gooee_site.asgi import application
 from tests import seed

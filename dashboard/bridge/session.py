@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from dashboard.bridge import tls
 from dashboard.bridge.broker_url import BrokerUrl
 from dashboard.bridge.loop_driven import LoopDriven, readable
 from dashboard.contract.topics import TopicError, parse_topic
@@ -116,10 +117,7 @@ class BuildingSession(LoopDriven):
         if cfg.broker.transport == "websockets":
             client.ws_set_options(path=cfg.broker.path or "/mqtt")
         if cfg.broker.tls:
-            context = ssl.create_default_context(cafile=cfg.ca_file)
-            if cfg.client_cert:
-                context.load_cert_chain(cfg.client_cert, cfg.client_key)
-            client.tls_set_context(context)
+            client.tls_set_context(tls.context(cfg.ca_file, cfg.client_cert, cfg.client_key))
         if cfg.broker.username is not None:
             client.username_pw_set(cfg.broker.username, cfg.broker.password)
         client.on_connect = self._handle_connect
@@ -154,7 +152,11 @@ class BuildingSession(LoopDriven):
         self._connected = False
         if not was_connected and self._connack is not None and not self._connack.done():
             # Closed before the CONNACK: where TLS 1.3 reports a refused client certificate.
-            self._connack.set_exception(ConnectionError(self._closed_before_connack()))
+            self._connack.set_exception(
+                ConnectionError(
+                    tls.closed_before_connack(self.config.broker.tls, self.config.client_cert)
+                )
+            )
         if was_connected and not self._stopping.is_set():
             self.status.last_error = f"connection lost ({reason_code})"
             logger.warning("building %s: %s", self.building_id, self.status.last_error)
@@ -163,19 +165,6 @@ class BuildingSession(LoopDriven):
                 future.set_exception(NotConnected("connection lost before the broker acknowledged"))
         self._acked.clear()
         self._lost.set()
-
-    def _closed_before_connack(self) -> str:
-        if not self.config.broker.tls:
-            return "the broker closed the connection before accepting it"
-        if self.config.client_cert:
-            return (
-                "the broker closed the TLS connection before accepting it: does it trust "
-                "the client certificate (MQTT_CLIENT_CERT)?"
-            )
-        return (
-            "the broker closed the TLS connection before accepting it: it may require a client "
-            "certificate (set MQTT_CLIENT_CERT and MQTT_CLIENT_KEY)"
-        )
 
     def _handle_message(
         self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage
@@ -246,7 +235,7 @@ class BuildingSession(LoopDriven):
                 try:
                     await self._connect_once()
                 except (OSError, ssl.SSLError, ConnectionError, TimeoutError, ValueError) as exc:
-                    self.status.last_error = _describe(exc)
+                    self.status.last_error = tls.describe(exc)
                     logger.warning(
                         "building %s: cannot connect to %s: %s",
                         self.building_id,
@@ -425,22 +414,3 @@ class BuildingSession(LoopDriven):
         self.status.subscribed = len(self._subscribed) if self._connected else 0
         self.status.refused_topics = sorted(self._refused)
         self._on_status(self.status)
-
-
-# TLS alerts as a person setting up the broker connection understands them.
-_TLS_REASONS = {
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the broker requires a client certificate "
-    "(set MQTT_CLIENT_CERT and MQTT_CLIENT_KEY)",
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": "TLS handshake refused by the broker (does it require a "
-    "client certificate? set MQTT_CLIENT_CERT and MQTT_CLIENT_KEY)",
-    "TLSV1_ALERT_UNKNOWN_CA": "the broker does not trust our client certificate (MQTT_CLIENT_CERT)",
-    "SSLV3_ALERT_BAD_CERTIFICATE": "the broker refused our client certificate (MQTT_CLIENT_CERT)",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the broker says our client certificate has expired",
-}
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError) and exc.reason in _TLS_REASONS:
-        return f"TLS: {_TLS_REASONS[exc.reason]}"
-    text = str(exc) or type(exc).__name__
-    return text[:300]

@@ -23,6 +23,7 @@ from dashboard.bridge.session import BuildingSession, NotConnected, SessionConfi
 from dashboard.contract.payloads import Malformed, Payload
 from dashboard.contract.topics import TopicError
 from dashboard.live import fragments, layer, metrics, readiness, tiles
+from dashboard.live.building_store import load_building, load_versions
 from dashboard.live.buildings import BuildingInventory
 from dashboard.live.cloud_sync import SyncResult
 from dashboard.live.state import (
@@ -37,7 +38,7 @@ from dashboard.live.state import (
     Outcome,
     Rejection,
 )
-from dashboard.live.store import load_building, load_state, load_versions
+from dashboard.live.store import load_state
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from django.conf import settings
 from dashboard.bridge.runner import BridgeService
 from dashboard.demo.emulator import CloudEmulator
 from dashboard.demo.simulator import BuildingSimulator
-from dashboard.live.store import load_building
+from dashboard.live.building_store import load_building
 
 
 def client_cert() -> tuple[str, str] | None:

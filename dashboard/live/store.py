@@ -17,7 +17,6 @@ from django.utils import timezone
 from dashboard import models
 from dashboard.contract import rejections
 from dashboard.live import metrics
-from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
@@ -398,68 +397,3 @@ def prune_history(days: int, now: datetime | None = None) -> dict[str, int]:
     closed = Q(state=AlarmState.CLEARED, last_seen__lt=cutoff)
     removed["FaultAlarm"], _ = models.FaultAlarm.objects.filter(closed).delete()
     return removed
-
-
-# --- the inventory ----------------------------------------------------------------------------
-
-
-def load_versions(building_ids: list[uuid.UUID] | None = None) -> dict[uuid.UUID, int]:
-    """Inventory version per building: one cheap query the bridge polls."""
-    buildings = models.Building.objects.all()
-    if building_ids:
-        buildings = buildings.filter(id__in=building_ids)
-    return dict(buildings.values_list("id", "inventory_version"))
-
-
-def load_building(building_id: uuid.UUID) -> BuildingInventory | None:
-    """The building's inventory, or None when it no longer exists."""
-    building = models.Building.objects.filter(id=building_id).first()
-    if building is None:
-        return None
-    memberships: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
-    through = models.Device.spaces.through
-    for device_id, space_id in (
-        through.objects.filter(device__building=building)
-        .order_by("device_id", "space__name", "space_id")
-        .values_list("device_id", "space_id")
-    ):
-        memberships[device_id].append(space_id)
-    devices = {
-        row[0]: Entity(*row)
-        for row in models.Device.objects.filter(building=building).values_list(
-            "id", "name", "space_id"
-        )
-    }
-    return BuildingInventory(
-        id=building.id,
-        name=building.name,
-        version=building.inventory_version,
-        zone=building.zone,
-        memberships={
-            device_id: _card_first(devices[device_id].space_id, spaces)
-            for device_id, spaces in memberships.items()
-            if device_id in devices
-        },
-        # Tuples, not model instances: every page of a building loads this, and a large
-        # building has thousands of devices.
-        spaces={
-            id: Entity(id, name, parent_id, capacity)
-            for id, name, parent_id, capacity in models.Space.objects.filter(
-                building=building
-            ).values_list("id", "name", "parent_id", "capacity")
-        },
-        areas={
-            row[0]: Entity(*row)
-            for row in models.Area.objects.filter(building=building).values_list(
-                "id", "name", "space_id", "capacity"
-            )
-        },
-        devices=devices,
-    )
-
-
-def _card_first(card: uuid.UUID | None, spaces: list[uuid.UUID]) -> tuple[uuid.UUID, ...]:
-    # The card's space leads: it is the one a device's row names first.
-    if card in spaces:
-        return (card, *(s for s in spaces if s != card))
-    return tuple(spaces) if card is None else (card, *spaces)

@@ -21,10 +21,10 @@ from dashboard.demo.emulator import INGRESS_PREFIX, CloudEmulator
 from dashboard.demo.inventory import building_inventory
 from dashboard.demo.service import client_cert
 from dashboard.demo.simulator import BuildingSimulator
+from dashboard.live.building_store import load_building
 from dashboard.live.buildings import BuildingInventory
 from dashboard.live.inventory import apply_inventory
 from dashboard.live.inventory_file import InventoryError, parse_inventory
-from dashboard.live.store import load_building
 
 DEFAULT_DEVICES = 40
 # The emulator publishes topics no client may publish on the real cloud, which would drop
