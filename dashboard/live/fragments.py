@@ -10,7 +10,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from dashboard.contract import meta_definitions, rejections
-from dashboard.live import tiles
+from dashboard.live import confirmation, tiles
 from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.state import (
     Alarm,
@@ -234,8 +234,15 @@ OUTCOME_TEXT: dict[str, str] = {
 }
 
 
-def attempt_card(attempt_id: int, label: str, outcome: str, reason: str) -> dict[str, Any]:
-    """One action attempt's outcome as the operator sees it, in the form and when pushed."""
+def attempt_card(
+    attempt_id: int,
+    label: str,
+    outcome: str,
+    reason: str,
+    summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One action attempt's outcome as the operator sees it, in the form and when pushed;
+    ``summary``: its confirmation (live/confirmation.py), whether its lamps followed."""
     return {
         "attempt": {
             "id": attempt_id,
@@ -243,13 +250,14 @@ def attempt_card(attempt_id: int, label: str, outcome: str, reason: str) -> dict
             "outcome": outcome,
             "text": OUTCOME_TEXT.get(outcome, outcome),
             "reason": reason,
+            "confirmation": confirmation.describe(summary),
         }
     }
 
 
 def _attempt(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
     status = state.attempts[tile.attempt]
-    return attempt_card(status.id, status.label, status.outcome, status.reason)
+    return attempt_card(status.id, status.label, status.outcome, status.reason, status.confirmation)
 
 
 Context = Callable[[tiles.Tile, LiveState, BuildingInventory], dict[str, Any]]

@@ -116,6 +116,16 @@ class AttemptStatus:
     outcome: Outcome  # ACKNOWLEDGED, SEEN or FAILED
     reason: str
     at: datetime
+    # live/confirmation.py's summary: do its lamps report what it asked for?
+    confirmation: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class ConfirmationUpdate:
+    """A history record: an attempt's confirmation moved on (``Pending.summary()``)."""
+
+    attempt_id: int
+    summary: dict[str, Any]
 
 
 @dataclass(slots=True)
