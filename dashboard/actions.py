@@ -360,18 +360,8 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
     # The bridge stores "seen" with its next history write; it may already know it.
     outcome = ActionAttempt.SEEN if seen else attempt.outcome
     if summary is None and ok:
-        summary = stored_confirmation(attempt)
+        summary = attempt.confirmation_summary()
     return fragments.attempt_card(attempt.id, payload["name"], outcome, attempt.reason, summary)
-
-
-def stored_confirmation(attempt: ActionAttempt) -> dict[str, Any]:
-    """The attempt's confirmation as its audit row has it (``Pending.summary()``'s shape)."""
-    return confirmation.summary_of(
-        attempt.confirmation,
-        attempt.confirmed_count,
-        attempt.lamp_count,
-        attempt.confirmation_detail or {},
-    )
 
 
 def _settle(attempt_id: int, ok: bool, reason: str) -> None:
@@ -489,7 +479,7 @@ class Audit:
         found = [first] if first.idempotency_key == key else [a async for a in batch]
         return [
             fragments.attempt_card(
-                a.id, json.loads(a.payload)["name"], a.outcome, a.reason, stored_confirmation(a)
+                a.id, json.loads(a.payload)["name"], a.outcome, a.reason, a.confirmation_summary()
             )
             for a in found
         ]

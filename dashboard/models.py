@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -388,3 +389,13 @@ class ActionAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username}: {self.target_name or self.target_id} {self.outcome}"
+
+    def confirmation_summary(self) -> dict[str, Any]:
+        """Its confirmation as stored, in the shape the bridge pushes (``Pending.summary()``)."""
+        return confirmation.summary_of(
+            self.confirmation, self.confirmed_count, self.lamp_count, self.confirmation_detail or {}
+        )
+
+    def confirmation_text(self) -> dict[str, Any] | None:
+        """Its confirmation as people read it: text, lamps that did not follow, late ones."""
+        return confirmation.describe(self.confirmation_summary())

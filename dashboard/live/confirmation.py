@@ -143,8 +143,8 @@ class Pending:
         name = next(n for n in [*shown, *LAMP_META] if n in values)
         value, at = values[name]
         text = f"{value} %" if name == "dim" else ("on" if _onoff(value) else "off")
-        seconds = round((at - self.action_at).total_seconds())
-        when = f"{-seconds} s before" if seconds < 0 else f"{seconds} s after"
+        delta = (at - self.action_at).total_seconds()
+        when = f"{round(-delta)} s before" if delta < 0 else f"{round(delta)} s after"
         return f"{text}, {when} the action"
 
     def summary(self) -> dict[str, Any]:

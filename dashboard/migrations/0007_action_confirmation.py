@@ -5,45 +5,62 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dashboard', '0006_cloud_inventory'),
+        ("dashboard", "0006_cloud_inventory"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='actionattempt',
-            name='confirm_deadline',
+            model_name="actionattempt",
+            name="confirm_deadline",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='actionattempt',
-            name='confirm_targets',
+            model_name="actionattempt",
+            name="confirm_targets",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='actionattempt',
-            name='confirmation',
-            field=models.CharField(blank=True, choices=[('', '—'), ('pending', 'pending'), ('confirmed', 'confirmed'), ('partly', 'partly confirmed'), ('not_confirmed', 'not confirmed')], db_index=True, default='', max_length=16),
+            model_name="actionattempt",
+            name="confirmation",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("", "—"),
+                    ("pending", "pending"),
+                    ("confirmed", "confirmed"),
+                    ("partly", "partly confirmed"),
+                    ("not_confirmed", "not confirmed"),
+                ],
+                db_index=True,
+                default="",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='actionattempt',
-            name='confirmation_detail',
+            model_name="actionattempt",
+            name="confirmation_detail",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='actionattempt',
-            name='confirmed_count',
+            model_name="actionattempt",
+            name="confirmed_count",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='actionattempt',
-            name='lamp_count',
+            model_name="actionattempt",
+            name="lamp_count",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='actionattempt',
-            name='retry_of',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='retries', to='dashboard.actionattempt'),
+            model_name="actionattempt",
+            name="retry_of",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="retries",
+                to="dashboard.actionattempt",
+            ),
         ),
     ]
