@@ -338,6 +338,8 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
         "payload": attempt.payload,
         "timeout": timeout,
         "deadline": deadline,
+        "who": attempt.username,  # the space's card shows its last action, and by whom
+        "space": str(attempt.target_id) if attempt.target_type == "space" else "",
     }
     if attempt.confirm_targets and attempt.confirm_deadline is not None:
         request["confirm"] = {

@@ -221,6 +221,15 @@ async def test_every_lamp_follows_and_the_action_is_confirmed(hq, people, office
     row = await settled(attempt.id)
     assert row.confirmation == Confirmation.CONFIRMED
     assert row.confirmation_detail["missing"] == []
+    # The space's card sums its lamps up from their reports, and shows the last action.
+    card = await browser.wait_for("4 lamps · 4 on · average 40 %")
+    assert "Last action: Dim Open Office to 40 % by olivia" in card
+    # A reload reads the same back from the database.
+    await quiet(bridge)
+    client = await as_user(people.operator)
+    page = (await client.get(f"/buildings/{hq[Scope.BUILDING]}/")).content.decode()
+    assert "Last action: Dim Open Office to 40 % by olivia" in page
+    assert "confirmed: 4 of 4 lamps" in page
 
 
 @pytest.mark.broker

@@ -34,6 +34,7 @@ from dashboard.live.state import (
     AttemptStatus,
     ConfirmationUpdate,
     ConnectionStatus,
+    LastAction,
     LiveState,
     MetaValue,
     Outcome,
@@ -251,6 +252,10 @@ class BuildingBridge:
     def record(self, record: object) -> None:
         self._history.add(self.inventory.id, record)
         if type(record) is MetaValue:
+            if record.name in confirmation.LAMP_META:  # its space's card sums its lamps up
+                device = self.inventory.devices.get(record.device_id)
+                if device is not None and device.space_id is not None:
+                    self.fanout.changed(tiles.headcount(device.space_id))
             # Per meta value: one dict lookup unless an action waits on this device.
             changed = self.confirmations.on_meta(
                 record.device_id, record.name, record.value, record.received_at
@@ -308,6 +313,11 @@ class BuildingBridge:
                 return {"ok": False, "reason": reason, "expired": True}
             timeout = min(timeout, remaining)
         key = (request["name"], request["action_type"], request["created"])
+        if request.get("space"):
+            space_id = uuid.UUID(request["space"])
+            self.state.last_actions[space_id] = LastAction(
+                attempt_id, request.get("who", ""), label, datetime.now(UTC), Outcome.PENDING
+            )
         if request.get("confirm"):
             # Followed from before the publish: a quick lamp may report before the PUBACK.
             self.follow(request["attempt"], request["payload"], request["confirm"])
@@ -389,6 +399,7 @@ class BuildingBridge:
         if known is not None:
             known.confirmation = summary
             self.changed(tiles.attempt(pending.attempt_id))
+            self._last_action_changed(pending.attempt_id, known.outcome, summary)
         else:  # taken over from another worker: its card still shows where it is
             self._set_attempt(
                 pending.attempt_id, pending.label, Outcome.ACKNOWLEDGED, "", datetime.now(UTC)
@@ -401,9 +412,19 @@ class BuildingBridge:
         pending = self.confirmations.by_attempt.get(attempt_id)
         summary = pending.summary() if pending is not None else None
         attempts[attempt_id] = AttemptStatus(attempt_id, label, outcome, reason, at, summary)
+        self._last_action_changed(attempt_id, outcome, summary)
         while len(attempts) > KEPT_ATTEMPTS:
             attempts.pop(next(iter(attempts)))
         self.changed(tiles.attempt(attempt_id))
+
+    def _last_action_changed(
+        self, attempt_id: int, outcome: str, summary: dict[str, Any] | None
+    ) -> None:
+        # A few spaces' last actions at most change per attempt: a scan is fine.
+        for space_id, last in self.state.last_actions.items():
+            if last.attempt_id == attempt_id:
+                last.outcome, last.confirmation = outcome, summary
+                self.fanout.changed(tiles.headcount(space_id))
 
     def render(self, tile: tiles.Tile) -> str:
         return fragments.render_tile(tile, self.state, self.inventory)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from dashboard.contract.topics import Scope, subscription_topics
 
@@ -26,6 +27,15 @@ class BuildingInventory:
     spaces: dict[uuid.UUID, Entity] = field(default_factory=dict)
     areas: dict[uuid.UUID, Entity] = field(default_factory=dict)
     devices: dict[uuid.UUID, Entity] = field(default_factory=dict)
+
+    @cached_property
+    def devices_by_space(self) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """Each space's devices (by their first space): its card sums up their lamps."""
+        found: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for device in self.devices.values():
+            if device.space_id is not None:
+                found.setdefault(device.space_id, []).append(device.id)
+        return found
 
     def topics(self) -> list[str]:
         """Exactly the topics to subscribe to for this building."""

@@ -71,6 +71,11 @@ class Command:
         return False
 
 
+def is_on(value: Any) -> bool | None:
+    """A reported onoff value read as on or off; None when it says neither."""
+    return _onoff(value)
+
+
 def _onoff(value: Any) -> bool | None:
     # Untrusted: a device may say true, "on", 1 ...
     if isinstance(value, bool):

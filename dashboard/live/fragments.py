@@ -96,12 +96,56 @@ def headcount_card(entity: Entity, scope: str, state: LiveState) -> dict[str, An
     }
 
 
+def lamps_card(
+    space_id: uuid.UUID, state: LiveState, inventory: BuildingInventory
+) -> dict[str, Any]:
+    """A space's lamps from what they reported: how many, how many on, their average level;
+    and the last action sent to it."""
+    levels, on, lamps = [], 0, 0
+    for device_id in inventory.devices_by_space.get(space_id, ()):
+        values = state.meta.get(device_id)
+        if not values or not any(name in values for name in confirmation.LAMP_META):
+            continue
+        lamps += 1
+        dim = values.get("dim")
+        onoff = values.get("onoff")
+        level = dim.value if dim is not None and isinstance(dim.value, int | float) else None
+        lit = confirmation.is_on(onoff.value) if onoff is not None else None
+        if lit is None:
+            lit = bool(level)
+        if lit:
+            on += 1
+            if level is not None and not isinstance(level, bool):
+                levels.append(level)
+    last = state.last_actions.get(space_id)
+    return {
+        "lamps": {
+            "count": lamps,
+            "on": on,
+            "average": round(sum(levels) / len(levels)) if levels else None,
+        }
+        if lamps
+        else None,
+        "last_action": {
+            "who": last.username,
+            "what": last.label,
+            "at": last.at,
+            "outcome": OUTCOME_TEXT.get(last.outcome, last.outcome),
+            "confirmation": confirmation.describe(last.confirmation),
+        }
+        if last is not None
+        else None,
+    }
+
+
 def _headcount(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
     entity_id = tile.entity
     if entity_id == inventory.id:
         return headcount_card(Entity(inventory.id, inventory.name), "building", state)
     if entity_id in inventory.spaces:
-        return headcount_card(inventory.spaces[entity_id], "space", state)
+        card = headcount_card(inventory.spaces[entity_id], "space", state)
+        card.update(lamps_card(entity_id, state, inventory))
+        return card
     return headcount_card(inventory.areas.get(entity_id, UNKNOWN), "area", state)
 
 

@@ -26,6 +26,7 @@ from dashboard.live.state import (
     AttemptSeen,
     ConfirmationUpdate,
     HeadcountValue,
+    LastAction,
     LiveState,
     MalformedMessage,
     MetaValue,
@@ -409,6 +410,7 @@ def load_state(building_id: uuid.UUID, devices: Collection[uuid.UUID] | None = N
         state.malformed.append(
             MalformedMessage(bad.topic, bad.kind, bad.reason, bad.raw, bad.received_at)
         )
+    _load_last_actions(state)
     for seen in models.ActionSeen.objects.filter(building_id=building_id)[:recent]:
         state.actions.append(
             ActionRecord(
@@ -423,6 +425,22 @@ def load_state(building_id: uuid.UUID, devices: Collection[uuid.UUID] | None = N
             )
         )
     return state
+
+
+def _load_last_actions(state: LiveState) -> None:
+    """The last action sent to each space (refused ones are not sent), newest first."""
+    sent = models.ActionAttempt.objects.filter(
+        building_id=state.building_id, target_type="space", target_id__isnull=False
+    ).exclude(outcome=Outcome.REFUSED)
+    # One space's last action each: newest per target, from the recent ones.
+    for row in sent.order_by("-created_at", "-id")[:500]:
+        if row.target_id is None or row.target_id in state.last_actions:
+            continue
+        summary = row.confirmation_summary() if row.confirmation else None
+        label = json.loads(row.payload).get("name", "") if row.payload else ""
+        state.last_actions[row.target_id] = LastAction(
+            row.id, row.username, label, row.created_at, row.outcome, summary
+        )
 
 
 def prune_history(days: int, now: datetime | None = None) -> dict[str, int]:
