@@ -31,6 +31,9 @@ HEADER = [
     "reason",
     "acknowledged_at",
     "seen_at",
+    "confirmation",  # whether the lamps followed: text, those that did not, those late
+    "not_followed",
+    "followed_late",
 ]
 
 
@@ -347,6 +350,7 @@ def test_the_csv_holds_exactly_the_filtered_attempts(hq, people, log):
             "",
             "2026-03-10T11:50:01+00:00",
             "",
+            *["", "", ""],  # no lamps followed: written without any
         ],
         [
             "2026-03-10T10:00:00+00:00",
@@ -361,6 +365,7 @@ def test_the_csv_holds_exactly_the_filtered_attempts(hq, people, log):
             "broker did not acknowledge within 5 s",
             "",
             "",
+            *["", "", ""],
         ],
     ]
     everything = csv_rows(client.get(url(hq, csv_export=True)))
