@@ -15,7 +15,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -24,7 +24,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -33,10 +33,10 @@ from django.views.decorators.http import require_POST
 from dashboard.access import require, roles_on
 from dashboard.contract import payloads
 from dashboard.contract.topics import Kind, Scope, build_topic
-from dashboard.live import fragments, layer, metrics
+from dashboard.live import confirmation, fragments, layer, metrics
 from dashboard.live.building_store import load_building
 from dashboard.live.buildings import BuildingInventory
-from dashboard.models import ActionAttempt, Role
+from dashboard.models import ActionAttempt, Device, LatestMeta, Role
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +154,22 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
         require(roles)  # which spaces and devices a building has is for its people only
         raise Http404("No such space or device in this building.")
     name = "all spaces" if raw_target == ALL_SPACES else targets[0].name
-    form = form_for(raw_target, name, request.POST)
-    audit = Audit(inventory.id, user, targets, raw_target == ALL_SPACES)
+    posted: Any = request.POST
+    retry = None
+    if "retry" in request.POST:  # "Retry the ones that did not follow" on an attempt's card
+        require(roles)
+        retry = await _retried(inventory, request.POST["retry"])
+        if retry is None:
+            raise Http404("No such action to retry in this building.")
+        posted, targets = _retry_form(request.POST, raw_target, retry[0]), retry[1]
+    form = form_for(raw_target, name, posted)
+    audit = Audit(
+        inventory.id,
+        user,
+        targets,
+        raw_target == ALL_SPACES or retry is not None,
+        "the lamps that did not follow" if retry else "all spaces",
+    )
 
     if Role.OPERATOR not in roles:
         await audit.refuse("not an operator of this building")
@@ -195,11 +209,94 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
                 request, form, [], status=422, error=problems[0]["error"]["message"]
             )
         planned.append((space, payload))
-    attempts = await audit.attempts(planned, key)
+    lamps = await sync_to_async(lamps_of)(inventory.id, targets)
+    deadline = now + timedelta(
+        seconds=data["transition_time"] + settings.ACTION_CONFIRM_GRACE_SECONDS
+    )
+    attempts = await audit.attempts(
+        planned, key, lamps, deadline, retry_of=retry[0].id if retry else None
+    )
     if attempts is None:  # a concurrent click with the same key got there first
         return await _answer(request, _fresh(form), await audit.earlier(key))
     results = await asyncio.gather(*(_publish(inventory.id, a) for a in attempts))
     return await _answer(request, _fresh(form), list(results))
+
+
+def lamps_of(
+    building_id: uuid.UUID, targets: list[Target]
+) -> dict[uuid.UUID, list[dict[str, str]]]:
+    """Per target, the lamps whose reports confirm an action on it ([{id, name}]).
+
+    A space's lamps are its member devices that reported dim or onoff or whose product type
+    says lamp; sensors are not counted. A device target is itself, when it is a lamp.
+    """
+    devices = Device.objects.filter(building_id=building_id)
+    spaces = [t.id for t in targets if t.scope == Scope.SPACE]
+    ids = [t.id for t in targets if t.scope == Scope.DEVICE]
+    rows = devices.filter(Q(spaces__in=spaces) | Q(space_id__in=spaces) | Q(id__in=ids))
+    found = {d.id: d for d in rows.distinct().prefetch_related("spaces")}
+    reported: dict[uuid.UUID, set[str]] = {}
+    for device_id, meta in LatestMeta.objects.filter(
+        device_id__in=list(found), name__in=confirmation.LAMP_META
+    ).values_list("device_id", "name"):
+        reported.setdefault(device_id, set()).add(meta)
+    lamps = {
+        d.id: d
+        for d in found.values()
+        if confirmation.is_lamp(d.product_type, reported.get(d.id, ()))
+    }
+    result: dict[uuid.UUID, list[dict[str, str]]] = {}
+    for target in targets:
+        if target.scope == Scope.DEVICE:
+            chosen = [lamps[target.id]] if target.id in lamps else []
+        else:
+            chosen = [
+                d
+                for d in lamps.values()
+                if d.space_id == target.id or any(s.id == target.id for s in d.spaces.all())
+            ]
+        result[target.id] = [
+            {"id": str(d.id), "name": d.name} for d in sorted(chosen, key=lambda d: d.name)
+        ]
+    return result
+
+
+async def _retried(
+    inventory: BuildingInventory, raw: str
+) -> tuple[ActionAttempt, list[Target]] | None:
+    """The attempt to retry and its lamps that did not follow, still in the building."""
+    try:
+        attempt_id = int(raw)
+    except ValueError:
+        return None
+    # Only ever an attempt of this building: the id comes from the client.
+    attempt = await ActionAttempt.objects.filter(id=attempt_id, building_id=inventory.id).afirst()
+    if attempt is None or not attempt.payload:
+        return None
+    missing = (attempt.confirmation_detail or {}).get("missing", [])
+    targets = []
+    for lamp in missing:
+        device_id = uuid.UUID(lamp["id"])
+        if device_id in inventory.devices:
+            targets.append(Target(Scope.DEVICE, device_id, inventory.devices[device_id].name))
+    return (attempt, targets) if targets else None
+
+
+def _retry_form(posted: Any, raw_target: str, attempt: ActionAttempt) -> dict[str, Any]:
+    """The form a retry stands for: the retried action's command, this form's key."""
+    prefix = raw_target.replace(":", "-")
+    payload = json.loads(attempt.payload)
+    value = payload.get("value") or {}
+    data = {k: posted.get(k) for k in posted}
+    data.update(
+        {
+            f"{prefix}-action": payload["type"],
+            f"{prefix}-level": value.get("level", ""),
+            f"{prefix}-transition_time": value.get("transition_time", 0),
+            f"{prefix}-confirm": "on",  # the lamps are named on the card it is clicked on
+        }
+    )
+    return data
 
 
 def _raw_target(request: HttpRequest) -> str:
@@ -231,23 +328,30 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
     # The bridge must be done (published and acknowledged) by the deadline, and drops the
     # request unpublished after it; this view waits 2 s longer, so its "failed" is true.
     deadline = time.time() + timeout
+    request: dict[str, Any] = {
+        "attempt": attempt.id,
+        "label": payload["name"],
+        "name": payload["name"],
+        "action_type": payload["type"],
+        "created": payload["created"],
+        "topic": attempt.topic,
+        "payload": attempt.payload,
+        "timeout": timeout,
+        "deadline": deadline,
+        "who": attempt.username,  # the space's card shows its last action, and by whom
+        "space": str(attempt.target_id) if attempt.target_type == "space" else "",
+    }
+    if attempt.confirm_targets and attempt.confirm_deadline is not None:
+        request["confirm"] = {
+            "targets": attempt.confirm_targets,
+            "action_at": attempt.created_at.isoformat(),
+            "deadline": attempt.confirm_deadline.isoformat(),
+        }
+    summary = None
     try:
-        result = await layer.request_publish(
-            building_id,
-            {
-                "attempt": attempt.id,
-                "label": payload["name"],
-                "name": payload["name"],
-                "action_type": payload["type"],
-                "created": payload["created"],
-                "topic": attempt.topic,
-                "payload": attempt.payload,
-                "timeout": timeout,
-                "deadline": deadline,
-            },
-            timeout + 2,
-        )
+        result = await layer.request_publish(building_id, request, timeout + 2)
         ok, reason, seen = result["ok"], result["reason"], result.get("seen", False)
+        summary = result.get("confirmation")
     except layer.NoBridge as exc:
         ok, reason, seen = False, f"{exc} (is the bridge running?)", False
     except Exception as exc:  # the channel layer failed: the attempt must not stay pending
@@ -257,7 +361,9 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
     attempt = await ActionAttempt.objects.aget(id=attempt.id)
     # The bridge stores "seen" with its next history write; it may already know it.
     outcome = ActionAttempt.SEEN if seen else attempt.outcome
-    return fragments.attempt_card(attempt.id, payload["name"], outcome, attempt.reason)
+    if summary is None and ok:
+        summary = attempt.confirmation_summary()
+    return fragments.attempt_card(attempt.id, payload["name"], outcome, attempt.reason, summary)
 
 
 def _settle(attempt_id: int, ok: bool, reason: str) -> None:
@@ -267,6 +373,12 @@ def _settle(attempt_id: int, ok: bool, reason: str) -> None:
         pending.update(outcome=ActionAttempt.ACKNOWLEDGED, acknowledged_at=timezone.now())
     else:
         pending.update(outcome=ActionAttempt.FAILED, reason=reason[:1000])
+        # Nothing reached the lamps (a publish that timed out is still followed: it may
+        # have gone out, and the bridge settles it).
+        if "no acknowledgement" not in reason:
+            ActionAttempt.objects.filter(
+                id=attempt_id, confirmation=confirmation.Confirmation.PENDING
+            ).update(confirmation=confirmation.Confirmation.NONE)
     metrics.ACTIONS.labels(ActionAttempt.ACKNOWLEDGED if ok else ActionAttempt.FAILED).inc()
 
 
@@ -298,12 +410,19 @@ class Audit:
     """Writes the audit log of one submission."""
 
     def __init__(
-        self, building_id: uuid.UUID, user: Any, targets: list[Target], whole_building: bool
+        self,
+        building_id: uuid.UUID,
+        user: Any,
+        targets: list[Target],
+        whole_building: bool,
+        label: str = "all spaces",
     ) -> None:
         self.building_id = building_id
         self.user = user
         self.targets = targets
+        # Several rows for one submission (all spaces, or a retry's lamps), one key each.
         self.whole_building = whole_building
+        self.label = label
 
     def _row(self, target: Target | None, **fields: Any) -> ActionAttempt:
         return ActionAttempt(
@@ -312,7 +431,7 @@ class Audit:
             username=self.user.get_username(),
             target_type="space" if target is None or target.scope == Scope.SPACE else "device",
             target_id=target.id if target else None,
-            target_name=target.name if target else "all spaces",
+            target_name=target.name if target else self.label,
             **fields,
         )
 
@@ -361,7 +480,9 @@ class Audit:
         )
         found = [first] if first.idempotency_key == key else [a async for a in batch]
         return [
-            fragments.attempt_card(a.id, json.loads(a.payload)["name"], a.outcome, a.reason)
+            fragments.attempt_card(
+                a.id, json.loads(a.payload)["name"], a.outcome, a.reason, a.confirmation_summary()
+            )
             for a in found
         ]
 
@@ -379,9 +500,15 @@ class Audit:
         return max(1, math.ceil((minute + 1) * 60 - now))
 
     async def attempts(
-        self, planned: list[tuple[Target, dict[str, Any]]], key: str
+        self,
+        planned: list[tuple[Target, dict[str, Any]]],
+        key: str,
+        lamps: dict[uuid.UUID, list[dict[str, str]]],
+        deadline: datetime,
+        retry_of: int | None = None,
     ) -> list[ActionAttempt] | None:
-        """Write the pending attempts, one per target, before anything is published.
+        """Write the pending attempts, one per target, before anything is published; each
+        with the lamps that confirm it by ``deadline``.
 
         None when another request with the same idempotency key already wrote them.
         """
@@ -393,6 +520,13 @@ class Audit:
                 payload=json.dumps(payload, separators=(",", ":")),
                 idempotency_key=f"{key}:{n}" if self.whole_building else key,
                 batch=batch,
+                confirm_targets=lamps.get(target.id, []),
+                confirm_deadline=deadline if lamps.get(target.id) else None,
+                confirmation=confirmation.Confirmation.PENDING
+                if lamps.get(target.id)
+                else confirmation.Confirmation.NONE,
+                lamp_count=len(lamps.get(target.id, [])),
+                retry_of_id=retry_of,
             )
             for n, (target, payload) in enumerate(planned)
         ]

@@ -40,6 +40,9 @@ CSV_HEADER = [
     "reason",
     "acknowledged_at",
     "seen_at",
+    "confirmation",
+    "not_followed",
+    "followed_late",
 ]
 
 
@@ -91,7 +94,11 @@ def activity(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     filters.offer_choices()
     page = Paginator(filters.attempts(), PER_PAGE).get_page(request.GET.get("page"))
     rows = [
-        {"attempt": attempt, "action": summarise_payload(attempt.payload, attempt.topic)}
+        {
+            "attempt": attempt,
+            "action": summarise_payload(attempt.payload, attempt.topic),
+            "confirmation": attempt.confirmation_text(),
+        }
         for attempt in page.object_list
     ]
     return render(
@@ -109,8 +116,16 @@ def activity(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
 CSV = exports.csv_format(CSV_HEADER)
 
 
+CONFIRMATION_COLUMNS = ("confirmation", "not_followed", "followed_late")
+
+
 def _record(attempt: ActionAttempt) -> exports.Record:
-    return {name: getattr(attempt, name) for name in CSV_HEADER}
+    record = {name: getattr(attempt, name) for name in CSV_HEADER[: -len(CONFIRMATION_COLUMNS)]}
+    shown = attempt.confirmation_text()
+    record["confirmation"] = shown["text"] if shown else ""
+    record["not_followed"] = "; ".join(shown["missing"]) if shown else ""
+    record["followed_late"] = "; ".join(shown["late"]) if shown else ""
+    return record
 
 
 @login_required

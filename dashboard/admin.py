@@ -132,11 +132,27 @@ class ActionSeenAdmin(admin.ModelAdmin):
 class ActionAttemptAdmin(admin.ModelAdmin):
     """The audit log of operators' actions: readable by staff, never edited here."""
 
-    list_display = ["created_at", "username", "building", "target", "outcome", "reason"]
-    list_filter = ["outcome", "building", "target_type"]
+    list_display = [
+        "created_at",
+        "username",
+        "building",
+        "target",
+        "outcome",
+        "lamps",
+        "reason",
+    ]
+    list_filter = ["outcome", "confirmation", "building", "target_type"]
     search_fields = ["username", "target_name", "topic", "reason", "payload"]
     date_hierarchy = "created_at"
     list_select_related = ["building"]
+
+    @admin.display(description="Lamps", ordering="confirmation")
+    def lamps(self, attempt: ActionAttempt) -> str:
+        """Whether its lamps followed, and those that did not."""
+        shown = attempt.confirmation_text()
+        if shown is None:
+            return "-"
+        return "; ".join([shown["text"], *shown["missing"], *shown["late"]])
 
     @admin.display(description="Target", ordering="target_name")
     def target(self, attempt: ActionAttempt) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 import zoneinfo
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -11,6 +12,8 @@ from django.db import models
 from django.utils import timezone
 
 from dashboard.contract.topics import Scope
+from dashboard.live import confirmation
+from dashboard.live.confirmation import Confirmation
 from dashboard.live.state import AlarmState, Outcome
 
 # The enums' values are what the database stores; these choices keep the order and labels the
@@ -347,6 +350,7 @@ class ActionAttempt(models.Model):
     ACKNOWLEDGED = Outcome.ACKNOWLEDGED
     SEEN = Outcome.SEEN
     OUTCOMES = [(outcome.value, outcome.value) for outcome in Outcome]
+    CONFIRMATIONS = [(c.value, confirmation.TEXT.get(c, c.value) or "—") for c in Confirmation]
 
     building = models.ForeignKey(Building, on_delete=models.CASCADE, related_name="attempts")
     user = models.ForeignKey(
@@ -370,6 +374,22 @@ class ActionAttempt(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     seen_at = models.DateTimeField(null=True, blank=True)
+    # Confirmed outcome: do the target lamps report what was asked (live/confirmation.py)?
+    # The lamps followed ([{id, name}]), written with the row; by the deadline (the transition
+    # time plus ACTION_CONFIRM_GRACE_SECONDS) the bridge settles it.
+    confirm_targets = models.JSONField(default=list, blank=True)
+    confirm_deadline = models.DateTimeField(null=True, blank=True)
+    confirmation = models.CharField(
+        max_length=16, choices=CONFIRMATIONS, default="", blank=True, db_index=True
+    )
+    confirmed_count = models.PositiveIntegerField(default=0)
+    lamp_count = models.PositiveIntegerField(default=0)
+    # followed (device ids), missing ([{id, name, last}]) and late ([{id, name, late}])
+    confirmation_detail = models.JSONField(default=dict, blank=True)
+    # A retry of the lamps of another attempt that did not follow.
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -382,3 +402,13 @@ class ActionAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username}: {self.target_name or self.target_id} {self.outcome}"
+
+    def confirmation_summary(self) -> dict[str, Any]:
+        """Its confirmation as stored, in the shape the bridge pushes (``Pending.summary()``)."""
+        return confirmation.summary_of(
+            self.confirmation, self.confirmed_count, self.lamp_count, self.confirmation_detail or {}
+        )
+
+    def confirmation_text(self) -> dict[str, Any] | None:
+        """Its confirmation as people read it: text, lamps that did not follow, late ones."""
+        return confirmation.describe(self.confirmation_summary())

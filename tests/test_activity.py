@@ -31,6 +31,9 @@ HEADER = [
     "reason",
     "acknowledged_at",
     "seen_at",
+    "confirmation",  # whether the lamps followed: text, those that did not, those late
+    "not_followed",
+    "followed_late",
     "time_zone",
 ]
 
@@ -350,6 +353,7 @@ def test_the_csv_holds_exactly_the_filtered_attempts(hq, people, log):
             "",
             "2026-03-10T11:50:01+00:00",
             "",
+            *["", "", ""],  # no lamps followed: written without any
             "UTC",
         ],
         [
@@ -365,6 +369,7 @@ def test_the_csv_holds_exactly_the_filtered_attempts(hq, people, log):
             "broker did not acknowledge within 5 s",
             "",
             "",
+            *["", "", ""],
             "UTC",
         ],
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -22,7 +23,7 @@ from dashboard.bridge.leases import Leases, assign
 from dashboard.bridge.session import BuildingSession, NotConnected, SessionConfig
 from dashboard.contract.payloads import Malformed, Payload
 from dashboard.contract.topics import TopicError
-from dashboard.live import fragments, layer, metrics, readiness, tiles
+from dashboard.live import confirmation, fragments, layer, metrics, readiness, tiles
 from dashboard.live.building_store import load_building, load_versions
 from dashboard.live.buildings import BuildingInventory
 from dashboard.live.cloud_sync import SyncResult
@@ -32,13 +33,15 @@ from dashboard.live.state import (
     AlarmState,
     AttemptSeen,
     AttemptStatus,
+    ConfirmationUpdate,
     ConnectionStatus,
+    LastAction,
     LiveState,
     MetaValue,
     Outcome,
     Rejection,
 )
-from dashboard.live.store import load_state
+from dashboard.live.store import load_confirmations, load_state
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,9 @@ class BuildingBridge:
         self.backlog: deque[tuple[str, bytes, datetime, Payload | Malformed | None]] = deque()
         self._backlog_bytes = 0
         self._draining: asyncio.Task[None] | None = None
+        # Actions whose lamps are followed until they report what was asked, or the deadline.
+        self.confirmations = confirmation.Confirmations()
+        self._confirm_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self._tasks = [
@@ -101,6 +107,8 @@ class BuildingBridge:
         ]
 
     async def stop(self) -> None:
+        if self._confirm_timer is not None:
+            self._confirm_timer.cancel()
         await self.session.stop()
         if self._draining is not None:
             self._draining.cancel()
@@ -250,6 +258,18 @@ class BuildingBridge:
 
     def record(self, record: object) -> None:
         self._history.add(self.inventory.id, record)
+        if type(record) is MetaValue:
+            if record.name in confirmation.LAMP_META:  # its space's card sums its lamps up
+                device = self.inventory.devices.get(record.device_id)
+                if device is not None and device.space_id is not None:
+                    self.fanout.changed(tiles.headcount(device.space_id))
+            # Per meta value: one dict lookup unless an action waits on this device.
+            changed = self.confirmations.on_meta(
+                record.device_id, record.name, record.value, record.received_at
+            )
+            for pending in changed:
+                self._confirmation_changed(pending)
+            return
         if isinstance(record, Rejection):
             self.state.new_rejections.appendleft(record)
             self.changed(tiles.REJECTED_NEW)
@@ -300,6 +320,14 @@ class BuildingBridge:
                 return {"ok": False, "reason": reason, "expired": True}
             timeout = min(timeout, remaining)
         key = (request["name"], request["action_type"], request["created"])
+        if request.get("space"):
+            space_id = uuid.UUID(request["space"])
+            self.state.last_actions[space_id] = LastAction(
+                attempt_id, request.get("who", ""), label, datetime.now(UTC), Outcome.PENDING
+            )
+        if request.get("confirm"):
+            # Followed from before the publish: a quick lamp may report before the PUBACK.
+            self.follow(request["attempt"], request["payload"], request["confirm"])
         now = time.monotonic()
         self._awaiting = {k: v for k, v in self._awaiting.items() if v[2] > now}
         self._awaiting[key] = (attempt_id, label, now + SEEN_WAIT)
@@ -323,19 +351,87 @@ class BuildingBridge:
             if not seen:
                 self._set_attempt(attempt_id, label, Outcome.ACKNOWLEDGED, "", datetime.now(UTC))
             # The form's answer may reach the page after the pushed "seen": it says so too.
-            return {"ok": True, "reason": "", "seen": seen}
+            pending = self.confirmations.by_attempt.get(attempt_id)
+            summary = pending.summary() if pending is not None else None
+            return {"ok": True, "reason": "", "seen": seen, "confirmation": summary}
         self._awaiting.pop(key, None)
+        self.confirmations.drop(attempt_id)  # not published: nothing to confirm
         self._set_attempt(attempt_id, label, Outcome.FAILED, reason, datetime.now(UTC))
         return {"ok": False, "reason": reason}
+
+    def follow(self, attempt_id: int, payload: str, confirm: dict[str, Any]) -> None:
+        """Follow an action's target lamps until they report what it asked, or its deadline."""
+        pending = confirmation.from_row(
+            attempt_id,
+            json.loads(payload),
+            datetime.fromisoformat(confirm["action_at"]),
+            datetime.fromisoformat(confirm["deadline"]),
+            confirm["targets"],
+        )
+        self.take_confirmations([pending])
+
+    def take_confirmations(self, found: list[confirmation.Pending]) -> None:
+        """Follow these confirmations (a new action's, or those of a building taken over)."""
+        for pending in found:
+            self.confirmations.add(pending)
+        self._arm_confirmations()
+
+    def _arm_confirmations(self) -> None:
+        if self._confirm_timer is not None:
+            self._confirm_timer.cancel()
+            self._confirm_timer = None
+        wake = self.confirmations.next_wake()
+        if wake is not None:
+            delay = max(0.0, (wake - datetime.now(UTC)).total_seconds())
+            loop = asyncio.get_running_loop()
+            self._confirm_timer = loop.call_later(delay, self._confirmations_due)
+
+    def _confirmations_due(self) -> None:
+        self._confirm_timer = None
+        try:
+            settled = self.confirmations.due(datetime.now(UTC), self._known_meta)
+            for pending in settled:
+                self._confirmation_changed(pending)
+        finally:
+            self._arm_confirmations()
+
+    def _known_meta(self, device_id: uuid.UUID) -> dict[str, MetaValue]:
+        return self.state.meta.get(device_id, {})
+
+    def _confirmation_changed(self, pending: confirmation.Pending) -> None:
+        """Store the confirmation's progress on the audit row and push the attempt's card."""
+        summary = pending.summary()
+        self._history.add(self.inventory.id, ConfirmationUpdate(pending.attempt_id, summary))
+        known = self.state.attempts.get(pending.attempt_id)
+        if known is not None:
+            known.confirmation = summary
+            self.changed(tiles.attempt(pending.attempt_id))
+            self._last_action_changed(pending.attempt_id, known.outcome, summary)
+        else:  # taken over from another worker: its card still shows where it is
+            self._set_attempt(
+                pending.attempt_id, pending.label, Outcome.ACKNOWLEDGED, "", datetime.now(UTC)
+            )
 
     def _set_attempt(
         self, attempt_id: int, label: str, outcome: Outcome, reason: str, at: datetime
     ) -> None:
         attempts = self.state.attempts
-        attempts[attempt_id] = AttemptStatus(attempt_id, label, outcome, reason, at)
+        pending = self.confirmations.by_attempt.get(attempt_id)
+        summary = pending.summary() if pending is not None else None
+        attempts[attempt_id] = AttemptStatus(attempt_id, label, outcome, reason, at, summary)
+        self._last_action_changed(attempt_id, outcome, summary)
         while len(attempts) > KEPT_ATTEMPTS:
             attempts.pop(next(iter(attempts)))
         self.changed(tiles.attempt(attempt_id))
+
+    def _last_action_changed(
+        self, attempt_id: int, outcome: str, summary: dict[str, Any] | None
+    ) -> None:
+        # A few spaces' last actions at most change per attempt: a scan is fine.
+        for space_id, last in self.state.last_actions.items():
+            if last.attempt_id == attempt_id:
+                last.outcome, last.confirmation = outcome, summary
+                self.fanout.changed(tiles.headcount(space_id))
 
     def render(self, tile: tiles.Tile) -> str:
         return fragments.render_tile(tile, self.state, self.inventory)
@@ -555,6 +651,8 @@ class Bridge:
             )
             self.buildings[building_id] = bridge
             self.local.sessions[building_id] = bridge.session.status
+            # Actions another worker was confirming when the building moved here.
+            bridge.take_confirmations(await _db(load_confirmations, building_id))
             bridge.start()
             await self.inbox.join(building_id)
             logger.info(

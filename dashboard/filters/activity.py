@@ -50,6 +50,11 @@ class ActivityFilter(FilterForm):
         choices=[("", "Any outcome"), *ActionAttempt.OUTCOMES],
         error_messages={"invalid_choice": "not a known outcome."},
     )
+    confirmation = Choice(
+        label="Lamps",
+        choices=[("", "Any confirmation"), *ActionAttempt.CONFIRMATIONS[1:]],
+        error_messages={"invalid_choice": "not a known confirmation."},
+    )
     start = Text(label="From", widget=DateInput)
     end = Text(label="To", widget=DateInput)
 
@@ -102,6 +107,8 @@ class ActivityFilter(FilterForm):
             attempts = attempts.filter(target_id=target)
         if outcome:
             attempts = attempts.filter(outcome=outcome)
+        if self.applied.get("confirmation"):
+            attempts = attempts.filter(confirmation=self.applied["confirmation"])
         if start:
             attempts = attempts.filter(created_at__gte=_local_midnight(start))
         if end:

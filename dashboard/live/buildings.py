@@ -6,6 +6,7 @@ import uuid
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from dashboard.contract.topics import Scope, subscription_topics
@@ -70,6 +71,15 @@ class BuildingInventory:
     def within(self, space_id: uuid.UUID) -> set[uuid.UUID]:
         """``space_id`` and every space inside it, however deep."""
         return spaces_within(self.spaces, space_id)
+
+    @cached_property
+    def devices_by_space(self) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """Each space's devices (every space a device is in): its card sums up their lamps."""
+        found: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for device in self.devices.values():
+            for space_id in self.spaces_of(device):
+                found.setdefault(space_id, []).append(device.id)
+        return found
 
     def topics(self) -> list[str]:
         """Exactly the topics to subscribe to for this building."""

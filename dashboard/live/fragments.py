@@ -10,7 +10,7 @@ from typing import Any
 from django.template.loader import render_to_string
 
 from dashboard.contract import meta_definitions, rejections
-from dashboard.live import tiles
+from dashboard.live import confirmation, tiles
 from dashboard.live.buildings import UTC, BuildingInventory, Entity
 from dashboard.live.state import (
     Alarm,
@@ -102,12 +102,57 @@ def headcount_card(entity: Entity, scope: str, state: LiveState, zone: tzinfo) -
     }
 
 
+def lamps_card(
+    space_id: uuid.UUID, state: LiveState, inventory: BuildingInventory
+) -> dict[str, Any]:
+    """A space's lamps from what they reported: how many, how many on, their average level;
+    and the last action sent to it."""
+    levels, on, lamps = [], 0, 0
+    for device_id in inventory.devices_by_space.get(space_id, ()):
+        values = state.meta.get(device_id)
+        if not values or not any(name in values for name in confirmation.LAMP_META):
+            continue
+        lamps += 1
+        dim = values.get("dim")
+        onoff = values.get("onoff")
+        level = dim.value if dim is not None and isinstance(dim.value, int | float) else None
+        lit = confirmation.is_on(onoff.value) if onoff is not None else None
+        if lit is None:
+            lit = bool(level)
+        if lit:
+            on += 1
+            if level is not None and not isinstance(level, bool):
+                levels.append(level)
+    last = state.last_actions.get(space_id)
+    return {
+        "lamps": {
+            "count": lamps,
+            "on": on,
+            "average": round(sum(levels) / len(levels)) if levels else None,
+        }
+        if lamps
+        else None,
+        "last_action": {
+            "who": last.username,
+            "what": last.label,
+            "at": last.at,
+            "at_text": clock(last.at, inventory.zone),
+            "outcome": OUTCOME_TEXT.get(last.outcome, last.outcome),
+            "confirmation": confirmation.describe(last.confirmation),
+        }
+        if last is not None
+        else None,
+    }
+
+
 def _headcount(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
     entity_id, zone = tile.entity, inventory.zone
     if entity_id == inventory.id:
         return headcount_card(Entity(inventory.id, inventory.name), "building", state, zone)
     if entity_id in inventory.spaces:
-        return headcount_card(inventory.spaces[entity_id], "space", state, zone)
+        card = headcount_card(inventory.spaces[entity_id], "space", state, zone)
+        card.update(lamps_card(entity_id, state, inventory))
+        return card
     return headcount_card(inventory.areas.get(entity_id, UNKNOWN), "area", state, zone)
 
 
@@ -254,8 +299,15 @@ OUTCOME_TEXT: dict[str, str] = {
 }
 
 
-def attempt_card(attempt_id: int, label: str, outcome: str, reason: str) -> dict[str, Any]:
-    """One action attempt's outcome as the operator sees it, in the form and when pushed."""
+def attempt_card(
+    attempt_id: int,
+    label: str,
+    outcome: str,
+    reason: str,
+    summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One action attempt's outcome as the operator sees it, in the form and when pushed;
+    ``summary``: its confirmation (live/confirmation.py), whether its lamps followed."""
     return {
         "attempt": {
             "id": attempt_id,
@@ -263,13 +315,14 @@ def attempt_card(attempt_id: int, label: str, outcome: str, reason: str) -> dict
             "outcome": outcome,
             "text": OUTCOME_TEXT.get(outcome, outcome),
             "reason": reason,
+            "confirmation": confirmation.describe(summary),
         }
     }
 
 
 def _attempt(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
     status = state.attempts[tile.attempt]
-    return attempt_card(status.id, status.label, status.outcome, status.reason)
+    return attempt_card(status.id, status.label, status.outcome, status.reason, status.confirmation)
 
 
 Context = Callable[[tiles.Tile, LiveState, BuildingInventory], dict[str, Any]]

@@ -119,6 +119,28 @@ class AttemptStatus:
     outcome: Outcome  # ACKNOWLEDGED, SEEN or FAILED
     reason: str
     at: datetime
+    # live/confirmation.py's summary: do its lamps report what it asked for?
+    confirmation: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class LastAction:
+    """The last action sent to a space: shown on its card (who, what, when, outcome)."""
+
+    attempt_id: int
+    username: str
+    label: str
+    at: datetime
+    outcome: str
+    confirmation: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class ConfirmationUpdate:
+    """A history record: an attempt's confirmation moved on (``Pending.summary()``)."""
+
+    attempt_id: int
+    summary: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -159,6 +181,7 @@ class LiveState:
     # Rejections not yet pushed to open inspectors, newest first; the push takes them.
     new_rejections: deque[Rejection] = field(default_factory=lambda: deque(maxlen=RECENT))
     banner: Alarm | None = None  # the latest alarm worth interrupting people for
+    last_actions: dict[uuid.UUID, LastAction] = field(default_factory=dict)  # by space
 
     def headcount(self, entity_id: uuid.UUID) -> dict[str, HeadcountValue]:
         """head_count, headcount_in and headcount_out of one building, space or area."""

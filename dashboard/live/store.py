@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections import defaultdict
 from collections.abc import Collection
@@ -16,13 +17,15 @@ from django.utils import timezone
 
 from dashboard import models
 from dashboard.contract import rejections
-from dashboard.live import metrics
+from dashboard.live import confirmation, metrics
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
     AlarmState,
     AttemptSeen,
+    ConfirmationUpdate,
     HeadcountValue,
+    LastAction,
     LiveState,
     MalformedMessage,
     MetaValue,
@@ -82,7 +85,54 @@ def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
         written += _write_alarms(by_type[Alarm], known_devices)
         written += _write_simple(by_type, known_devices)
         written += _write_seen(by_type[AttemptSeen])
+        written += _write_confirmations(by_type[ConfirmationUpdate])
     return written
+
+
+def _write_confirmations(items: list[tuple[uuid.UUID, ConfirmationUpdate]]) -> int:
+    for _, update in items:
+        summary = update.summary
+        models.ActionAttempt.objects.filter(id=update.attempt_id).update(
+            confirmation=summary["state"],
+            confirmed_count=summary["confirmed"],
+            lamp_count=summary["total"],
+            confirmation_detail={k: summary[k] for k in ("followed", "missing", "late")},
+        )
+    return len(items)
+
+
+def load_confirmations(building_id: uuid.UUID) -> list[confirmation.Pending]:
+    """The building's confirmations a bridge taking it over follows on: not settled yet, or
+    settled within the window where a late lamp still updates them."""
+    since = timezone.now() - confirmation.LATE_WINDOW
+    rows = models.ActionAttempt.objects.filter(
+        building_id=building_id,
+        confirm_deadline__gte=since,
+        confirmation__in=[
+            confirmation.Confirmation.PENDING,
+            confirmation.Confirmation.PARTLY,
+            confirmation.Confirmation.NOT_CONFIRMED,
+        ],
+    )
+    found = []
+    for row in rows:
+        if row.confirm_deadline is None:  # the filter excludes it; the type does not know
+            continue
+        detail = row.confirmation_detail or {}
+        pending = confirmation.from_row(
+            row.id,
+            json.loads(row.payload),
+            row.created_at,
+            row.confirm_deadline,
+            row.confirm_targets,
+            detail,
+        )
+        if row.confirmation != confirmation.Confirmation.PENDING:
+            pending.state = confirmation.Confirmation(row.confirmation)
+            pending.missing = list(detail.get("missing", []))
+            pending.late = list(detail.get("late", []))
+        found.append(pending)
+    return found
 
 
 def _write_seen(items: list[tuple[uuid.UUID, AttemptSeen]]) -> int:
@@ -366,6 +416,7 @@ def load_state(building_id: uuid.UUID, devices: Collection[uuid.UUID] | None = N
         state.malformed.append(
             MalformedMessage(bad.topic, bad.kind, bad.reason, bad.raw, bad.received_at)
         )
+    _load_last_actions(state)
     for seen in models.ActionSeen.objects.filter(building_id=building_id)[:recent]:
         state.actions.append(
             ActionRecord(
@@ -380,6 +431,22 @@ def load_state(building_id: uuid.UUID, devices: Collection[uuid.UUID] | None = N
             )
         )
     return state
+
+
+def _load_last_actions(state: LiveState) -> None:
+    """The last action sent to each space (refused ones are not sent), newest first."""
+    sent = models.ActionAttempt.objects.filter(
+        building_id=state.building_id, target_type="space", target_id__isnull=False
+    ).exclude(outcome=Outcome.REFUSED)
+    # One space's last action each: newest per target, from the recent ones.
+    for row in sent.order_by("-created_at", "-id")[:500]:
+        if row.target_id is None or row.target_id in state.last_actions:
+            continue
+        summary = row.confirmation_summary() if row.confirmation else None
+        label = json.loads(row.payload).get("name", "") if row.payload else ""
+        state.last_actions[row.target_id] = LastAction(
+            row.id, row.username, label, row.created_at, row.outcome, summary
+        )
 
 
 def prune_history(days: int, now: datetime | None = None) -> dict[str, int]:
