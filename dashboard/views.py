@@ -18,8 +18,8 @@ from dashboard import actions, page_data
 from dashboard.access import building_for, visible_buildings
 from dashboard.live.building_store import load_building
 from dashboard.live.buildings import BuildingInventory, Entity
+from dashboard.live.load import load_state
 from dashboard.live.state import ConnectionStatus
-from dashboard.live.store import load_state
 from dashboard.models import Role
 from dashboard.routing import socket_url
 

@@ -17,12 +17,12 @@ from django.utils import timezone
 
 from dashboard import page_data
 from dashboard.admin import BuildingAdmin
-from dashboard.bridge.supervisor import BuildingBridge
+from dashboard.bridge.building import BuildingBridge
 from dashboard.contract.topics import Scope
 from dashboard.live import fragments, tiles
 from dashboard.live.building_store import load_building
+from dashboard.live.load import load_state
 from dashboard.live.state import Alarm, ConnectionStatus, HeadcountValue, LiveState, MetaValue
-from dashboard.live.store import load_state
 from dashboard.models import (
     ActionAttempt,
     Building,

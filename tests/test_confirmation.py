@@ -279,7 +279,7 @@ async def test_a_worker_taking_the_building_over_follows_on(hq, people, office, 
     # Another worker takes the building: it loads the pending confirmation from the audit row.
     building = bridge.buildings[hq[Scope.BUILDING]]
     building.confirmations.drop(attempt.id)
-    from dashboard.live.store import load_confirmations
+    from dashboard.live.load import load_confirmations
 
     [loaded] = await sync_to_async(load_confirmations)(hq[Scope.BUILDING])
     assert loaded.attempt_id == attempt.id and len(loaded.names) == 4

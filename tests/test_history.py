@@ -12,8 +12,9 @@ from django.utils import timezone
 
 from dashboard.bridge.ingest import ingest
 from dashboard.live.building_store import load_building
+from dashboard.live.load import load_state
 from dashboard.live.state import HeadcountValue, LiveState, MetaValue, Rejection
-from dashboard.live.store import load_state, write_batch
+from dashboard.live.store import write_batch
 from dashboard.models import (
     Building,
     Device,

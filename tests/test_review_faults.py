@@ -352,7 +352,7 @@ def test_a_payload_limit_over_one_mebibyte_is_refused_in_one_line():
 async def test_a_big_payload_is_parsed_off_the_loop_and_messages_keep_their_order(
     lamp, monkeypatch
 ):
-    from dashboard.bridge import supervisor
+    from dashboard.bridge.building import BuildingBridge
     from dashboard.bridge.history import HistoryWriter
     from dashboard.contract import payloads
     from tests.bridging import config_for, until
@@ -362,7 +362,7 @@ async def test_a_big_payload_is_parsed_off_the_loop_and_messages_keep_their_orde
     async def nowhere(*args: Any, **kwargs: Any) -> None:
         pass
 
-    bridge = supervisor.BuildingBridge(
+    bridge = BuildingBridge(
         inventory,
         LiveState(lamp.building_id),
         config_for("mqtt://127.0.0.1:1"),
