@@ -68,6 +68,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
+    # The tests' database (tests/pytest_env.py): a file, so that the history writer's thread
+    # and the test wait for each other's locks as in production, where an in-memory database
+    # shared between threads answers "table is locked" at once.
+    if _test_db := env.str("SQLITE_TEST_NAME", default="").strip():
+        DATABASES["default"]["TEST"] = {"NAME": _test_db}
 
 # --- MQTT -------------------------------------------------------------------------
 MQTT_URL = env.str("MQTT_URL", default="").strip()
