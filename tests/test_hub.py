@@ -281,3 +281,38 @@ async def test_on_redis_a_group_has_one_member_per_process_and_none_once_pages_l
     assert await redis_layer.zcard(group_key) == 0
     assert await redis_layer.zcard(support_key) == 0
     assert hub.running() is None
+
+
+class Recorder:
+    """A page as the hub sees it, that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+
+    def deliver(self, message: dict) -> None:
+        self.messages.append(message)
+
+
+async def test_a_window_of_many_buildings_at_once_reaches_every_page_on_the_hub():
+    # 300 buildings' frames sent at once, as the fan-outs' windows may end together: the
+    # hub's one channel must hold them all until it reads them (a page's channel held 100).
+    buildings = [f"{n:032x}" for n in range(1, 301)]
+    pages = {building: Recorder() for building in buildings}
+    running = None
+    for building, recorder in pages.items():
+        running = await hub.Hub.subscribe(recorder, [layer.group_name(building)])
+    try:
+        await asyncio.gather(
+            *(layer.broadcast(b, f"<p>{b}</p>", stream="s", seq=1) for b in buildings)
+        )
+        for _ in range(200):
+            if all(recorder.messages for recorder in pages.values()):
+                break
+            await asyncio.sleep(0.01)
+        assert {b: [m["frame"] for m in r.messages] for b, r in pages.items()} == {
+            building: [f"<p>{building}</p>"] for building in buildings
+        }
+    finally:
+        for building, recorder in pages.items():
+            await running.unsubscribe(recorder, [layer.group_name(building)])
+    assert hub.running() is None

@@ -81,7 +81,10 @@ class Hub:
         """Make the hub a member of exactly the groups that have local pages."""
         async with self.lock:
             if not self.channel:
-                self.channel = await self.layer.new_channel()
+                # A process-local channel under the layer's default prefix (see
+                # layer.new_channel), named so that settings can give it a capacity of its own.
+                local, _, name = (await self.layer.new_channel()).partition("!")
+                self.channel = f"{local}!hub.{name}"
             for group in groups:
                 if group in self.pages and group not in self.joined:
                     await self.layer.group_add(group, self.channel)
