@@ -69,10 +69,17 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.channel_name = await self.channel_layer.new_channel()
         self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         self.base_send = send
-        with contextlib.suppress(StopConsumer):
-            await await_many_dispatch(
-                [receive, self.channel_receive, self.from_hub.get], self.dispatch
-            )
+        self.hub: Hub | None = None
+        try:
+            with contextlib.suppress(StopConsumer):
+                await await_many_dispatch(
+                    [receive, self.channel_receive, self.from_hub.get], self.dispatch
+                )
+        finally:
+            # A consumer that ended on an error never ran disconnect(): it must not stay on
+            # the hub (which would keep its groups and queue frames for it).
+            if self.hub is not None:
+                await self.hub.unsubscribe(self, self._groups())
 
     def deliver(self, message: dict[str, Any]) -> None:
         """A group message from the hub, shared with the process's other pages: read only."""
@@ -89,7 +96,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.unacked_bytes = 0
         self.cut_off = False
         self.counted = False  # in the pages-connected gauge
-        self.hub: Hub | None = None
         user = self.scope.get("user")
         subscriptions = None
         logged_in = user is not None and user.is_authenticated
@@ -133,8 +139,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.counted:
             metrics.PAGES_CONNECTED.dec()
-        if self.hub is not None:
-            await self.hub.unsubscribe(self, self._groups())
+        hub, self.hub = self.hub, None
+        if hub is not None:
+            await hub.unsubscribe(self, self._groups())
 
     def _groups(self) -> list[str]:
         return [

@@ -212,6 +212,26 @@ async def test_pages_come_and_go_while_frames_flow_and_the_one_that_stays_misses
     assert len(requests) == 31
 
 
+async def test_a_page_whose_consumer_failed_is_not_left_on_the_hub(hq, people, monkeypatch):
+    building = hq[Scope.BUILDING]
+    headers = [ORIGIN, await sync_to_async(session_cookie)(people.viewer)]
+    communicator = WebsocketCommunicator(application, f"/ws/buildings/{building}/", headers=headers)
+    assert (await communicator.connect())[0]
+    await layer.broadcast(building, "<p>1</p>", stream="s1", seq=1)
+    assert await communicator.receive_from(5) == "<p>1</p>"
+
+    async def refused(*args):  # as redis-py refuses when its connection pool is exhausted
+        raise ConnectionError("Too many connections")
+
+    monkeypatch.setattr(layer, "request_snapshot", refused)
+    await layer.broadcast(building, "<p>3</p>", stream="s1", seq=3)  # a gap: its resync fails
+    assert await communicator.receive_from(5) == "<p>3</p>"
+    with pytest.raises(ConnectionError):
+        await communicator.receive_output(5)  # the consumer ended on the error
+    assert members(layer.group_name(building)) == []
+    assert hub.running() is None
+
+
 async def churn_pages(building, user, cycles: int, at_once: int = 20) -> None:
     """Open and close ``cycles`` pages, ``at_once`` at a time, each with its snapshot asked."""
     headers = [ORIGIN, await sync_to_async(session_cookie)(user)]

@@ -63,19 +63,26 @@ class Hub:
         groups = list(groups)
         for group in groups:  # at once, so a hub that is winding down sees the page
             hub.pages.setdefault(group, set()).add(page)
-        await hub._settle(groups)
+        try:
+            await hub._settle(groups)
+        except BaseException:
+            hub._forget(page, groups)  # a page that never connected is not kept
+            raise
         return hub
 
     async def unsubscribe(self, page: Page, groups: Iterable[str]) -> None:
         """Stop handing ``page`` anything; the hub leaves each group its last page left."""
         groups = list(groups)
+        self._forget(page, groups)
+        await self._settle(groups)
+
+    def _forget(self, page: Page, groups: list[str]) -> None:
         for group in groups:
             members = self.pages.get(group)
             if members is not None:
                 members.discard(page)
                 if not members:
                     del self.pages[group]
-        await self._settle(groups)
 
     async def _settle(self, groups: list[str]) -> None:
         """Make the hub a member of exactly the groups that have local pages."""
