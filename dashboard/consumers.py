@@ -1,24 +1,31 @@
 """WebSocket consumers: forward a building's pre-rendered fragments to one page.
 
 The bridge renders each fragment once for all pages; a consumer only checks access
-when it connects, joins its groups, and passes HTML through. A page that misses a
-message (its channel was full, or the bridge restarted) asks for a fresh snapshot.
+when it connects, has the process's hub (dashboard/live/hub.py) follow its groups, and
+passes HTML through. A page that misses a message (its queue or the hub's channel was
+full, or the bridge restarted) asks for a fresh snapshot.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 
 from dashboard.access import roles_on, visible_buildings
 from dashboard.live import layer, metrics, tiles
+from dashboard.live.hub import Hub
 from dashboard.models import Building, Role
 
 logger = logging.getLogger(__name__)
@@ -38,10 +45,48 @@ MAX_UNACKED = 200
 # that stopped reading hold 200 of them.
 MAX_UNACKED_BYTES = 8 * 1024 * 1024
 ACK = "ack"  # what live.js sends back for each frame it has applied
+# Group messages the hub may have queued for a page before it drops the next ones (the page
+# then sees a gap and resyncs): what the channel layer's default capacity was per page.
+PAGE_BACKLOG = 100
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
-    """Joins groups chosen at connect time and forwards what the bridge sends to them."""
+    """Follows groups chosen at connect time and forwards what the bridge sends to them.
+
+    The process's hub is the groups' member; it hands this page each of their messages.
+    The page's own channel gets what is for it alone: snapshots.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """As channels' AsyncConsumer.__call__, with a third source: the hub's messages.
+
+        One dispatch loop for the socket, the page's channel and the hub keeps a snapshot,
+        the frames around it and the page's acks in order.
+        """
+        self.from_hub: asyncio.Queue[dict[str, Any]] = asyncio.Queue(PAGE_BACKLOG)
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.base_send = send
+        self.hub: Hub | None = None
+        try:
+            with contextlib.suppress(StopConsumer):
+                await await_many_dispatch(
+                    [receive, self.channel_receive, self.from_hub.get], self.dispatch
+                )
+        finally:
+            # A consumer that ended on an error never ran disconnect(): it must not stay on
+            # the hub (which would keep its groups and queue frames for it).
+            if self.hub is not None:
+                await self.hub.unsubscribe(self, self._groups())
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        """A group message from the hub, shared with the process's other pages: read only."""
+        # When this page is too busy, the message is dropped: the next one shows it the gap
+        # and it resyncs.
+        with contextlib.suppress(asyncio.QueueFull):
+            self.from_hub.put_nowait(message)
 
     async def connect(self) -> None:
         self.subscriptions: dict[uuid.UUID, list[str]] = {}  # building -> audiences
@@ -51,7 +96,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.unacked_bytes = 0
         self.cut_off = False
         self.counted = False  # in the pages-connected gauge
-        self._unwatch: Callable[[], None] | None = None
         user = self.scope.get("user")
         subscriptions = None
         logged_in = user is not None and user.is_authenticated
@@ -71,10 +115,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.subscriptions = subscriptions
         self.counted = True
         metrics.PAGES_CONNECTED.inc()
-        await self._join()
-        # Rejoin when Redis lost the groups, or they are about to expire (a wall screen
-        # stays a week): one check per process, not per page.
-        self._unwatch = layer.Membership.watch(self._join)
+        # The hub rejoins when Redis lost the groups, or they are about to expire (a wall
+        # screen stays a week): one member and one check per process, not per page.
+        self.hub = await Hub.subscribe(self, self._groups())
         for building_id, audiences in subscriptions.items():
             await layer.request_snapshot(building_id, self.channel_name, audiences)
 
@@ -96,10 +139,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.counted:
             metrics.PAGES_CONNECTED.dec()
-        if self._unwatch is not None:
-            self._unwatch()
-        for group in self._groups():
-            await self.channel_layer.group_discard(group, self.channel_name)
+        hub, self.hub = self.hub, None
+        if hub is not None:
+            await hub.unsubscribe(self, self._groups())
 
     def _groups(self) -> list[str]:
         return [
@@ -107,10 +149,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
             for building_id, audiences in self.subscriptions.items()
             for audience in audiences
         ]
-
-    async def _join(self) -> None:
-        for group in self._groups():
-            await self.channel_layer.group_add(group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Pages only acknowledge frames; anything else is ignored."""

@@ -16,6 +16,9 @@ from django.core.management.base import CommandError
 
 logger = logging.getLogger(__name__)
 
+CANCEL_ROUNDS = 5  # times the tasks left at shutdown are cancelled...
+CANCEL_WAIT = 2.0  # ...each time waiting this many seconds for them to end
+
 
 class Service(Protocol):
     async def start(self) -> object: ...
@@ -162,8 +165,15 @@ def _finish_tasks(loop: asyncio.AbstractEventLoop) -> None:
     destroyed during interpreter shutdown, which crashed CPython 3.11 (SIGSEGV while
     garbage-collecting a pending ``Queue.get``).
     """
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
-        task.cancel()
-    if pending and not loop.is_closed():
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    pending = {task for task in asyncio.all_tasks(loop) if not task.done()}
+    # Cancelled again while any is left: a cancelled channels_redis receive was seen to lose
+    # the cancellation and start its next blocking read (the page hub's, about one Ctrl-C in
+    # five on Redis, which then never ended); cancelling it again ends that read.
+    for _ in range(CANCEL_ROUNDS):
+        if not pending or loop.is_closed():
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_WAIT))
+    if pending:
+        logger.warning("%d tasks did not end at shutdown", len(pending))

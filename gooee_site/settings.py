@@ -7,6 +7,7 @@ A missing or malformed value raises ``ImproperlyConfigured`` naming the setting;
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -240,7 +241,17 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # The process's page hub (dashboard/live/hub.py) gets the frames of every building
+            # its pages follow on one channel: room for a window of many buildings at once.
+            # (With Redis, one queue per process holds every local channel's messages already.)
+            # Pattern and capacity pairs, compiled: channels 4.3's in-memory layer does not
+            # compile the documented glob dict itself.
+            "CONFIG": {"channel_capacity": [(re.compile(r"^specific\..*!hub\."), 2000)]},
+        }
+    }
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
