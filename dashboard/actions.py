@@ -250,8 +250,19 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
     )
     if attempts is None:  # a concurrent click with the same key got there first
         return await _answer(request, _fresh(form), await audit.earlier(key))
-    results = await asyncio.gather(*(_publish(inventory.id, a) for a in attempts))
-    return await _answer(request, _fresh(form), list(results))
+    size = len(attempts) if several and retry is None else 1
+    results = list(await asyncio.gather(*(_publish(inventory.id, a, size) for a in attempts)))
+    total = None
+    if size > 1 and attempts[0].batch is not None:  # and in total, kept live by the bridge
+        spaces = [
+            (
+                inventory.space_label(a.target_id),
+                (r["attempt"]["confirmation"] or {}).get("state", ""),
+            )
+            for a, r in zip(attempts, results, strict=True)
+        ]
+        total = fragments.batch_card(attempts[0].batch, spaces, size)["batch"]
+    return await _answer(request, _fresh(form), results, batch=total)
 
 
 def lamps_of(
@@ -383,7 +394,9 @@ def _fresh(form: ActionForm) -> ActionForm:
     return fresh
 
 
-async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, Any]:
+async def _publish(
+    building_id: uuid.UUID, attempt: ActionAttempt, batch_size: int = 1
+) -> dict[str, Any]:
     payload = json.loads(attempt.payload)
     timeout = settings.ACTION_PUBACK_TIMEOUT_SECONDS
     # The bridge must be done (published and acknowledged) by the deadline, and drops the
@@ -402,6 +415,8 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
         "who": attempt.username,  # the space's card shows its last action, and by whom
         "space": str(attempt.target_id) if attempt.target_type == "space" else "",
     }
+    if attempt.batch is not None and batch_size > 1:
+        request["batch"] = {"id": attempt.batch.hex, "spaces": batch_size}
     if attempt.confirm_targets and attempt.confirm_deadline is not None:
         request["confirm"] = {
             "targets": attempt.confirm_targets,
@@ -451,8 +466,10 @@ async def _answer(
     status: int = 200,
     error: str = "",
     confirm: dict[str, Any] | None = None,
+    batch: dict[str, Any] | None = None,
 ) -> HttpResponse:
     context = {
+        "batch": batch,
         "form": form,
         "results": results,
         "error": error,
