@@ -126,7 +126,8 @@ def batch_totals(building_id: uuid.UUID, batches: list[uuid.UUID]) -> dict[uuid.
     for batch, name, state in rows.order_by("id").values_list(
         "batch", "target_name", "confirmation"
     ):
-        members[batch].append((name, state))
+        if batch is not None:
+            members[batch].append((name, state))
     totals = {}
     for batch, spaces in members.items():
         if len(spaces) > 1:
