@@ -77,6 +77,19 @@ def test_lamps_that_follow_confirm_and_one_that_does_not_is_named_with_its_last_
     assert late.late == [{"id": str(ids[3]), "name": "Lamp 4", "late": 7}]
 
 
+def test_the_last_lamp_to_follow_confirms_at_once_without_waiting_for_the_deadline():
+    lamps = {uuid.uuid4(): f"Lamp {n}" for n in range(1, 3)}
+    confirmations = Confirmations()
+    confirmations.add(pending(lamps))
+    first, last = lamps
+    [changed] = confirmations.on_meta(first, "dim", 40, T0 + timedelta(seconds=1))
+    assert changed.state is Confirmation.PENDING
+    [changed] = confirmations.on_meta(last, "dim", 40, T0 + timedelta(seconds=2))
+    assert changed.state is Confirmation.CONFIRMED
+    assert changed.summary()["confirmed"] == 2 and changed.missing == []
+    assert confirmations.due(T0 + timedelta(seconds=5), lambda d: {}) == []  # nothing to settle
+
+
 def test_a_report_older_than_the_action_does_not_confirm_it():
     device_id = uuid.uuid4()
     confirmations = Confirmations()

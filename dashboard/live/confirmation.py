@@ -119,7 +119,9 @@ class Pending:
             self.reported.setdefault(device_id, {})[name] = (value, at)
             return False
         self.followed[device_id] = at
-        if self.state is not Confirmation.PENDING:  # after the deadline: say how late
+        if self.state is Confirmation.PENDING and len(self.followed) >= len(self.names):
+            self.state = Confirmation.CONFIRMED  # every lamp followed: no need to wait on
+        elif self.state is not Confirmation.PENDING:  # after the deadline: say how late
             seconds = max(0, round((at - self.deadline).total_seconds()))
             self.late.append({"id": str(device_id), "name": self.names[device_id], "late": seconds})
             self.missing = [m for m in self.missing if m["id"] != str(device_id)]
