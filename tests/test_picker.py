@@ -122,3 +122,18 @@ async def test_nothing_chosen_or_a_space_of_another_building_sends_nothing(
     assert (await client.post(url, {**elsewhere, "spaces-confirm": "on"})).status_code == 404
     await asyncio.sleep(0.3)
     assert watcher.messages == []
+
+
+def test_up_to_twelve_spaces_each_card_keeps_its_form_and_the_thirteenth_brings_the_picker(
+    hq, people
+):
+    client = Client()
+    client.force_login(people.operator)
+    url = f"/buildings/{hq[Scope.BUILDING]}/"
+    for n in range(2, 13):
+        Space.objects.create(building_id=hq[Scope.BUILDING], name=f"Room {n}")
+    page = client.get(url).content.decode()
+    assert page.count('class="action-form') == 13 and "Find spaces" not in page
+    Space.objects.create(building_id=hq[Scope.BUILDING], name="Room 13")
+    page = client.get(url).content.decode()
+    assert page.count('class="action-form') == 2 and "Find spaces" in page
