@@ -16,6 +16,7 @@ import re
 import time
 import zlib
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -96,6 +97,8 @@ class PageClient:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.record_from = 1 << 62  # values at or above this are timed
+        # Called with each frame's HTML and when it was read (bench/confirm.py's cards).
+        self.on_frame: Callable[[str, float], None] | None = None
         # One compressor for the connection's life: permessage-deflate with context takeover.
         self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15) if deflate else None
 
@@ -175,6 +178,8 @@ class PageClient:
                     stats.compressed_once_bytes += len(zlib.compress(data, 6))
                 html = html_of(frame)
                 self._unread.append((html, now))
+                if self.on_frame is not None:
+                    self.on_frame(html, now)
                 # Only a snapshot carries the (unchanging) recent-actions tile; a connection's
                 # first may come after live frames, and any after it is a resync.
                 if '<section id="actions"' in html:

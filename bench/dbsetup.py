@@ -48,6 +48,21 @@ def make_sessions(building_id: str, count: int) -> list[str]:
     return keys
 
 
+def operator_session(building_id: str) -> None:
+    """Print one logged-in session of the operator ``bench-operator`` of the building."""
+    user, created = User.objects.get_or_create(username=f"{USERNAME}-operator")
+    if created:
+        user.set_unusable_password()
+        user.save()
+    Role.objects.get_or_create(user=user, building_id=building_id, role=Role.OPERATOR)
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = BACKEND
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    print(json.dumps(session.session_key))
+
+
 def setup(inventory_path: str, sessions: int) -> None:
     """Print {"building": id, "sessions": [...]} as the last line."""
     building_id = import_building(inventory_path)

@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, growth, ingest, memory, render
+from bench import confirm, freshness, growth, ingest, memory, render
 from bench.figures import Figure, table, write_results
 from bench.harness import Stack, machine_info, workdir
 from bench.scaled import ScaledStack
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-SCENARIOS = ("ingest", "freshness", "render", "memory", "growth")
+SCENARIOS = ("ingest", "freshness", "render", "memory", "growth", "confirm")
 SCALED = "redis-2web"  # figure suffix for the scaled-out layout (bench/scaled.py)
 
 
@@ -44,6 +44,7 @@ class Scale:
     growth_devices: tuple[int, ...]
     growth_clients: tuple[int, ...]
     growth_seconds: float
+    confirm_trials: int
     # Served settings beyond harness.SERVE_SETTINGS: the smoke run waits less for the bridge
     # to pick a building up and to store its state.
     serve_settings: dict[str, str] = field(default_factory=dict)
@@ -64,6 +65,7 @@ FULL = Scale(
     growth_devices=(100, 1000, 10000),
     growth_clients=(10, 100, 1000),
     growth_seconds=10,
+    confirm_trials=20,
 )
 SMOKE = Scale(
     ingest_devices=20,
@@ -80,6 +82,7 @@ SMOKE = Scale(
     growth_devices=(10, 20),
     growth_clients=(2, 4),
     growth_seconds=1,
+    confirm_trials=2,
     serve_settings={"HISTORY_FLUSH_SECONDS": "0.25", "INVENTORY_POLL_SECONDS": "0.25"},
 )
 
@@ -174,6 +177,13 @@ class Runner:
         failed = self.details["growth"]["failed"]
         if failed:  # the other sizes' figures are kept; the run still reports the failure
             raise RuntimeError(f"growth sizes failed: {failed}")
+
+    async def confirm(self) -> None:
+        trials = self.scale.confirm_trials
+        log(f"7. confirm: {trials} actions, last lamp's report to confirmed on a page")
+        result = await confirm.measure(self.stack, trials)
+        self.figures += confirm.figures(result)
+        self.details["confirm"] = result.summary()
 
 
 async def run(

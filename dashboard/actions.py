@@ -23,9 +23,11 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from dashboard import page_data
 from dashboard.access import require, roles_on
 from dashboard.audit import Audit, Target
 from dashboard.contract import payloads
@@ -38,6 +40,7 @@ from dashboard.models import ActionAttempt, Device, LatestMeta, Role
 logger = logging.getLogger(__name__)
 
 ALL_SPACES = "all"
+PICKED_SPACES = "spaces"  # the spaces chosen in a large building's picker (posted as "pick")
 VERBS = {"off": "Turn off {target}", "on": "Turn on {target}", "dim": "Dim {target} to {level} %"}
 NO_ACTION = "Send an action to {target}"
 WORDS = {"verbs": VERBS, "none": NO_ACTION}  # live.js words the button as one chooses
@@ -46,6 +49,7 @@ WORDS = {"verbs": VERBS, "none": NO_ACTION}  # live.js words the button as one c
 class ActionForm(forms.Form):
     target_name: str  # set by form_for: who the form acts on, and its button's words
     button: str
+    picker: dict[str, Any] | None = None  # page_data.space_picker, on the picker's form
 
     action = forms.ChoiceField(
         label="Action", choices=[("", "Choose…"), ("off", "Off"), ("on", "On"), ("dim", "Dim")]
@@ -56,7 +60,8 @@ class ActionForm(forms.Form):
     transition_time = forms.IntegerField(
         label="Transition time", min_value=0, max_value=3600, help_text="seconds"
     )
-    target = forms.CharField(widget=forms.HiddenInput)  # space:<id>, device:<id> or all
+    # space:<id>, device:<id>, all, or spaces (the picker's, its spaces posted as "pick")
+    target = forms.CharField(widget=forms.HiddenInput)
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=40)
     confirm = forms.BooleanField(widget=forms.HiddenInput, required=False)
 
@@ -92,6 +97,20 @@ def describe(action: str, level: int | None, target: str) -> str:
     return VERBS[action].format(target=target, level=level)
 
 
+def picker_form(inventory: BuildingInventory, query: str, picked: list[str]) -> ActionForm:
+    """A large building's one action form, with its space picker."""
+    form = form_for(PICKED_SPACES, "the chosen spaces")
+    form.picker = picker_for(inventory, query, picked)
+    return form
+
+
+def picker_for(inventory: BuildingInventory, query: str, picked: list[str]) -> dict[str, Any]:
+    """The picker's spaces (page_data.space_picker) and where its search asks for more."""
+    picker = page_data.space_picker(inventory, query, picked)
+    picker["url"] = reverse("space_picker", args=[inventory.id])
+    return picker
+
+
 def build_payload(
     action: str, level: int | None, transition: int, target: Target, now: datetime
 ) -> dict[str, Any]:
@@ -109,11 +128,26 @@ def build_payload(
     }
 
 
-def targets_of(inventory: BuildingInventory, target: str) -> list[Target] | None:
-    """The spaces or device a form's target names, or None when it is not in the building."""
+def targets_of(
+    inventory: BuildingInventory, target: str, picked: list[str] | None = None
+) -> list[Target] | None:
+    """The spaces or device a form's target names, or None when it is not in the building;
+    ``picked``: the space ids chosen in the picker, for its target (``PICKED_SPACES``)."""
     if target == ALL_SPACES:
         spaces = sorted(inventory.spaces.values(), key=lambda s: s.name)
         return [Target(Scope.SPACE, s.id, s.name) for s in spaces]
+    if target == PICKED_SPACES:
+        chosen: list[Target] = []
+        for raw in picked or []:
+            try:
+                space_id = uuid.UUID(raw)
+            except ValueError:
+                return None
+            if space_id not in inventory.spaces:
+                return None
+            if all(t.id != space_id for t in chosen):
+                chosen.append(Target(Scope.SPACE, space_id, inventory.spaces[space_id].name))
+        return chosen
     kind, _, raw = target.partition(":")
     try:
         entity_id = uuid.UUID(raw)
@@ -138,12 +172,14 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
     if inventory is None:
         raise Http404("No such building.")
     raw_target = _raw_target(request)
-    targets = targets_of(inventory, raw_target)
+    picked = request.POST.getlist("pick")
+    targets = targets_of(inventory, raw_target, picked)
     roles = await sync_to_async(roles_on)(user, building_id)
     if targets is None:
         require(roles)  # which spaces and devices a building has is for its people only
         raise Http404("No such space or device in this building.")
-    name = "all spaces" if raw_target == ALL_SPACES else targets[0].name
+    several = raw_target in (ALL_SPACES, PICKED_SPACES)  # a row per space, asked first
+    name = _target_name(raw_target, targets)
     posted: Any = request.POST
     retry = None
     if "retry" in request.POST:  # "Retry the ones that did not follow" on an attempt's card
@@ -153,12 +189,14 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
             raise Http404("No such action to retry in this building.")
         posted, targets = _retry_form(request.POST, raw_target, retry[0]), retry[1]
     form = form_for(raw_target, name, posted)
+    if raw_target == PICKED_SPACES:
+        form.picker = picker_for(inventory, "", picked)
     audit = Audit(
         inventory.id,
         user,
         targets,
-        raw_target == ALL_SPACES or retry is not None,
-        "the lamps that did not follow" if retry else "all spaces",
+        several or retry is not None,
+        "the lamps that did not follow" if retry else name,
     )
 
     if Role.OPERATOR not in roles:
@@ -172,8 +210,12 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
         return await _answer(request, form, [], status=422)
     data = form.cleaned_data
     form.button = describe(data["action"], data["level"], name)
-    if raw_target == ALL_SPACES and not data["confirm"]:
-        return await _answer(request, form, [], confirm=len(targets))
+    if not targets:  # the picker's, sent with no space chosen
+        await audit.refuse("invalid: no space chosen")
+        return await _answer(request, form, [], status=422, error="Choose at least one space.")
+    if several and not data["confirm"] and retry is None:
+        lamps = await sync_to_async(lamps_of)(inventory.id, targets)
+        return await _answer(request, form, [], confirm=_question(data, targets, lamps))
 
     key = data["idempotency_key"]
     earlier = await audit.earlier(key)
@@ -208,8 +250,19 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
     )
     if attempts is None:  # a concurrent click with the same key got there first
         return await _answer(request, _fresh(form), await audit.earlier(key))
-    results = await asyncio.gather(*(_publish(inventory.id, a) for a in attempts))
-    return await _answer(request, _fresh(form), list(results))
+    size = len(attempts) if several and retry is None else 1
+    results = list(await asyncio.gather(*(_publish(inventory.id, a, size) for a in attempts)))
+    total = None
+    if size > 1 and attempts[0].batch is not None:  # and in total, kept live by the bridge
+        spaces = [
+            (
+                inventory.space_label(a.target_id),
+                (r["attempt"]["confirmation"] or {}).get("state", ""),
+            )
+            for a, r in zip(attempts, results, strict=True)
+        ]
+        total = fragments.batch_card(attempts[0].batch, spaces, size)["batch"]
+    return await _answer(request, _fresh(form), results, batch=total)
 
 
 def lamps_of(
@@ -289,6 +342,34 @@ def _retry_form(posted: Any, raw_target: str, attempt: ActionAttempt) -> dict[st
     return data
 
 
+def _target_name(raw_target: str, targets: list[Target]) -> str:
+    """Who a form acts on, in its button's words."""
+    if raw_target == ALL_SPACES:
+        return "all spaces"
+    if raw_target == PICKED_SPACES:
+        return _count(len(targets), "space") if targets else "the chosen spaces"
+    return targets[0].name
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _question(
+    data: dict[str, Any], targets: list[Target], lamps: dict[uuid.UUID, list[dict[str, str]]]
+) -> dict[str, Any]:
+    """What the confirmation step asks: "Dim 3 spaces (14 lamps) to 40 %?"."""
+    spaces = len(targets)
+    lamp_count = sum(len(found) for found in lamps.values())
+    counted = f"{_count(spaces, 'space')} ({_count(lamp_count, 'lamp')})"
+    return {
+        "spaces": spaces,
+        "lamps": lamp_count,
+        "counted": counted,
+        "question": describe(data["action"], data["level"], counted) + "?",
+    }
+
+
 def _raw_target(request: HttpRequest) -> str:
     # The target field carries the form's prefix: <prefix>-target.
     for key in request.POST:
@@ -309,10 +390,13 @@ def _fresh(form: ActionForm) -> ActionForm:
     fresh.initial.update({k: v for k, v in form.cleaned_data.items() if k != "idempotency_key"})
     fresh.initial["confirm"] = False
     fresh.button = form.button
+    fresh.picker = form.picker
     return fresh
 
 
-async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, Any]:
+async def _publish(
+    building_id: uuid.UUID, attempt: ActionAttempt, batch_size: int = 1
+) -> dict[str, Any]:
     payload = json.loads(attempt.payload)
     timeout = settings.ACTION_PUBACK_TIMEOUT_SECONDS
     # The bridge must be done (published and acknowledged) by the deadline, and drops the
@@ -331,6 +415,8 @@ async def _publish(building_id: uuid.UUID, attempt: ActionAttempt) -> dict[str, 
         "who": attempt.username,  # the space's card shows its last action, and by whom
         "space": str(attempt.target_id) if attempt.target_type == "space" else "",
     }
+    if attempt.batch is not None and batch_size > 1:
+        request["batch"] = {"id": attempt.batch.hex, "spaces": batch_size}
     if attempt.confirm_targets and attempt.confirm_deadline is not None:
         request["confirm"] = {
             "targets": attempt.confirm_targets,
@@ -379,9 +465,11 @@ async def _answer(
     *,
     status: int = 200,
     error: str = "",
-    confirm: int = 0,
+    confirm: dict[str, Any] | None = None,
+    batch: dict[str, Any] | None = None,
 ) -> HttpResponse:
     context = {
+        "batch": batch,
         "form": form,
         "results": results,
         "error": error,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from django.shortcuts import render
 from dashboard import exports, page_data
 from dashboard.access import building_for
 from dashboard.filters import ActivityFilter
+from dashboard.live.confirmation import across_spaces
 from dashboard.models import ActionAttempt
 
 PER_PAGE = 100
@@ -93,11 +95,13 @@ def activity(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     filters = ActivityFilter(building, request.GET)
     filters.offer_choices()
     page = Paginator(filters.attempts(), PER_PAGE).get_page(request.GET.get("page"))
+    totals = batch_totals(building.id, [a.batch for a in page.object_list if a.batch])
     rows = [
         {
             "attempt": attempt,
             "action": summarise_payload(attempt.payload, attempt.topic),
             "confirmation": attempt.confirmation_text(),
+            "batch": totals.get(attempt.batch) if attempt.batch else None,
         }
         for attempt in page.object_list
     ]
@@ -111,6 +115,24 @@ def activity(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             "rows": rows,
         },
     )
+
+
+def batch_totals(building_id: uuid.UUID, batches: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    """Each action sent to several spaces, in total over its spaces (one query a page)."""
+    members: dict[uuid.UUID, list[tuple[str, str]]] = defaultdict(list)
+    rows = ActionAttempt.objects.filter(
+        building_id=building_id, batch__in=set(batches), target_type="space"
+    ).exclude(outcome=ActionAttempt.REFUSED)
+    for batch, name, state in rows.order_by("id").values_list(
+        "batch", "target_name", "confirmation"
+    ):
+        if batch is not None:
+            members[batch].append((name, state))
+    totals = {}
+    for batch, spaces in members.items():
+        if len(spaces) > 1:
+            totals[batch] = {"spaces": len(spaces), **across_spaces(spaces, len(spaces))}
+    return totals
 
 
 CSV = exports.csv_format(CSV_HEADER)

@@ -234,3 +234,45 @@ def meta_history(device_id: uuid.UUID, now: datetime | None = None) -> list[dict
         }
         for name, points in sorted(by_name.items())
     ]
+
+
+PICKER_ABOVE = 12  # spaces: up to this many, a form on each card's control; above, one picker
+PICKER_MATCHES = 50  # search results listed at once; the rest wait for a narrower search
+
+
+def space_picker(inventory: BuildingInventory, query: str, picked: list[str]) -> dict[str, Any]:
+    """The one action form's space picker: the spaces chosen so far, and those whose name,
+    or the name of a space they are inside (a floor), contains ``query``; each with its path
+    (its names outermost first: Level 3, Boardroom)."""
+    chosen_ids = []
+    for raw in picked:
+        try:
+            space_id = uuid.UUID(raw)
+        except ValueError:
+            continue
+        if space_id in inventory.spaces and space_id not in chosen_ids:
+            chosen_ids.append(space_id)
+
+    def row(space_id: uuid.UUID) -> dict[str, Any]:
+        names = [inventory.spaces[s].name for s in reversed(_around(inventory, space_id))]
+        return {"id": space_id.hex, "name": names[-1], "path": names}
+
+    needle = query.strip().casefold()
+    matches = [
+        row(space.id)
+        for space, _ in inventory.space_tree()
+        if space.id not in chosen_ids
+        and (
+            not needle
+            or any(
+                needle in inventory.spaces[s].name.casefold() for s in _around(inventory, space.id)
+            )
+        )
+    ]
+    return {
+        "query": query.strip(),
+        "chosen": [row(s) for s in chosen_ids],
+        "matches": matches[:PICKER_MATCHES],
+        "found": len(matches),
+        "more": max(0, len(matches) - PICKER_MATCHES),
+    }

@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from dashboard import actions, page_data
-from dashboard.access import building_for, visible_buildings
+from dashboard.access import building_for, require, visible_buildings
 from dashboard.live.building_store import load_building
 from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.load import load_state
@@ -81,8 +81,13 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     space_cards = page_data.cards(tree, request.GET, "spaces_page")
     space_cards["groups"] = page_data.space_groups(space_cards["rows"])
     controls = []
-    if Role.OPERATOR in roles:
-        # A control per space shown: a large building's come a page at a time, as its cards.
+    picker = None
+    if Role.OPERATOR in roles and len(spaces) > page_data.PICKER_ABOVE:
+        # Many spaces: one form whose picker finds them by name, rather than a form each.
+        picked = request.GET.getlist("pick")
+        picker = actions.picker_form(inventory, request.GET.get("pick_q", ""), picked)
+        controls = [actions.form_for(actions.ALL_SPACES, "all spaces")]
+    elif Role.OPERATOR in roles:
         controls = [actions.form_for(f"space:{s.id}", s.name) for s, _ in space_cards["rows"]]
         if len(spaces) > 1:
             controls.append(actions.form_for(actions.ALL_SPACES, "all spaces"))
@@ -96,6 +101,7 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             "space_cards": space_cards,
             "area_cards": page_data.cards(areas, request.GET, "areas_page"),
             "controls": controls,
+            "picker": picker,
             "devices": devices,
             "device_total": len(inventory.devices),
             "space_filter": space_filter,
@@ -103,6 +109,18 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             "trend": page_data.headcount_trend(inventory),
         },
     )
+
+
+@login_required
+def space_picker(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
+    """The picker's spaces matching its search (``pick_q``), the chosen ones (``pick``) kept:
+    what its search field asks for as one types."""
+    inventory, roles = _inventory_for(request, building_id)
+    require(roles, Role.OPERATOR, "Only operators pick spaces to act on.")
+    picker = actions.picker_for(
+        inventory, request.GET.get("pick_q", ""), request.GET.getlist("pick")
+    )
+    return render(request, "dashboard/space_picker_list.html", {"picker": picker})
 
 
 @login_required

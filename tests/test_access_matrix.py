@@ -124,6 +124,7 @@ MATRIX = [
     row("device",                 GET,  LOGIN, 403, 200, 200, 200, 403, 200),
     row("send_action",            GET,  LOGIN, 405, 405, 405, 405, 405, 405),
     row("send_action",            POST, LOGIN, 403, 403, 200, 403, 403, 200),
+    row("space_picker",           GET,  LOGIN, 403, 403, 200, 403, 403, 200),
     row("activity",               GET,  LOGIN, 403, 200, 200, 200, 403, 200),
     row("activity_csv",           GET,  LOGIN, 403, 200, 200, 200, 403, 200),
     row("alarms",                 GET,  LOGIN, 403, 200, 200, 200, 403, 200),

@@ -41,6 +41,8 @@ EXPECTED = [
     "growth.exponent.render_time",
     "growth.exponent.server_cpu_vs_pages",
     "growth.exponent.server_memory_vs_pages",
+    "confirm.latency_p50",
+    "confirm.latency_p99",
 ]
 
 

@@ -16,7 +16,7 @@ from dashboard.contract.topics import Kind, Scope, build_topic
 from dashboard.demo.inventory import building_inventory
 from dashboard.live import layer
 from tests import brokers, seed
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, tower_inventory
 from tests.served import ServedDashboard, until_shown
 
 pytestmark = pytest.mark.broker
@@ -310,4 +310,58 @@ def test_a_large_buildings_devices_come_a_page_at_a_time_and_the_rest_is_dropped
     expect(page.locator(".device-table tbody tr")).to_have_count(1)
     expect(temperature(first)).to_have_text("87.40")
     assert "q=" in page.url and errors == []
+    page.close()
+
+
+def test_an_operator_finds_three_boardrooms_in_a_200_space_building_and_dims_them(
+    chromium, dashboard, subscriber, mosquitto
+):
+    served, _ = dashboard
+    tower = tower_inventory(floors=20)
+    building = tower["buildings"][0]
+    served.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; "
+        "from dashboard.live.inventory import apply_inventory; "
+        "from dashboard.live.inventory_file import parse_inventory; "
+        "from dashboard.models import Role; "
+        f"apply_inventory(parse_inventory({json.dumps(json.dumps(tower))})); "
+        "Role.objects.create(user=User.objects.get(username='olivia'), "
+        f"building_id='{building['id']}', role=Role.OPERATOR)",
+    )
+    assert len(building["spaces"]) == 200
+    watcher = subscriber("spaces/+/actions", broker=mosquitto)
+    page = log_in(chromium, served.url, "olivia")
+    page.goto(f"{served.url}/buildings/{building['id']}/")
+    expect(page.locator("#bridge-status")).to_contain_text("connected")
+    picker = page.get_by_role("form", name="Action for the chosen spaces")
+    expect(page.locator("form.action-form")).to_have_count(2)  # the picker's and all spaces'
+
+    picker.get_by_label("Find spaces").press_sequentially("boardr")
+    expect(picker.locator("#picker-found")).to_have_text("20 spaces match “boardr”")
+    wanted = ("Level 2", "Level 5", "Level 11")
+    for floor in wanted:
+        picker.get_by_label(f"{floor} \u203a Boardroom", exact=True).check()
+    # A new search keeps the chosen ones.
+    picker.get_by_label("Find spaces").fill("kitchen")
+    expect(picker.locator("#picker-found")).to_contain_text("match “kitchen”")
+    expect(picker.locator(".picker-chosen")).to_contain_text("Chosen: 3 spaces")
+    picker.get_by_label("Action").select_option("dim")
+    picker.get_by_label("Level", exact=True).fill("40")
+    picker.get_by_role("button", name="Dim the chosen spaces to 40 %").click()
+
+    form = page.get_by_role("form", name="Action for 3 spaces")
+    expect(form.locator(".confirm")).to_have_text("Dim 3 spaces (9 lamps) to 40 %?")
+    assert watcher.messages == []
+    form.get_by_role("button", name="Yes, send to 3 spaces").click()
+    expect(form.locator(".attempt")).to_have_count(3)
+    expect(form.locator(".attempt").first).to_contain_text("sent: the broker acknowledged it")
+    page.wait_for_timeout(300)  # anything more would have arrived by now
+    ids = {s["id"] for s in building["spaces"] if s["name"] == "Boardroom"}
+    floors = {s["id"]: s["name"] for s in building["spaces"] if "parent" not in s}
+    topics = sorted(m.topic for m in watcher.messages)
+    assert len(topics) == 3
+    chosen = [s for s in building["spaces"] if s["id"] in ids and floors[s["parent"]] in wanted]
+    assert topics == sorted(f"spaces/{s['id']}/actions" for s in chosen)
     page.close()

@@ -77,6 +77,19 @@ def test_lamps_that_follow_confirm_and_one_that_does_not_is_named_with_its_last_
     assert late.late == [{"id": str(ids[3]), "name": "Lamp 4", "late": 7}]
 
 
+def test_the_last_lamp_to_follow_confirms_at_once_without_waiting_for_the_deadline():
+    lamps = {uuid.uuid4(): f"Lamp {n}" for n in range(1, 3)}
+    confirmations = Confirmations()
+    confirmations.add(pending(lamps))
+    first, last = lamps
+    [changed] = confirmations.on_meta(first, "dim", 40, T0 + timedelta(seconds=1))
+    assert changed.state is Confirmation.PENDING
+    [changed] = confirmations.on_meta(last, "dim", 40, T0 + timedelta(seconds=2))
+    assert changed.state is Confirmation.CONFIRMED
+    assert changed.summary()["confirmed"] == 2 and changed.missing == []
+    assert confirmations.due(T0 + timedelta(seconds=5), lambda d: {}) == []  # nothing to settle
+
+
 def test_a_report_older_than_the_action_does_not_confirm_it():
     device_id = uuid.uuid4()
     confirmations = Confirmations()
@@ -287,3 +300,68 @@ async def test_a_worker_taking_the_building_over_follows_on(hq, people, office, 
     for lamp in lamps:
         await send(publish, f"devices/{lamp.id}/meta", meta("dim", 40))
     assert (await settled(attempt.id)).confirmation == Confirmation.CONFIRMED
+
+
+def three_spaces(hq: dict[str, Any]) -> list[Device]:
+    """The Open Office's Lamp 1, and a Lounge and a Studio with a lamp each."""
+    lamp1 = Device.objects.get(id=hq[Scope.DEVICE])
+    lamp1.product_type = "LED lamp"
+    lamp1.save()
+    lamps = [lamp1]
+    for name in ("Lounge", "Studio"):
+        space = Space.objects.create(building_id=hq[Scope.BUILDING], name=name)
+        device = Device.objects.create(
+            building_id=hq[Scope.BUILDING], space=space, name=f"{name} lamp", product_type="lamp"
+        )
+        device.spaces.add(space)
+        lamps.append(device)
+    return lamps
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+async def test_all_spaces_report_each_space_and_the_total_when_one_lamp_does_not_follow(
+    hq, people, running_bridge, subscriber, publish, settings
+):
+    settings.ACTION_CONFIRM_GRACE_SECONDS = 1.5
+    lamps = await sync_to_async(three_spaces)(hq)
+    bridge = await running_bridge()
+    building = hq[Scope.BUILDING]
+    await until(lambda: len(bridge.buildings[building].inventory.devices) == 3, what="3 lamps")
+    await subscribed(bridge, building)
+    watcher = await sync_to_async(subscriber)("spaces/+/actions")
+    browser = await Browser(building).join()
+    client = await as_user(people.operator)
+    url = f"/buildings/{building}/actions/"
+    data = form("all", action="dim", level=40, transition_time=0)
+
+    asked = (await client.post(url, data)).content.decode()
+    assert "to every space of the building: 3 spaces (3 lamps)" in asked
+    await quiet(bridge)
+    sent = (await client.post(url, {**data, "all-confirm": "on"})).content.decode()
+    assert "Confirmed in 0 of 3 spaces so far" in sent
+    assert sent.count("sent: the broker acknowledged it") == 3  # a card per space
+    await received(watcher, 3)
+    for lamp in lamps[:2]:  # the Studio's lamp never follows
+        await send(publish, f"devices/{lamp.id}/meta", meta("dim", 40))
+
+    total = await browser.wait_for("confirmed in 2 of 3 spaces", timeout=10)
+    assert "1 not confirmed" in total and "Studio: not confirmed" in total
+    # Each space has its own outcome too.
+    await browser.wait_for("Dim Studio to 40 %")
+    studio = await browser.wait_for("not confirmed: 0 of 1 lamp")
+    assert "Studio lamp: no report since the action" in studio
+    await browser.wait_for("confirmed: 1 of 1 lamp")  # the Lounge's and the Open Office's
+    rows = await attempts()
+    states = {r.target_name: (await settled(r.id)).confirmation for r in rows}
+    assert states == {
+        "Lounge": Confirmation.CONFIRMED,
+        "Open Office": Confirmation.CONFIRMED,
+        "Studio": Confirmation.NOT_CONFIRMED,
+    }
+
+    # The Activity page says it on each of the three rows.
+    await quiet(bridge)
+    page = (await client.get(f"/buildings/{building}/activity/")).content.decode()
+    assert page.count("One of 3 spaces sent at once") == 3
+    assert page.count("confirmed in 2 of 3 spaces") == 3

@@ -91,6 +91,11 @@ def test_the_demo_shows_a_live_building_follows_a_dim_and_stops_cleanly(demo, ch
         dim = page.locator(f"#meta-{lamp['id'].replace('-', '')}-dim .meta-value")
         expect(dim).to_have_text("40", timeout=10_000)
     expect(page.locator("#actions")).to_contain_text("Dim Boardroom to 40 %")
+    # Their own reports confirm it: every lamp of the Boardroom followed.
+    confirmed = page.locator(".attempt .confirmation-text").first
+    expect(confirmed).to_have_text(f"confirmed: {len(lamps)} of {len(lamps)} lamps")
+    card = page.locator(f"#headcount-{boardroom['id'].replace('-', '')}")
+    expect(card.locator(".last-action")).to_contain_text("confirmed")
     page.close()
 
     pid = demo.process.pid

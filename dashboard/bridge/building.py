@@ -91,6 +91,8 @@ class BuildingBridge:
         self._draining: asyncio.Task[None] | None = None
         # Actions whose lamps are followed until they report what was asked, or the deadline.
         self.confirmations = confirmation.Confirmations()
+        # Attempts sent to several spaces: attempt id -> (its space, batch, spaces in it).
+        self._batches: dict[int, tuple[uuid.UUID | None, uuid.UUID, int]] = {}
         self._confirm_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -313,8 +315,14 @@ class BuildingBridge:
                 return {"ok": False, "reason": reason, "expired": True}
             timeout = min(timeout, remaining)
         key = (request["name"], request["action_type"], request["created"])
-        if request.get("space"):
-            space_id = uuid.UUID(request["space"])
+        space_id = uuid.UUID(request["space"]) if request.get("space") else None
+        if request.get("batch"):  # one of several spaces': its total is a tile of its own
+            self._batches[attempt_id] = (
+                space_id,
+                uuid.UUID(request["batch"]["id"]),
+                int(request["batch"]["spaces"]),
+            )
+        if space_id is not None:
             self.state.last_actions[space_id] = LastAction(
                 attempt_id, request.get("who", ""), label, datetime.now(UTC), Outcome.PENDING
             )
@@ -399,6 +407,8 @@ class BuildingBridge:
         if known is not None:
             known.confirmation = summary
             self.changed(tiles.attempt(pending.attempt_id))
+            if known.batch is not None:
+                self.changed(tiles.batch(known.batch))
             self._last_action_changed(pending.attempt_id, known.outcome, summary)
         else:  # taken over from another worker: its card still shows where it is
             self._set_attempt(
@@ -411,11 +421,16 @@ class BuildingBridge:
         attempts = self.state.attempts
         pending = self.confirmations.by_attempt.get(attempt_id)
         summary = pending.summary() if pending is not None else None
-        attempts[attempt_id] = AttemptStatus(attempt_id, label, outcome, reason, at, summary)
+        status = AttemptStatus(attempt_id, label, outcome, reason, at, summary)
+        if attempt_id in self._batches:
+            status.space, status.batch, status.batch_size = self._batches[attempt_id]
+        attempts[attempt_id] = status
         self._last_action_changed(attempt_id, outcome, summary)
         while len(attempts) > KEPT_ATTEMPTS:
-            attempts.pop(next(iter(attempts)))
+            self._batches.pop(attempts.pop(next(iter(attempts))).id, None)
         self.changed(tiles.attempt(attempt_id))
+        if status.batch is not None:
+            self.changed(tiles.batch(status.batch))
 
     def _last_action_changed(
         self, attempt_id: int, outcome: str, summary: dict[str, Any] | None

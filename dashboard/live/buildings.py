@@ -68,6 +68,14 @@ class BuildingInventory:
         ordered += [(s, 0) for s in self.spaces.values() if s.id not in seen]
         return ordered
 
+    def space_label(self, space_id: uuid.UUID | None) -> str:
+        """A space as a list of several names it: "Boardroom (Level 2)" where it nests."""
+        space = self.spaces.get(space_id) if space_id else None
+        if space is None:
+            return "a space no longer in the building"
+        parent = self.spaces.get(space.space_id) if space.space_id else None
+        return f"{space.name} ({parent.name})" if parent else space.name
+
     def within(self, space_id: uuid.UUID) -> set[uuid.UUID]:
         """``space_id`` and every space inside it, however deep."""
         return spaces_within(self.spaces, space_id)

@@ -9,7 +9,7 @@ worker picks up where this one was.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -119,7 +119,9 @@ class Pending:
             self.reported.setdefault(device_id, {})[name] = (value, at)
             return False
         self.followed[device_id] = at
-        if self.state is not Confirmation.PENDING:  # after the deadline: say how late
+        if self.state is Confirmation.PENDING and len(self.followed) >= len(self.names):
+            self.state = Confirmation.CONFIRMED  # every lamp followed: no need to wait on
+        elif self.state is not Confirmation.PENDING:  # after the deadline: say how late
             seconds = max(0, round((at - self.deadline).total_seconds()))
             self.late.append({"id": str(device_id), "name": self.names[device_id], "late": seconds})
             self.missing = [m for m in self.missing if m["id"] != str(device_id)]
@@ -291,3 +293,54 @@ def describe(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
             for m in summary.get("late", [])
         ],
     }
+
+
+def across_spaces(spaces: Sequence[tuple[str, str]], total: int) -> dict[str, Any]:
+    """One action sent to several spaces, in total: in how many of them every lamp followed.
+
+    ``spaces``: (name, confirmation state) of each space heard of; the state is "" when it
+    had no lamp to follow or was not sent. ``total``: how many spaces the action went to
+    (those not heard of yet are pending).
+    """
+    states = [_state(state) for _, state in spaces]
+    counts = {state: states.count(state) for state in Confirmation}
+    pending = counts[Confirmation.PENDING] + max(0, total - len(states))
+    confirmed = counts[Confirmation.CONFIRMED]
+    noun = "space" if total == 1 else "spaces"
+    if pending:
+        text, state = f"Confirmed in {confirmed} of {total} {noun} so far", Confirmation.PENDING
+    else:
+        text = f"confirmed in {confirmed} of {total} {noun}"
+        state = _settled(confirmed, total) if total else Confirmation.NONE
+    detail = [
+        f"{n} {words}"
+        for n, words in (
+            (counts[Confirmation.PARTLY], "partly confirmed"),
+            (counts[Confirmation.NOT_CONFIRMED], "not confirmed"),
+            (counts[Confirmation.NONE], "with no lamp to follow or not sent"),
+        )
+        if n
+    ]
+    # Once settled, each space where not every lamp followed, by name.
+    short = [
+        f"{name}: {TEXT.get(state, NOTHING_FOLLOWED)}"
+        for (name, _), state in zip(spaces, states, strict=True)
+        if state not in (Confirmation.CONFIRMED, Confirmation.PENDING)
+    ]
+    return {
+        "state": str(state),
+        "settled": not pending,
+        "text": text,
+        "detail": ", ".join(detail),
+        "short": [] if pending else sorted(short),
+    }
+
+
+NOTHING_FOLLOWED = "no lamp to follow, or not sent"
+
+
+def _state(raw: str) -> Confirmation:
+    try:
+        return Confirmation(raw)
+    except ValueError:
+        return Confirmation.NONE

@@ -320,6 +320,24 @@ def attempt_card(
     }
 
 
+def batch_card(
+    batch_id: uuid.UUID, spaces: list[tuple[str, str]], total: int, *, inline: bool = False
+) -> dict[str, Any]:
+    """An action sent to several spaces, in total (``confirmation.across_spaces``)."""
+    return {
+        "batch": {"id": batch_id.hex, **confirmation.across_spaces(spaces, total)},
+        "inline": inline,
+    }
+
+
+def _batch(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
+    members = [a for a in state.attempts.values() if a.batch == tile.entity]
+    spaces = [
+        (inventory.space_label(a.space), (a.confirmation or {}).get("state", "")) for a in members
+    ]
+    return batch_card(tile.entity, spaces, max((a.batch_size for a in members), default=0))
+
+
 def _attempt(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
     status = state.attempts[tile.attempt]
     return attempt_card(status.id, status.label, status.outcome, status.reason, status.confirmation)
@@ -338,6 +356,7 @@ CONTEXTS: dict[str, Context] = {
     "malformed": _malformed,
     "summary": _summary,
     "attempt": _attempt,
+    "batch": _batch,
     "banner": _banner,
     "rejected_new": _rejected_new,
 }

@@ -121,6 +121,10 @@ class AttemptStatus:
     at: datetime
     # live/confirmation.py's summary: do its lamps report what it asked for?
     confirmation: dict[str, Any] | None = None
+    space: uuid.UUID | None = None  # its target, when a space
+    # Sent to several spaces at once (all, or picked): the batch, and how many spaces it has.
+    batch: uuid.UUID | None = None
+    batch_size: int = 0
 
 
 @dataclass(slots=True)

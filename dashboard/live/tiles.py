@@ -48,6 +48,7 @@ KINDS: dict[str, TileKind] = {
     "malformed": TileKind("dashboard/fragments/malformed.html", SUPPORT),
     "summary": TileKind("dashboard/fragments/summary.html", SUMMARY),
     "attempt": TileKind("dashboard/fragments/attempt.html"),
+    "batch": TileKind("dashboard/fragments/batch.html"),  # an action's total over its spaces
     "banner": TileKind("dashboard/fragments/alarm_banner.html"),
     # Its context takes the new rejections, so it is rendered once, at the flush.
     "rejected_new": TileKind("dashboard/fragments/rejected_new.html", SUPPORT, early=False),
@@ -73,6 +74,10 @@ def device(device_id: uuid.UUID) -> Tile:
 
 def attempt(attempt_id: int) -> Tile:
     return Tile("attempt", attempt=attempt_id)
+
+
+def batch(batch_id: uuid.UUID) -> Tile:
+    return Tile("batch", batch_id)
 
 
 def headcount(entity_id: uuid.UUID) -> Tile:
