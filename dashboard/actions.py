@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import secrets
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,22 +19,21 @@ from asgiref.sync import sync_to_async
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from dashboard import page_data
+from dashboard import dispatch, page_data
 from dashboard.access import require, roles_on
 from dashboard.audit import Audit, Target
 from dashboard.contract import payloads
 from dashboard.contract.topics import Kind, Scope
-from dashboard.live import confirmation, fragments, layer, metrics
+from dashboard.live import fragments
 from dashboard.live.building_store import load_building
 from dashboard.live.buildings import BuildingInventory
-from dashboard.models import ActionAttempt, Device, LatestMeta, Role
+from dashboard.models import ActionAttempt, Role
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +212,7 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
         await audit.refuse("invalid: no space chosen")
         return await _answer(request, form, [], status=422, error="Choose at least one space.")
     if several and not data["confirm"] and retry is None:
-        lamps = await sync_to_async(lamps_of)(inventory.id, targets)
+        lamps = await sync_to_async(dispatch.lamps_of)(inventory.id, targets)
         return await _answer(request, form, [], confirm=_question(data, targets, lamps))
 
     key = data["idempotency_key"]
@@ -241,7 +239,7 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
                 request, form, [], status=422, error=problems[0]["error"]["message"]
             )
         planned.append((space, payload))
-    lamps = await sync_to_async(lamps_of)(inventory.id, targets)
+    lamps = await sync_to_async(dispatch.lamps_of)(inventory.id, targets)
     deadline = now + timedelta(
         seconds=data["transition_time"] + settings.ACTION_CONFIRM_GRACE_SECONDS
     )
@@ -251,7 +249,9 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
     if attempts is None:  # a concurrent click with the same key got there first
         return await _answer(request, _fresh(form), await audit.earlier(key))
     size = len(attempts) if several and retry is None else 1
-    results = list(await asyncio.gather(*(_publish(inventory.id, a, size) for a in attempts)))
+    results = list(
+        await asyncio.gather(*(dispatch.publish(inventory.id, a, size) for a in attempts))
+    )
     total = None
     if size > 1 and attempts[0].batch is not None:  # and in total, kept live by the bridge
         spaces = [
@@ -263,45 +263,6 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
         ]
         total = fragments.batch_card(attempts[0].batch, spaces, size)["batch"]
     return await _answer(request, _fresh(form), results, batch=total)
-
-
-def lamps_of(
-    building_id: uuid.UUID, targets: list[Target]
-) -> dict[uuid.UUID, list[dict[str, str]]]:
-    """Per target, the lamps whose reports confirm an action on it ([{id, name}]).
-
-    A space's lamps are its member devices that reported dim or onoff or whose product type
-    says lamp; sensors are not counted. A device target is itself, when it is a lamp.
-    """
-    devices = Device.objects.filter(building_id=building_id)
-    spaces = [t.id for t in targets if t.scope == Scope.SPACE]
-    ids = [t.id for t in targets if t.scope == Scope.DEVICE]
-    rows = devices.filter(Q(spaces__in=spaces) | Q(space_id__in=spaces) | Q(id__in=ids))
-    found = {d.id: d for d in rows.distinct().prefetch_related("spaces")}
-    reported: dict[uuid.UUID, set[str]] = {}
-    for device_id, meta in LatestMeta.objects.filter(
-        device_id__in=list(found), name__in=confirmation.LAMP_META
-    ).values_list("device_id", "name"):
-        reported.setdefault(device_id, set()).add(meta)
-    lamps = {
-        d.id: d
-        for d in found.values()
-        if confirmation.is_lamp(d.product_type, reported.get(d.id, ()))
-    }
-    result: dict[uuid.UUID, list[dict[str, str]]] = {}
-    for target in targets:
-        if target.scope == Scope.DEVICE:
-            chosen = [lamps[target.id]] if target.id in lamps else []
-        else:
-            chosen = [
-                d
-                for d in lamps.values()
-                if d.space_id == target.id or any(s.id == target.id for s in d.spaces.all())
-            ]
-        result[target.id] = [
-            {"id": str(d.id), "name": d.name} for d in sorted(chosen, key=lambda d: d.name)
-        ]
-    return result
 
 
 async def _retried(
@@ -392,70 +353,6 @@ def _fresh(form: ActionForm) -> ActionForm:
     fresh.button = form.button
     fresh.picker = form.picker
     return fresh
-
-
-async def _publish(
-    building_id: uuid.UUID, attempt: ActionAttempt, batch_size: int = 1
-) -> dict[str, Any]:
-    payload = json.loads(attempt.payload)
-    timeout = settings.ACTION_PUBACK_TIMEOUT_SECONDS
-    # The bridge must be done (published and acknowledged) by the deadline, and drops the
-    # request unpublished after it; this view waits 2 s longer, so its "failed" is true.
-    deadline = time.time() + timeout
-    request: dict[str, Any] = {
-        "attempt": attempt.id,
-        "label": payload["name"],
-        "name": payload["name"],
-        "action_type": payload["type"],
-        "created": payload["created"],
-        "topic": attempt.topic,
-        "payload": attempt.payload,
-        "timeout": timeout,
-        "deadline": deadline,
-        "who": attempt.username,  # the space's card shows its last action, and by whom
-        "space": str(attempt.target_id) if attempt.target_type == "space" else "",
-    }
-    if attempt.batch is not None and batch_size > 1:
-        request["batch"] = {"id": attempt.batch.hex, "spaces": batch_size}
-    if attempt.confirm_targets and attempt.confirm_deadline is not None:
-        request["confirm"] = {
-            "targets": attempt.confirm_targets,
-            "action_at": attempt.created_at.isoformat(),
-            "deadline": attempt.confirm_deadline.isoformat(),
-        }
-    summary = None
-    try:
-        result = await layer.request_publish(building_id, request, timeout + 2)
-        ok, reason, seen = result["ok"], result["reason"], result.get("seen", False)
-        summary = result.get("confirmation")
-    except layer.NoBridge as exc:
-        ok, reason, seen = False, f"{exc} (is the bridge running?)", False
-    except Exception as exc:  # the channel layer failed: the attempt must not stay pending
-        logger.exception("could not hand action %s to the bridge", attempt.id)
-        ok, reason, seen = False, f"could not reach the bridge: {type(exc).__name__}", False
-    await sync_to_async(_settle)(attempt.id, ok, reason)
-    attempt = await ActionAttempt.objects.aget(id=attempt.id)
-    # The bridge stores "seen" with its next history write; it may already know it.
-    outcome = ActionAttempt.SEEN if seen else attempt.outcome
-    if summary is None and ok:
-        summary = attempt.confirmation_summary()
-    return fragments.attempt_card(attempt.id, payload["name"], outcome, attempt.reason, summary)
-
-
-def _settle(attempt_id: int, ok: bool, reason: str) -> None:
-    # Conditional: the bridge may already have marked it seen; never move it back.
-    pending = ActionAttempt.objects.filter(id=attempt_id, outcome=ActionAttempt.PENDING)
-    if ok:
-        pending.update(outcome=ActionAttempt.ACKNOWLEDGED, acknowledged_at=timezone.now())
-    else:
-        pending.update(outcome=ActionAttempt.FAILED, reason=reason[:1000])
-        # Nothing reached the lamps (a publish that timed out is still followed: it may
-        # have gone out, and the bridge settles it).
-        if "no acknowledgement" not in reason:
-            ActionAttempt.objects.filter(
-                id=attempt_id, confirmation=confirmation.Confirmation.PENDING
-            ).update(confirmation=confirmation.Confirmation.NONE)
-    metrics.ACTIONS.labels(ActionAttempt.ACKNOWLEDGED if ok else ActionAttempt.FAILED).inc()
 
 
 async def _answer(

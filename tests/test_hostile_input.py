@@ -28,7 +28,6 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 
-from dashboard import actions
 from dashboard.contract import rejections
 from dashboard.contract.topics import Kind, Scope
 from dashboard.live import layer
@@ -465,7 +464,7 @@ def published(monkeypatch) -> list[dict[str, Any]]:
         asked.append(request)
         return {"ok": True, "reason": ""}
 
-    monkeypatch.setattr(actions.layer, "request_publish", record)
+    monkeypatch.setattr(layer, "request_publish", record)
     return asked
 
 
