@@ -22,7 +22,14 @@ from dashboard.contract.topics import Scope
 from dashboard.live import fragments, tiles
 from dashboard.live.building_store import load_building
 from dashboard.live.load import load_state
-from dashboard.live.state import Alarm, ConnectionStatus, HeadcountValue, LiveState, MetaValue
+from dashboard.live.state import (
+    ActionRecord,
+    Alarm,
+    ConnectionStatus,
+    HeadcountValue,
+    LiveState,
+    MetaValue,
+)
 from dashboard.models import (
     ActionAttempt,
     Building,
@@ -77,6 +84,24 @@ def test_the_bridge_renders_every_tile_on_the_buildings_clock_without_activating
         assert ">00:30:00<" in html, tile
         assert ">11:30:00<" not in html, tile
     assert timezone.get_current_timezone_name() == "UTC"
+
+
+def test_a_seen_actions_creation_time_is_on_the_buildings_clock(auckland):
+    building, space = auckland[Scope.BUILDING], auckland[Scope.SPACE]
+    inventory = load_building(building)
+    assert inventory is not None
+    state = LiveState(building)
+    state.actions.appendleft(
+        ActionRecord(
+            f"spaces/{space}/actions", "Dim", "dim", "space", space, 40, "2026-03-03T11:30:00Z", AT
+        )
+    )
+    state.actions.appendleft(
+        ActionRecord(f"spaces/{space}/actions", "Off", "off", "space", space, None, "soon", AT)
+    )
+    html = fragments.render_tile(tiles.ACTIONS, state, inventory)
+    assert "created 2026-03-04 00:30:00" in html
+    assert "created soon" in html  # not a time: shown as it came, escaped by the template
 
 
 def test_a_synced_value_is_marked_and_a_live_one_is_not(auckland):

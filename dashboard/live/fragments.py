@@ -233,10 +233,25 @@ def _actions(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -
     names.update({k: v.name for k, v in inventory.devices.items()})
     return {
         "actions": [
-            {"action": action, "target": names.get(action.target_id, str(action.target_id))}
+            {
+                "action": action,
+                "target": names.get(action.target_id, str(action.target_id)),
+                "created_text": _local(action.created, inventory.zone),
+            }
             for action in list(state.actions)[:SHOWN_ACTIONS]
         ]
     }
+
+
+def _local(text: str, zone: tzinfo) -> str:
+    """An ISO 8601 time from a payload on the building's clock; any other text as it came."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _status(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
