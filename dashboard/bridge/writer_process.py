@@ -119,9 +119,17 @@ def main() -> None:
             break
         try:
             close_old_connections()  # a database that went away is reconnected, not reused
-            _send(answers, (True, store.write_batch(batch)))
+            answer: tuple[bool, Any] = (True, store.write_batch(batch))
         except Exception as exc:
-            _send(answers, (False, f"{type(exc).__name__}: {exc}"))
+            answer = (False, f"{type(exc).__name__}: {exc}")
+        try:
+            _send(answers, answer)
+        except BrokenPipeError:
+            # The parent was killed after handing over the batch (written, or not: its next
+            # holder starts from the database either way). Nobody to answer, nothing to say;
+            # leave at once, as a closing flush would hit the same pipe.
+            connections.close_all()
+            os._exit(0)
     connections.close_all()
 
 
