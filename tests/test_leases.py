@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
 from redis import asyncio as aioredis
@@ -95,7 +96,19 @@ async def _die(building_ids) -> None:
 
 async def test_a_clean_stop_hands_buildings_over_at_once(redis_db, buildings, running_bridge):
     first = await running_bridge(leases=worker("worker-1"))
-    second = await running_bridge(leases=worker("worker-2"))
+    leaving = worker("worker-2")
+    left = asyncio.Event()
+    give_back = leaving.leave
+
+    async def leave(building_ids: Any) -> None:
+        await give_back(building_ids)
+        left.set()
+
+    leaving.leave = leave  # type: ignore[method-assign]
+    second = await running_bridge(leases=leaving)
     await until(lambda: len(first.buildings) == len(second.buildings) == 2, 10, "a split")
     second.stop()
+    # It stops its sessions and writes its history first (on a busy machine that alone can
+    # take a lease period); from when it gives the leases back, the handover is at once.
+    await asyncio.wait_for(left.wait(), 10)
     await until(lambda: len(first.buildings) == 4, LEASE, "the handover, well before expiry")
