@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from dashboard.contract import meta_definitions
 from dashboard.contract.topics import Scope
+from dashboard.live import store
 from dashboard.live.inventory_file import CurrentValue, InventoryFile
 from dashboard.models import LatestHeadcount, LatestMeta
 
@@ -90,14 +91,7 @@ def write(inventory: InventoryFile) -> int:
         rows,
         update_conflicts=True,
         unique_fields=["device", "name"],
-        update_fields=[
-            "value",
-            "display_name",
-            "unit",
-            "source_timestamp",
-            "received_at",
-            "synced",
-        ],
+        update_fields=store.LATEST_META_FIELDS,
         batch_size=500,
     )
     taken += len(rows)

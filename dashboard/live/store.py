@@ -31,6 +31,8 @@ from dashboard.live.state import (
 
 OPEN_STATES = (AlarmState.OPEN, AlarmState.ACKNOWLEDGED)
 SAMPLE_FIELDS = ("device", "name", "value", "received_at")
+# What a newer value of a device's meta name replaces, live or synced (current_values.py).
+LATEST_META_FIELDS = ["value", "display_name", "unit", "source_timestamp", "received_at", "synced"]
 SEEN_AFTER_FAILED = "published after all: it came back after being recorded failed"
 
 
@@ -144,14 +146,7 @@ def _write_meta(items: list[tuple[uuid.UUID, MetaValue]], devices: set[uuid.UUID
         update_conflicts=True,
         unique_fields=["device", "name"],
         # A live value replaces a synced one, and says so (``synced`` back to False).
-        update_fields=[
-            "value",
-            "display_name",
-            "unit",
-            "source_timestamp",
-            "received_at",
-            "synced",
-        ],
+        update_fields=LATEST_META_FIELDS,
     )
     return len(values) + len(latest)
 
