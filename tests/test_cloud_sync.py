@@ -19,6 +19,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from dashboard.cloud import client as client_module
 from dashboard.demo.cloud_api import CloudApiEmulator
 from dashboard.live import cloud_sync
 from dashboard.models import Area, Building, Device, LatestMeta, Space
@@ -303,6 +304,18 @@ def test_server_errors_that_never_end_fail_in_one_line(cloud, waits):
         sync("--building", HARBOUR)
     assert str(failed.value) == (
         f"building {HARBOUR}: GET /buildings/{HARBOUR}: HTTP 503, still failing after 5 attempts"
+    )
+    assert not Building.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_answer_too_large_to_be_a_page_is_not_read(cloud, waits, monkeypatch):
+    monkeypatch.setattr(client_module, "MAX_RESPONSE_BYTES", 64 * 1024)
+    cloud.fail_next(200, body=[{"id": gid(f"x{n}"), "name": "x" * 100} for n in range(2000)])
+    with pytest.raises(CommandError) as refused:
+        sync("--building", HARBOUR)
+    assert str(refused.value) == (
+        f"building {HARBOUR}: GET /buildings/{HARBOUR}: the answer is over 65,536 bytes; not reading it"
     )
     assert not Building.objects.exists()
 

@@ -23,6 +23,8 @@ PAGE_SIZE = 100
 # A list longer than this is not a building's inventory but a paging loop.
 MAX_PAGES = 1000
 MAX_RETRY_AFTER = 60.0
+# A page of 100 objects is tens of KB; more is not an answer to read into memory.
+MAX_RESPONSE_BYTES = 16 * 2**20
 
 
 class CloudApiError(Exception):
@@ -102,7 +104,7 @@ class CloudClient:
         while True:
             response: httpx.Response | None = None
             try:
-                response = self._http.get(url)
+                response = self._get(url)
             except httpx.TransportError as exc:
                 problem = type(exc).__name__
             else:
@@ -121,6 +123,24 @@ class CloudClient:
             )
             self._sleep(wait)
             attempt += 1
+
+    def _get(self, url: httpx.URL) -> httpx.Response:
+        """One GET, its body read up to ``MAX_RESPONSE_BYTES``: the answer is untrusted."""
+        with self._http.stream("GET", url) as streamed:
+            body = bytearray()
+            for chunk in streamed.iter_bytes():
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise CloudApiError(
+                        f"GET {self._shown(url)}: the answer is over "
+                        f"{MAX_RESPONSE_BYTES:,} bytes; not reading it"
+                    )
+        return httpx.Response(
+            streamed.status_code,
+            headers=streamed.headers,
+            content=bytes(body),
+            request=streamed.request,
+        )
 
     def _json(self, response: httpx.Response, url: httpx.URL) -> Any:
         status = response.status_code
