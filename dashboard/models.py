@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 import zoneinfo
 from typing import Any
@@ -31,6 +32,11 @@ def validate_time_zone(value: str) -> None:
         raise ValidationError(f"{value!r} is not a known time zone (e.g. Europe/London)") from None
 
 
+def default_opening_days() -> list[int]:
+    """Monday to Friday."""
+    return [0, 1, 2, 3, 4]
+
+
 class Building(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=True)
     name = models.CharField(max_length=200)
@@ -44,6 +50,20 @@ class Building(models.Model):
     )
     # Bumped whenever a space, area or device changes, so the bridge notices cheaply.
     inventory_version = models.PositiveBigIntegerField(default=0, editable=False)
+    # Occupancy reports average over these hours only (local time, weekdays 0 = Monday).
+    opening_days = models.JSONField(
+        default=default_opening_days,
+        help_text="Weekdays the building is open, 0 = Monday … 6 = Sunday, e.g. [0, 1, 2, 3, 4].",
+    )
+    opening_time = models.TimeField(default=datetime.time(8, 0))
+    closing_time = models.TimeField(default=datetime.time(18, 0))
+    report_recipients = models.TextField(
+        blank=True, help_text="E-mail addresses for the occupancy digest, one per line."
+    )
+    # Off when empty: every place's count is reset to 0 at this local time each night.
+    nightly_reset_at = models.TimeField(
+        null=True, blank=True, help_text="Local time of the nightly headcount reset; empty = off."
+    )
 
     class Meta:
         ordering = ["name"]
@@ -215,6 +235,93 @@ class HeadcountSample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.entity_id} {self.kind}={self.value} at {self.received_at}"
+
+
+class OccupancyRollup(models.Model):
+    """Headcounts of one place over one bucket (a minute or an hour, UTC start).
+
+    Sums and counts, not means, so that batches written apart (a restart mid-minute) merge
+    exactly; the in/out columns keep the bucket's last reading so the next batch's increment
+    starts where this one stopped.
+    """
+
+    building = models.ForeignKey(Building, on_delete=models.CASCADE)
+    scope = models.CharField(max_length=10, choices=SCOPES)
+    entity_id = models.UUIDField()
+    bucket = models.DateTimeField()
+    count_min = models.BigIntegerField(null=True)
+    count_max = models.BigIntegerField(null=True)
+    count_sum = models.BigIntegerField(default=0)
+    count_n = models.PositiveIntegerField(default=0)
+    count_last = models.BigIntegerField(null=True)
+    count_max_at = models.DateTimeField(null=True)  # when count_max was first seen
+    in_increment = models.BigIntegerField(default=0)
+    out_increment = models.BigIntegerField(default=0)
+    in_last = models.BigIntegerField(null=True)
+    out_last = models.BigIntegerField(null=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.entity_id} at {self.bucket}: max {self.count_max}"
+
+    @property
+    def count_mean(self) -> float | None:
+        return self.count_sum / self.count_n if self.count_n else None
+
+
+class OccupancyMinute(OccupancyRollup):
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["entity_id", "bucket"], name="unique_occupancy_minute")
+        ]
+        indexes = [models.Index(fields=["building", "bucket"])]
+
+
+class OccupancyHour(OccupancyRollup):
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["entity_id", "bucket"], name="unique_occupancy_hour")
+        ]
+        indexes = [models.Index(fields=["building", "bucket"])]
+
+
+class MetaRollup(models.Model):
+    """A numeric device meta over one bucket (a minute or an hour, UTC start)."""
+
+    device = models.ForeignKey(Device, on_delete=models.CASCADE)
+    name = models.CharField(max_length=100)
+    bucket = models.DateTimeField()
+    value_min = models.FloatField()
+    value_max = models.FloatField()
+    value_sum = models.FloatField()
+    value_n = models.PositiveIntegerField()
+    value_last = models.FloatField()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.device_id} {self.name} at {self.bucket}: {self.value_min}..{self.value_max}"
+
+    @property
+    def value_mean(self) -> float:
+        return self.value_sum / self.value_n
+
+
+class MetaMinute(MetaRollup):
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "name", "bucket"], name="unique_meta_minute")
+        ]
+
+
+class MetaHour(MetaRollup):
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["device", "name", "bucket"], name="unique_meta_hour")
+        ]
 
 
 class FaultAlarm(models.Model):
