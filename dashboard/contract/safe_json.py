@@ -83,6 +83,11 @@ def _shape_problem(data: Any, max_depth: int, check_strings: bool) -> str | None
     return None
 
 
+# Built once: ``json.loads`` with hooks builds a new decoder per call, a measurable share of
+# ingest at thousands of messages a second (docs/benchmarks.md, "Ingest").
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def loads(raw: bytes, max_depth: int) -> Any:
     """The JSON in ``raw``, or ``Refused`` saying why it is not safe to pass on."""
     try:
@@ -90,7 +95,7 @@ def loads(raw: bytes, max_depth: int) -> Any:
     except UnicodeDecodeError:
         raise Refused("not UTF-8") from None
     try:
-        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        data = _DECODER.decode(text)
     except RecursionError:
         raise Refused("nested too deeply") from None
     except json.JSONDecodeError as exc:
@@ -99,7 +104,10 @@ def loads(raw: bytes, max_depth: int) -> Any:
         raise Refused(f"not JSON: {exc}") from None
     except ValueError:  # an integer over Python's 4300-digit conversion limit
         raise Refused("not JSON: number too long") from None
-    problem = _shape_problem(data, max_depth, _SURROGATE_ESCAPE.search(raw) is not None)
+    check_strings = _SURROGATE_ESCAPE.search(raw) is not None
+    if not check_strings and raw.count(b"[") + raw.count(b"{") < max_depth:
+        return data  # cannot nest that deep, nothing to look for in its strings: the usual case
+    problem = _shape_problem(data, max_depth, check_strings)
     if problem is not None:
         raise Refused(problem)
     return data
