@@ -18,10 +18,44 @@ import paho.mqtt.client as mqtt
 MAX_PACKETS_PER_WAKE = 256
 
 
+# What one recv() asks the socket for; paho then takes its few bytes at a time from here.
+RECV_CHUNK = 64 * 1024
+
+
+class BufferedClient(mqtt.Client):
+    """A paho client that reads the socket in chunks instead of a few bytes per system call.
+
+    paho reads each packet with three or four recv() calls (the command byte, each byte of the
+    remaining length, the rest), and the loop asked select() before each packet whether more
+    was waiting: about five system calls per message, a tenth of the bridge's samples at full
+    ingest (docs/benchmarks.md, "Ingest"). This overrides paho's one private read method.
+    """
+
+    _chunk: bytes = b""
+    _taken = 0  # bytes of ``_chunk`` already handed to paho
+    _chunk_of: object = None  # the socket ``_chunk`` came from
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._chunk_of is not self._sock:  # a new connection keeps nothing of the old one
+            self._chunk_of, self._chunk, self._taken = self._sock, b"", 0
+        if self._taken >= len(self._chunk):
+            chunk = super()._sock_recv(RECV_CHUNK)  # BlockingIOError when nothing is waiting
+            if len(chunk) <= bufsize:  # all of it wanted, or b"": the broker closed
+                return chunk
+            self._chunk, self._taken = chunk, 0
+        start = self._taken
+        self._taken = min(start + bufsize, len(self._chunk))
+        return self._chunk[start : self._taken]
+
+    def buffered(self) -> bool:
+        """Bytes already read from the socket wait here; select() cannot see them."""
+        return self._chunk_of is self._sock and self._taken < len(self._chunk)
+
+
 class LoopDriven:
     """Runs the socket I/O of the paho client ``_client`` on the running event loop."""
 
-    _client: mqtt.Client
+    _client: BufferedClient
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -86,7 +120,7 @@ class LoopDriven:
         sock = self._sock
         for _ in range(MAX_PACKETS_PER_WAKE):
             self._client.loop_read()
-            if sock is None or sock is not self._sock or not readable(sock):
+            if sock is None or sock is not self._sock or not self._more_waiting(sock):
                 return
         # More is waiting: read it on the next loop turn, after the other buildings. Bytes
         # TLS already decrypted never wake the selector again, so waiting on it would stall
@@ -94,8 +128,11 @@ class LoopDriven:
         self._loop.call_soon(self._read_more, sock)
 
     def _read_more(self, sock: socket.socket | None) -> None:
-        if sock is not None and sock is self._sock and readable(sock):
+        if sock is not None and sock is self._sock and self._more_waiting(sock):
             self._read()
+
+    def _more_waiting(self, sock: socket.socket) -> bool:
+        return self._client.buffered() or readable(sock)
 
 
 def _bytes_arrived(client: mqtt.Client) -> None:

@@ -27,7 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from dashboard.bridge import tls
 from dashboard.bridge.broker_url import BrokerUrl
-from dashboard.bridge.loop_driven import LoopDriven, readable
+from dashboard.bridge.loop_driven import BufferedClient, LoopDriven
 from dashboard.contract.topics import TopicError, parse_topic
 from dashboard.live.state import ConnectionStatus
 
@@ -104,9 +104,9 @@ class BuildingSession(LoopDriven):
 
     # --- paho wiring ---------------------------------------------------------------
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> BufferedClient:
         cfg = self.config
-        client = mqtt.Client(
+        client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id(cfg.client_id_prefix, self.building_id),
             clean_session=True,
@@ -312,7 +312,7 @@ class BuildingSession(LoopDriven):
         for 1.5 x keepalive means the path is gone (a cut without FIN never closes).
         """
         silent = time.monotonic() - self._last_in
-        if self._sock is not None and readable(self._sock):
+        if self._sock is not None and self._more_waiting(self._sock):
             return  # bytes are waiting: the loop was busy, the broker was not silent
         if self._connected and silent > SILENCE_FACTOR * self.config.keepalive:
             logger.warning(
