@@ -270,42 +270,33 @@ async def test_however_tls_records_cut_the_stream_a_burst_arrives_whole(
         # The product's keepalive: a stalled read would wait for the next ping's answer.
         config = config_for(url, keepalive=30, ca_file=str(tls_material.ca_file))
         bridge = await running_bridge(config=config)
-        await subscribed(bridge, hq[Scope.BUILDING])
-        state = bridge.buildings[hq[Scope.BUILDING]].state
-        topic = build_topic(Scope.SPACE, hq[Scope.SPACE], Kind.HEAD_COUNT)
-        device = mqtt_client()
-
-        # QoS 0, so the broker forwards them without waiting for the session's PUBACKs.
-        burst = 2000
-        sent = [
-            device.publish(topic, json.dumps(seed.headcount("headcount", n % 40)), qos=0)
-            for n in range(burst)
-        ]
-        await asyncio.to_thread(lambda: [info.wait_for_publish(10) for info in sent])
-        await until(
-            lambda: state.counters["accepted"] == burst, 10, f"{policy} records via {transport}"
-        )
+        await burst_arrives_whole(bridge, hq, mqtt_client(), f"{policy} records via {transport}")
 
 
-async def test_a_burst_read_in_chunks_arrives_whole_over_plain_tcp(
-    hq, running_bridge, mqtt_client, broker, monkeypatch
-):
-    # The session reads 64 KiB at a time; a wake-up that ends inside a chunk leaves packets
-    # no selector will announce, and they must still be read.
-    monkeypatch.setattr(loop_driven, "MAX_PACKETS_PER_WAKE", 4)
-    bridge = await running_bridge()
+async def burst_arrives_whole(bridge, hq, device, what: str) -> None:
+    """2,000 headcounts sent at once all reach the building's state, the last one shown."""
     await subscribed(bridge, hq[Scope.BUILDING])
     state = bridge.buildings[hq[Scope.BUILDING]].state
     topic = build_topic(Scope.SPACE, hq[Scope.SPACE], Kind.HEAD_COUNT)
-    device = mqtt_client()
+    # QoS 0, so the broker forwards them without waiting for the session's PUBACKs.
     burst = 2000
     sent = [
         device.publish(topic, json.dumps(seed.headcount("headcount", n % 40)), qos=0)
         for n in range(burst)
     ]
     await asyncio.to_thread(lambda: [info.wait_for_publish(10) for info in sent])
-    await until(lambda: state.counters["accepted"] == burst, 10, "every message of the burst")
+    await until(lambda: state.counters["accepted"] == burst, 10, what)
     assert state.headcounts[(hq[Scope.SPACE], "head_count")].value == (burst - 1) % 40
+
+
+async def test_a_burst_read_in_chunks_arrives_whole_over_plain_tcp(
+    hq, running_bridge, mqtt_client, monkeypatch
+):
+    # The session reads 64 KiB at a time; a wake-up that ends inside a chunk leaves packets
+    # no selector will announce, and they must still be read.
+    monkeypatch.setattr(loop_driven, "MAX_PACKETS_PER_WAKE", 4)
+    bridge = await running_bridge()
+    await burst_arrives_whole(bridge, hq, mqtt_client(), "every message of the burst")
 
 
 async def test_the_token_authenticates_and_never_shows_in_logs_or_status(
