@@ -6,6 +6,7 @@ broker such a topic drops the whole connection, so it must be impossible to send
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Iterable
@@ -200,8 +201,12 @@ def build_topic(
     return f"{entry.scope.segment}/{checked_id}/{suffix}"
 
 
+# A building's topics repeat with every message: parsing one (a UUID read back and checked
+# for its canonical form) costs more than looking it up. Bounded, since senders choose topics;
+# errors are not cached.
+@functools.lru_cache(maxsize=16384)
 def parse_topic(topic: str) -> Topic:
-    """The catalogue entry, id and free segment of a concrete topic.
+    """The catalogue entry, id and free segment of a concrete topic (frozen, so shared).
 
     Raises ``TopicError`` for anything the contract does not list.
     """
