@@ -70,6 +70,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         self.base_send = send
         self.hub: Hub | None = None
+        self.counted = False  # in the pages-connected gauge
         try:
             with contextlib.suppress(StopConsumer):
                 await await_many_dispatch(
@@ -77,9 +78,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 )
         finally:
             # A consumer that ended on an error never ran disconnect(): it must not stay on
-            # the hub (which would keep its groups and queue frames for it).
-            if self.hub is not None:
-                await self.hub.unsubscribe(self, self._groups())
+            # the hub (which would keep its groups and queue frames for it), nor be counted.
+            await self._leave()
 
     def deliver(self, message: dict[str, Any]) -> None:
         """A group message from the hub, shared with the process's other pages: read only."""
@@ -95,7 +95,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.unacked_sizes: deque[int] = deque()  # bytes of each unacknowledged frame
         self.unacked_bytes = 0
         self.cut_off = False
-        self.counted = False  # in the pages-connected gauge
         user = self.scope.get("user")
         subscriptions = None
         logged_in = user is not None and user.is_authenticated
@@ -137,7 +136,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
+        await self._leave()
+
+    async def _leave(self) -> None:
+        """Off the gauge and the hub, once, however the consumer ends."""
         if self.counted:
+            self.counted = False
             metrics.PAGES_CONNECTED.dec()
         hub, self.hub = self.hub, None
         if hub is not None:

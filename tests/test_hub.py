@@ -19,7 +19,7 @@ from channels.testing import WebsocketCommunicator
 
 from dashboard import consumers
 from dashboard.contract.topics import Scope
-from dashboard.live import hub, layer, tiles
+from dashboard.live import hub, layer, metrics, tiles
 from gooee_site.asgi import application
 from tests.test_consumers import ORIGIN, FakeBridge, closed_with, page, session_cookie
 
@@ -215,10 +215,12 @@ async def test_pages_come_and_go_while_frames_flow_and_the_one_that_stays_misses
 async def test_a_page_whose_consumer_failed_is_not_left_on_the_hub(hq, people, monkeypatch):
     building = hq[Scope.BUILDING]
     headers = [ORIGIN, await sync_to_async(session_cookie)(people.viewer)]
+    pages_before = metrics.PAGES_CONNECTED._value.get()
     communicator = WebsocketCommunicator(application, f"/ws/buildings/{building}/", headers=headers)
     assert (await communicator.connect())[0]
     await layer.broadcast(building, "<p>1</p>", stream="s1", seq=1)
     assert await communicator.receive_from(5) == "<p>1</p>"
+    assert metrics.PAGES_CONNECTED._value.get() == pages_before + 1
 
     async def refused(*args):  # as redis-py refuses when its connection pool is exhausted
         raise ConnectionError("Too many connections")
@@ -230,6 +232,7 @@ async def test_a_page_whose_consumer_failed_is_not_left_on_the_hub(hq, people, m
         await communicator.receive_output(5)  # the consumer ended on the error
     assert members(layer.group_name(building)) == []
     assert hub.running() is None
+    assert metrics.PAGES_CONNECTED._value.get() == pages_before  # nor counted as connected
 
 
 async def churn_pages(building, user, cycles: int, at_once: int = 20) -> None:
