@@ -98,6 +98,7 @@ class BuildingBridge:
         self.confirmations = confirmation.Confirmations()
         # Attempts sent to several spaces: attempt id -> its batch (``state.batches``).
         self._batch_of: dict[int, uuid.UUID] = {}
+        self._batch_entries = 0  # over every batch kept: counted, not summed per action
         # Attempt id -> the space it is the last action of (one entry per space at most).
         self._last_of: dict[int, uuid.UUID] = {
             last.attempt_id: space_id for space_id, last in state.last_actions.items()
@@ -391,19 +392,20 @@ class BuildingBridge:
         batches = self.state.batches
         for batch_id, total in found.items():
             kept = batches.setdefault(batch_id, total)
-            if kept is not total:
+            if kept is total:
+                self._batch_entries += len(total.spaces)
+            else:
+                self._batch_entries += len(total.spaces.keys() - kept.spaces.keys())
                 kept.spaces.update(total.spaces)
             for attempt_id in total.spaces:
                 self._batch_of[attempt_id] = batch_id
         newest = next(reversed(batches), None)
-        if newest is None:
-            return
-        entries = sum(len(total.spaces) for total in batches.values())
-        while entries - len(batches[newest].spaces) > KEPT_BATCH_SPACES:
-            oldest = next(iter(batches))
-            for attempt_id in batches.pop(oldest).spaces:
+        while newest is not None and (
+            self._batch_entries - len(batches[newest].spaces) > KEPT_BATCH_SPACES
+        ):
+            for attempt_id in batches.pop(next(iter(batches))).spaces:
                 self._batch_of.pop(attempt_id, None)
-                entries -= 1
+                self._batch_entries -= 1
 
     def _batch_changed(self, attempt_id: int, summary: dict[str, Any] | None) -> uuid.UUID | None:
         """The attempt's state in its batch's total, pushed; its batch (None when none)."""
