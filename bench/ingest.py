@@ -9,6 +9,12 @@ own process as ``serve`` runs it (``bench.workers bridge``). Each figure is the 
 consumer turned into state while the publisher ran, per second; "dropped" is what never
 reached live state (or was dropped from the history buffer) once the publisher stopped.
 
+With ``pending``, a third phase runs the bridge again on the same stream with that many
+operators' actions waiting for their lamps (``bench.workers bridge --pending``): most wait on
+lamps that send nothing meanwhile, one in five on lamps the flood reports from, as when a
+building's spaces were dimmed a moment ago. Confirmation must cost nothing per message for a
+device with nothing pending (one dictionary lookup), so its ratio should match the plain one.
+
 An open-loop flood read by both consumers at once was tried first: the publisher took a core
 for itself, and the bridge's backlog (a quarter of a million messages after 10 s) took over
 a minute to drain before "nothing dropped" could be checked.
@@ -46,6 +52,10 @@ class IngestResult:
     bridge_drain_seconds: float | None
     baseline_drain_seconds: float | None
     history_failures: int = 0  # batches the bridge failed to write (and retried)
+    # The third phase's, with actions waiting for their lamps (0: not run)
+    pending: int = 0
+    pending_rate: float | None = None
+    pending_missing: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -78,9 +88,11 @@ async def measure(
     duration: float,
     profile: Path | None = None,
     variant: str = "as-is",
+    pending: int = 0,
 ) -> tuple[IngestResult, dict]:
     """The baseline's phase, then the bridge's, on the same generated building and stream;
-    with ``profile``, py-spy records the bridge's phase there."""
+    with ``pending``, the bridge's again with that many actions awaiting confirmation; with
+    ``profile``, py-spy records the (first) bridge phase there."""
     # Not "+": the directory goes into a DATABASE_URL, where "+" reads as a space.
     tag = f"ingest-{devices}-{variant.replace('+', '_')}-"
     directory = Path(tempfile.mkdtemp(prefix=tag, dir=stack.directory))
@@ -108,6 +120,8 @@ async def measure(
             variant,
         ),
     }
+    if pending:
+        consumers["pending"] = (*consumers["bridge"], "--pending", str(pending))
     phases = {}
     for name, args in consumers.items():
         progress = directory / f"progress-{name}"
@@ -144,7 +158,13 @@ async def measure(
         baseline_drain_seconds=baseline["drain"],
         history_failures=history["failures"],
     )
-    return result, {"bridge": bridge["final"], "baseline": baseline["final"]}
+    extra = {"bridge": bridge["final"], "baseline": baseline["final"]}
+    if pending:
+        waited = phases["pending"]
+        result.pending, result.pending_rate = pending, waited["rate"]
+        result.pending_missing = waited["missing"] + waited["final"]["history"]["dropped"]
+        extra["pending"] = waited["final"]
+    return result, extra
 
 
 def consume(samples: dict[str, Any], building: str, pub: dict[str, Any]) -> dict[str, Any]:
@@ -223,6 +243,28 @@ def figures(result: IngestResult, prefix: str = "ingest") -> list[Figure]:
         figure(
             f"{prefix}.dropped@{result.devices}dev",
             float(result.bridge_missing),
+            "msg",
+            float(result.baseline_missing),
+            Target("value", "==", 0),
+        ),
+        *pending_figures(result, prefix),
+    ]
+
+
+def pending_figures(result: IngestResult, prefix: str) -> list[Figure]:
+    """With actions awaiting confirmation: the rate against the same bare baseline (beside
+    the plain ratio), and against the plain bridge phase (1.0: confirmation costs nothing)."""
+    if not result.pending:
+        return []
+    name = f"{prefix}.rate@{result.devices}dev+{result.pending}pending"
+    return [
+        figure(
+            name, result.pending_rate, "msg/s", result.baseline_rate, Target("ratio", ">=", 0.5)
+        ),
+        figure(f"{name}/plain", result.pending_rate, "msg/s", result.bridge_rate),
+        figure(
+            f"{prefix}.dropped@{result.devices}dev+{result.pending}pending",
+            float(result.pending_missing),
             "msg",
             float(result.baseline_missing),
             Target("value", "==", 0),

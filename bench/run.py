@@ -32,6 +32,7 @@ SCALED = "redis-2web"  # figure suffix for the scaled-out layout (bench/scaled.p
 class Scale:
     ingest_devices: int
     ingest_seconds: float
+    ingest_pending: int  # actions awaiting confirmation in the ingest scenario's third phase
     fresh_devices: int
     fresh_clients: int
     fresh_rate: float
@@ -53,6 +54,7 @@ class Scale:
 FULL = Scale(
     ingest_devices=500,
     ingest_seconds=30,
+    ingest_pending=100,
     fresh_devices=500,
     fresh_clients=100,
     fresh_rate=2000,
@@ -70,6 +72,7 @@ FULL = Scale(
 SMOKE = Scale(
     ingest_devices=20,
     ingest_seconds=1,
+    ingest_pending=10,
     fresh_devices=20,
     fresh_clients=4,
     fresh_rate=200,
@@ -106,9 +109,16 @@ class Runner:
 
     async def ingest(self) -> None:
         s = self.scale
-        log(f"1. ingest: {s.ingest_devices} devices, {s.ingest_seconds:g} s per phase")
+        log(
+            f"1. ingest: {s.ingest_devices} devices, {s.ingest_seconds:g} s per phase, "
+            f"then with {s.ingest_pending} actions awaiting confirmation"
+        )
         result, extra = await ingest.measure(
-            self.stack, s.ingest_devices, s.ingest_seconds, self.profile("ingest-bridge")
+            self.stack,
+            s.ingest_devices,
+            s.ingest_seconds,
+            self.profile("ingest-bridge"),
+            pending=s.ingest_pending,
         )
         self.measured.ingest[s.ingest_devices] = result
         self.figures += ingest.figures(result)

@@ -118,6 +118,8 @@ async def run_bridge(args: argparse.Namespace) -> None:
         b.session.connected and not b.session._pending_subs for b in bridge.buildings.values()
     ):
         await asyncio.sleep(0.05)
+    for building in bridge.buildings.values():
+        building.take_confirmations(awaiting(args.pending, list(building.inventory.devices)))
 
     def counts() -> dict[str, int]:
         return {str(k): b.state.counters["accepted"] for k, b in bridge.buildings.items()}
@@ -155,6 +157,29 @@ async def run_bridge(args: argparse.Namespace) -> None:
             "sent": sent,
         }
     )
+
+
+def awaiting(count: int, streamed: list[uuid.UUID]) -> list[Any]:
+    """``count`` actions of four lamps each, pending for an hour: one in five on lamps the
+    flood reports from (their reports are looked at, and do not follow), the others on lamps
+    that send nothing meanwhile, as most of a building's are."""
+    from datetime import UTC, datetime, timedelta
+
+    from dashboard.live.confirmation import Command, Pending
+
+    now = datetime.now(UTC)
+    found = []
+    for n in range(count):
+        if n % 5 == 0 and streamed:
+            lamps = [streamed[(n * 4 + k) % len(streamed)] for k in range(4)]
+        else:
+            lamps = [uuid.uuid4() for _ in range(4)]
+        names = {lamp: f"Lamp {k}" for k, lamp in enumerate(lamps)}
+        label = f"Dim space {n} to 40 %"
+        found.append(
+            Pending(-1 - n, label, Command("dim", 40), now, now + timedelta(hours=1), names)
+        )
+    return found
 
 
 # -------------------------------------------------------------------- the bare subscriber
@@ -234,6 +259,9 @@ def main() -> None:
     bridge.add_argument("--history", type=float, default=2.0)
     bridge.add_argument("--progress", help="keep the running total in this file")
     bridge.add_argument("--variant", default="as-is", help="a prototype (bench/experiments.py)")
+    bridge.add_argument(
+        "--pending", type=int, default=0, help="actions awaiting confirmation meanwhile"
+    )
     subscriber = sub.add_parser("subscriber")
     subscriber.add_argument("--port", type=int, required=True)
     subscriber.add_argument("--topics", required=True, help="JSON file: {building: [topics]}")

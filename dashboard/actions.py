@@ -7,7 +7,6 @@ and later marks it seen when the cloud fans it out to the building's action topi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -249,9 +248,7 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
     if attempts is None:  # a concurrent click with the same key got there first
         return await _answer(request, _fresh(form), await audit.earlier(key))
     size = len(attempts) if several and retry is None else 1
-    results = list(
-        await asyncio.gather(*(dispatch.publish(inventory.id, a, size) for a in attempts))
-    )
+    results = await dispatch.publish_all(inventory.id, attempts, size)
     total = None
     if size > 1 and attempts[0].batch is not None:  # and in total, kept live by the bridge
         spaces = [

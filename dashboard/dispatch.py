@@ -7,6 +7,7 @@ reports confirm an action: a space's member lamps, or a device that is one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -63,6 +64,26 @@ def lamps_of(
             {"id": str(d.id), "name": d.name} for d in sorted(chosen, key=lambda d: d.name)
         ]
     return result
+
+
+# Requests of one action in flight at once. The bridge's channel holds 100 messages (the
+# channel layer's default capacity), shared by every page, and a full channel drops what is
+# sent to its group: an action on 500 spaces sent all at once lost 400 of them ("no bridge
+# answered"). The bridge answers each in milliseconds, so a few at a time costs little.
+IN_FLIGHT = 20
+
+
+async def publish_all(
+    building_id: uuid.UUID, attempts: list[ActionAttempt], batch_size: int
+) -> list[dict[str, Any]]:
+    """``publish`` each attempt, IN_FLIGHT at a time; their cards, in order."""
+    gate = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(attempt: ActionAttempt) -> dict[str, Any]:
+        async with gate:
+            return await publish(building_id, attempt, batch_size)
+
+    return list(await asyncio.gather(*(one(a) for a in attempts)))
 
 
 async def publish(

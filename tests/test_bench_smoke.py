@@ -97,6 +97,9 @@ def test_values_are_sane(smoke: tuple[dict, str]) -> None:
     rate = first("ingest.rate@")
     assert rate["value"] > 0 and rate["baseline"] > 0 and rate["ratio"] > 0
     assert first("ingest.dropped@")["value"] == 0
+    # The ingest scenario's third phase: with actions awaiting confirmation.
+    pending = next(f for n, f in figures.items() if n.startswith("ingest.rate@") and "pending" in n)
+    assert pending["value"] > 0 and pending["baseline"] == rate["baseline"]
     p50, p99 = figures["fresh.latency_p50"], figures["fresh.latency_p99"]
     assert 0 < p50["value"] <= p99["value"] < 10_000
     assert 0 < p50["baseline"] <= p99["baseline"]

@@ -12,8 +12,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
+from dashboard.bridge import building as building_module
+from dashboard.bridge.building import KEPT_ATTEMPTS
 from dashboard.contract.topics import Scope
 from dashboard.live.confirmation import Command, Confirmation, Confirmations, Pending
+from dashboard.live.state import BatchTotal
 from dashboard.models import ActionAttempt, Device, Space
 from tests.bridging import Browser, send, subscribed, until
 from tests.test_actions import as_user, attempts, form, received
@@ -318,12 +321,9 @@ def three_spaces(hq: dict[str, Any]) -> list[Device]:
     return lamps
 
 
-@pytest.mark.broker
-@pytest.mark.django_db(transaction=True)
-async def test_all_spaces_report_each_space_and_the_total_when_one_lamp_does_not_follow(
-    hq, people, running_bridge, subscriber, publish, settings
-):
-    settings.ACTION_CONFIRM_GRACE_SECONDS = 1.5
+@pytest.fixture
+async def three_rooms(hq, people, running_bridge, subscriber):
+    """The three spaces' building bridged, a page on it, an operator signed in."""
     lamps = await sync_to_async(three_spaces)(hq)
     bridge = await running_bridge()
     building = hq[Scope.BUILDING]
@@ -332,6 +332,16 @@ async def test_all_spaces_report_each_space_and_the_total_when_one_lamp_does_not
     watcher = await sync_to_async(subscriber)("spaces/+/actions")
     browser = await Browser(building).join()
     client = await as_user(people.operator)
+    return lamps, bridge, building, watcher, browser, client
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+async def test_all_spaces_report_each_space_and_the_total_when_one_lamp_does_not_follow(
+    three_rooms, publish, settings
+):
+    settings.ACTION_CONFIRM_GRACE_SECONDS = 1.5
+    lamps, bridge, building, watcher, browser, client = three_rooms
     url = f"/buildings/{building}/actions/"
     data = form("all", action="dim", level=40, transition_time=0)
 
@@ -365,3 +375,91 @@ async def test_all_spaces_report_each_space_and_the_total_when_one_lamp_does_not
     page = (await client.get(f"/buildings/{building}/activity/")).content.decode()
     assert page.count("One of 3 spaces sent at once") == 3
     assert page.count("confirmed in 2 of 3 spaces") == 3
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+async def test_a_worker_taking_over_mid_batch_keeps_the_total_over_every_space_live(
+    three_rooms, publish, settings
+):
+    settings.ACTION_CONFIRM_GRACE_SECONDS = 4
+    lamps, bridge, building, watcher, browser, client = three_rooms
+    await quiet(bridge)
+    data = {**form("all", action="dim", level=40, transition_time=0), "all-confirm": "on"}
+    sent = (await client.post(f"/buildings/{building}/actions/", data)).content.decode()
+    assert "Confirmed in 0 of 3 spaces so far" in sent
+    await received(watcher, 3)
+    # The Open Office's lamp follows while the first worker holds the building.
+    await send(publish, f"devices/{lamps[0].id}/meta", meta("dim", 40))
+    await browser.wait_for("Confirmed in 1 of 3 spaces so far")
+    await quiet(bridge)
+
+    # That worker goes; another takes the building over, from the database alone.
+    await bridge._stop_building(building)
+    await bridge.sync_inventory()
+    assert bridge.buildings[building].state.attempts == {}  # nothing carried over in memory
+    await subscribed(bridge, building)
+    # The Lounge's lamp follows: the total counts the Open Office confirmed before.
+    await send(publish, f"devices/{lamps[1].id}/meta", meta("dim", 40))
+    await browser.wait_for("Confirmed in 2 of 3 spaces so far")
+    total = await browser.wait_for("confirmed in 2 of 3 spaces", timeout=10)
+    assert "1 not confirmed" in total and "Studio: not confirmed" in total
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+async def test_an_action_on_five_hundred_spaces_is_confirmed_in_every_one(
+    hq, people, running_bridge, publish, settings, monkeypatch
+):
+
+    settings.ACTION_CONFIRM_GRACE_SECONDS = 120  # the total settles when the last lamp follows
+    lamps = await sync_to_async(spaces_with_a_lamp)(hq, 499)  # and the Open Office's Lamp 1
+    bridge = await running_bridge()
+    building = hq[Scope.BUILDING]
+    await until(lambda: len(bridge.buildings[building].inventory.spaces) == 500, 20, "spaces")
+    await subscribed(bridge, building)
+    browser = await Browser(building).join()
+    client = await as_user(people.operator)
+    await quiet(bridge)
+    data = {**form("all", action="dim", level=40, transition_time=0), "all-confirm": "on"}
+    response = await client.post(f"/buildings/{building}/actions/", data)
+    assert "Confirmed in 0 of 500 spaces so far" in response.content.decode()
+    for lamp in lamps:
+        await send(publish, f"devices/{lamp}/meta", meta("dim", 40))
+    # Every space counts, the last ones too (the bridge keeps a few hundred attempt cards).
+    await browser.wait_for("confirmed in 500 of 500 spaces", timeout=60)
+    # Memory stays bounded: a few hundred attempt cards; the total, one entry per space.
+    state = bridge.buildings[building].state
+    assert len(state.attempts) <= KEPT_ATTEMPTS
+    [total] = state.batches.values()
+    assert total.size == 500 and len(total.spaces) == 500
+    await quiet(bridge)
+    rows = await attempts()
+    assert len(rows) == 500 and {r.confirmation for r in rows} == {Confirmation.CONFIRMED}
+
+    # Later batches: the older ones' entries are kept up to the bound, the newest whole.
+    monkeypatch.setattr(building_module, "KEPT_BATCH_SPACES", 600)
+    running = bridge.buildings[building]
+    later = [uuid.uuid4(), uuid.uuid4()]
+    for n, batch in enumerate(later):
+        spaces = {-1 - n * 1000 - k: (None, "") for k in range(200)}
+        running.take_batches({batch: BatchTotal(200, spaces)})
+    assert list(state.batches) == later  # 500 + 200 older entries were past 600: the first went
+
+
+def spaces_with_a_lamp(hq: dict[str, Any], count: int) -> list[uuid.UUID]:
+    """``count`` more spaces of a lamp each, beside the Open Office and its Lamp 1: every lamp."""
+    lamp1 = Device.objects.get(id=hq[Scope.DEVICE])
+    lamp1.product_type = "LED lamp"
+    lamp1.save()
+    building = hq[Scope.BUILDING]
+    spaces = Space.objects.bulk_create(
+        Space(building_id=building, name=f"Room {n:03}") for n in range(count)
+    )
+    devices = Device.objects.bulk_create(
+        Device(building_id=building, space=s, name=f"{s.name} lamp", product_type="lamp")
+        for s in spaces
+    )
+    members = Device.spaces.through
+    members.objects.bulk_create(members(device_id=d.id, space_id=d.space_id) for d in devices)
+    return [lamp1.id, *(d.id for d in devices)]

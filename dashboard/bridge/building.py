@@ -28,6 +28,7 @@ from dashboard.live.state import (
     AlarmState,
     AttemptSeen,
     AttemptStatus,
+    BatchTotal,
     ConfirmationUpdate,
     ConnectionStatus,
     LastAction,
@@ -41,7 +42,11 @@ logger = logging.getLogger(__name__)
 
 STATUS_EVERY = 5.0  # seconds between status pushes caused by traffic alone
 SEEN_WAIT = 600.0  # seconds a published action waits to come back before it is forgotten
-KEPT_ATTEMPTS = 200  # attempt outcomes kept in memory per building
+KEPT_ATTEMPTS = 200  # attempt cards kept in memory per building (a batch's total apart)
+# Totals of actions sent to several spaces: one small entry per space. Older batches are kept
+# while their entries number at most this many, the newest always whole, so a building holds
+# at most KEPT_BATCH_SPACES entries plus one batch (no more than its spaces): a few MB.
+KEPT_BATCH_SPACES = 20_000
 # Payloads above this are parsed in a thread, so one big message does not hold the loop.
 PARSE_IN_THREAD_ABOVE = 64 * 1024
 # Bytes of messages waiting behind one being parsed in a thread; past it big ones are parsed
@@ -91,8 +96,13 @@ class BuildingBridge:
         self._draining: asyncio.Task[None] | None = None
         # Actions whose lamps are followed until they report what was asked, or the deadline.
         self.confirmations = confirmation.Confirmations()
-        # Attempts sent to several spaces: attempt id -> (its space, batch, spaces in it).
-        self._batches: dict[int, tuple[uuid.UUID | None, uuid.UUID, int]] = {}
+        # Attempts sent to several spaces: attempt id -> its batch (``state.batches``).
+        self._batch_of: dict[int, uuid.UUID] = {}
+        self._batch_entries = 0  # over every batch kept: counted, not summed per action
+        # Attempt id -> the space it is the last action of (one entry per space at most).
+        self._last_of: dict[int, uuid.UUID] = {
+            last.attempt_id: space_id for space_id, last in state.last_actions.items()
+        }
         self._confirm_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -317,15 +327,19 @@ class BuildingBridge:
         key = (request["name"], request["action_type"], request["created"])
         space_id = uuid.UUID(request["space"]) if request.get("space") else None
         if request.get("batch"):  # one of several spaces': its total is a tile of its own
-            self._batches[attempt_id] = (
-                space_id,
-                uuid.UUID(request["batch"]["id"]),
-                int(request["batch"]["spaces"]),
-            )
+            batch = request["batch"]
+            total = {uuid.UUID(batch["id"]): BatchTotal(int(batch["spaces"]))}
+            found = confirmation.Confirmation.PENDING if request.get("confirm") else ""
+            total[uuid.UUID(batch["id"])].spaces[attempt_id] = (space_id, found)
+            self.take_batches(total)
         if space_id is not None:
+            before = self.state.last_actions.get(space_id)
+            if before is not None:
+                self._last_of.pop(before.attempt_id, None)
             self.state.last_actions[space_id] = LastAction(
                 attempt_id, request.get("who", ""), label, datetime.now(UTC), Outcome.PENDING
             )
+            self._last_of[attempt_id] = space_id
         if request.get("confirm"):
             # Followed from before the publish: a quick lamp may report before the PUBACK.
             self.follow(request["attempt"], request["payload"], request["confirm"])
@@ -371,6 +385,39 @@ class BuildingBridge:
         )
         self.take_confirmations([pending])
 
+    def take_batches(self, found: dict[uuid.UUID, BatchTotal]) -> None:
+        """Count these spaces in their batches' totals (a new action's, or those of a
+        building taken over, settled spaces included); forget the oldest batches past the
+        bound."""
+        batches = self.state.batches
+        for batch_id, total in found.items():
+            kept = batches.setdefault(batch_id, total)
+            if kept is total:
+                self._batch_entries += len(total.spaces)
+            else:
+                self._batch_entries += len(total.spaces.keys() - kept.spaces.keys())
+                kept.spaces.update(total.spaces)
+            for attempt_id in total.spaces:
+                self._batch_of[attempt_id] = batch_id
+        newest = next(reversed(batches), None)
+        while newest is not None and (
+            self._batch_entries - len(batches[newest].spaces) > KEPT_BATCH_SPACES
+        ):
+            for attempt_id in batches.pop(next(iter(batches))).spaces:
+                self._batch_of.pop(attempt_id, None)
+                self._batch_entries -= 1
+
+    def _batch_changed(self, attempt_id: int, summary: dict[str, Any] | None) -> uuid.UUID | None:
+        """The attempt's state in its batch's total, pushed; its batch (None when none)."""
+        batch_id = self._batch_of.get(attempt_id)
+        total = self.state.batches.get(batch_id) if batch_id is not None else None
+        if batch_id is None or total is None:
+            return None
+        space_id = total.spaces.get(attempt_id, (None, ""))[0]
+        total.spaces[attempt_id] = (space_id, (summary or {}).get("state", ""))
+        self.changed(tiles.batch(batch_id))
+        return batch_id
+
     def take_confirmations(self, found: list[confirmation.Pending]) -> None:
         """Follow these confirmations (a new action's, or those of a building taken over)."""
         for pending in found:
@@ -403,12 +450,12 @@ class BuildingBridge:
         """Store the confirmation's progress on the audit row and push the attempt's card."""
         summary = pending.summary()
         self._history.add(self.inventory.id, ConfirmationUpdate(pending.attempt_id, summary))
+        # Its batch's total counts it whether or not its card is still kept.
+        self._batch_changed(pending.attempt_id, summary)
         known = self.state.attempts.get(pending.attempt_id)
         if known is not None:
             known.confirmation = summary
             self.changed(tiles.attempt(pending.attempt_id))
-            if known.batch is not None:
-                self.changed(tiles.batch(known.batch))
             self._last_action_changed(pending.attempt_id, known.outcome, summary)
         else:  # taken over from another worker: its card still shows where it is
             self._set_attempt(
@@ -422,24 +469,22 @@ class BuildingBridge:
         pending = self.confirmations.by_attempt.get(attempt_id)
         summary = pending.summary() if pending is not None else None
         status = AttemptStatus(attempt_id, label, outcome, reason, at, summary)
-        if attempt_id in self._batches:
-            status.space, status.batch, status.batch_size = self._batches[attempt_id]
+        status.batch = self._batch_changed(attempt_id, summary)
         attempts[attempt_id] = status
         self._last_action_changed(attempt_id, outcome, summary)
         while len(attempts) > KEPT_ATTEMPTS:
-            self._batches.pop(attempts.pop(next(iter(attempts))).id, None)
+            del attempts[next(iter(attempts))]
         self.changed(tiles.attempt(attempt_id))
-        if status.batch is not None:
-            self.changed(tiles.batch(status.batch))
 
     def _last_action_changed(
         self, attempt_id: int, outcome: str, summary: dict[str, Any] | None
     ) -> None:
-        # A few spaces' last actions at most change per attempt: a scan is fine.
-        for space_id, last in self.state.last_actions.items():
-            if last.attempt_id == attempt_id:
-                last.outcome, last.confirmation = outcome, summary
-                self.fanout.changed(tiles.headcount(space_id))
+        # Looked up, not scanned: an action on 10,000 spaces changes 10,000 of them.
+        space_id = self._last_of.get(attempt_id)
+        last = self.state.last_actions.get(space_id) if space_id is not None else None
+        if space_id is not None and last is not None and last.attempt_id == attempt_id:
+            last.outcome, last.confirmation = outcome, summary
+            self.fanout.changed(tiles.headcount(space_id))
 
     def render(self, tile: tiles.Tile) -> str:
         return fragments.render_tile(tile, self.state, self.inventory)

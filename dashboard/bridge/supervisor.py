@@ -21,7 +21,7 @@ from dashboard.bridge.session import SessionConfig
 from dashboard.live import layer, readiness
 from dashboard.live.building_store import load_building, load_versions
 from dashboard.live.cloud_sync import SyncResult
-from dashboard.live.load import load_confirmations, load_state
+from dashboard.live.load import load_batches, load_confirmations, load_state
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +244,7 @@ class Bridge:
             self.local.sessions[building_id] = bridge.session.status
             # Actions another worker was confirming when the building moved here.
             bridge.take_confirmations(await _db(load_confirmations, building_id))
+            bridge.take_batches(await _db(load_batches, building_id))
             bridge.start()
             await self.inbox.join(building_id)
             logger.info(

@@ -346,11 +346,11 @@ def batch_card(
 
 
 def _batch(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
-    members = [a for a in state.attempts.values() if a.batch == tile.entity]
-    spaces = [
-        (inventory.space_label(a.space), (a.confirmation or {}).get("state", "")) for a in members
-    ]
-    return batch_card(tile.entity, spaces, max((a.batch_size for a in members), default=0))
+    total = state.batches.get(tile.entity)
+    if total is None:  # forgotten (live/state.py's bound): the Activity page has it
+        return batch_card(tile.entity, [], 0)
+    spaces = [(inventory.space_label(space), found) for space, found in total.spaces.values()]
+    return batch_card(tile.entity, spaces, total.size)
 
 
 def _attempt(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from dashboard.live.state import (
     ActionRecord,
     Alarm,
     AlarmState,
+    BatchTotal,
     HeadcountValue,
     LastAction,
     LiveState,
@@ -152,3 +153,26 @@ def load_confirmations(building_id: uuid.UUID) -> list[confirmation.Pending]:
             pending.late = list(detail.get("late", []))
         found.append(pending)
     return found
+
+
+def load_batches(building_id: uuid.UUID) -> dict[uuid.UUID, BatchTotal]:
+    """Totals of the building's actions sent to several spaces whose confirmations a bridge
+    taking it over follows on (as ``load_confirmations``): every space of each, those settled
+    before the takeover too, so the total it pushes counts them all."""
+    since = timezone.now() - confirmation.LATE_WINDOW
+    attempts = models.ActionAttempt.objects.filter(building_id=building_id)
+    followed = attempts.filter(batch__isnull=False, confirm_deadline__gte=since)
+    rows = (
+        attempts.filter(batch__in=followed.values("batch"), target_type="space")
+        .exclude(outcome=Outcome.REFUSED)
+        .order_by("id")
+        .values_list("id", "batch", "target_id", "confirmation")
+    )
+    totals: dict[uuid.UUID, BatchTotal] = {}
+    for attempt_id, batch, space_id, state in rows:
+        if batch is None:  # the filter excludes it; the type does not know
+            continue
+        totals.setdefault(batch, BatchTotal(0)).spaces[attempt_id] = (space_id, state)
+    for total in totals.values():
+        total.size = len(total.spaces)
+    return {batch: total for batch, total in totals.items() if total.size > 1}

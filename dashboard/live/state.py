@@ -121,10 +121,20 @@ class AttemptStatus:
     at: datetime
     # live/confirmation.py's summary: do its lamps report what it asked for?
     confirmation: dict[str, Any] | None = None
-    space: uuid.UUID | None = None  # its target, when a space
-    # Sent to several spaces at once (all, or picked): the batch, and how many spaces it has.
+    # Sent to several spaces at once (all, or picked): its batch (``LiveState.batches``).
     batch: uuid.UUID | None = None
-    batch_size: int = 0
+
+
+@dataclass(slots=True)
+class BatchTotal:
+    """An action sent to several spaces at once, for its total ("confirmed in 11 of 12
+    spaces"): each space's confirmation state by attempt. Kept apart from the attempt cards
+    (a few hundred at most), so a batch of any size, or one taken over from another worker,
+    counts every space."""
+
+    size: int  # how many spaces it went to
+    # attempt id -> (its space, its confirmation state: live/confirmation.py's, "" for none)
+    spaces: dict[int, tuple[uuid.UUID | None, str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -182,6 +192,7 @@ class LiveState:
     counters: Counter[str] = field(default_factory=Counter)
     status: ConnectionStatus = field(default_factory=ConnectionStatus)
     attempts: dict[int, AttemptStatus] = field(default_factory=dict)
+    batches: dict[uuid.UUID, BatchTotal] = field(default_factory=dict)
     # Rejections not yet pushed to open inspectors, newest first; the push takes them.
     new_rejections: deque[Rejection] = field(default_factory=lambda: deque(maxlen=RECENT))
     banner: Alarm | None = None  # the latest alarm worth interrupting people for
