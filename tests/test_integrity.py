@@ -198,6 +198,8 @@ async def test_a_reset_is_asked_first_and_a_double_click_publishes_once(hq, peop
     await publishes(watcher, 1)
     await asyncio.sleep(0.3)
     assert len(watcher.messages) == 1 and len(await attempts()) == 1
+    activity = (await client.get(f"/buildings/{building}/activity/")).content.decode()
+    assert "<strong>reset count</strong>" in activity
 
 
 @pytest.mark.broker
@@ -347,3 +349,36 @@ async def test_the_bridge_resets_every_place_at_the_local_time_once_even_after_a
     clock["now"] = at(LONDON, 2026, 3, 30, 2, 0, 5)  # the next night
     await publishes(watcher, 6)
     assert len(await attempts()) == 6
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+async def test_with_several_workers_only_the_holder_of_a_building_resets_it(
+    running_bridge, subscriber, redis_url
+):
+    from dashboard.bridge.leases import Leases
+    from tests.factories import make_building
+
+    for n in range(4):
+        await sync_to_async(make_building)(f"Building {n}")
+    await Building.objects.aupdate(timezone="America/New_York", nightly_reset_at=TWO)
+    watcher = await sync_to_async(subscriber)(*HEAD_COUNT_TOPICS)
+    clock = {"now": at(NEW_YORK, 2026, 11, 1, 0, 0)}
+    workers = [
+        await running_bridge(
+            leases=Leases(redis_url, name, 2.0), nightly_every=0.05, clock=lambda: clock["now"]
+        )
+        for name in ("w1", "w2")
+    ]
+    await until(lambda: all(len(w.buildings) == 2 for w in workers), 10, "the buildings split")
+    for worker in workers:
+        for building_id in worker.buildings:
+            await subscribed(worker, building_id)
+
+    clock["now"] = at(NEW_YORK, 2026, 11, 1, 2, 0)  # the night the clocks go back
+    await publishes(watcher, 12)  # 4 buildings of 3 places each
+    await asyncio.sleep(0.5)
+    assert len(watcher.messages) == 12 and len(await attempts()) == 12
+    for worker in workers:
+        reset = {b for b, night in worker._last_night.items() if night == date(2026, 11, 1)}
+        assert reset == set(worker.buildings)
