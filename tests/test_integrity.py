@@ -382,3 +382,20 @@ async def test_with_several_workers_only_the_holder_of_a_building_resets_it(
     for worker in workers:
         reset = {b for b, night in worker._last_night.items() if night == date(2026, 11, 1)}
         assert reset == set(worker.buildings)
+
+
+@pytest.mark.django_db
+def test_an_admin_sets_a_buildings_nightly_reset_time_in_local_time(hq):
+    from django.contrib.auth.models import User
+
+    admin = Client()
+    admin.force_login(User.objects.create_superuser("root", password="x"))
+    url = f"/admin/dashboard/building/{hq[Scope.BUILDING]}/change/"
+    html = admin.get(url).content.decode()
+    assert 'name="nightly_reset_at"' in html
+    assert "Local time of the nightly headcount reset; empty = off." in html
+    form = {"id": hq[Scope.BUILDING], "name": "Headquarters", "timezone": "Europe/London"}
+    form |= {"nightly_reset_at": "02:30", "roles-TOTAL_FORMS": 0, "roles-INITIAL_FORMS": 0}
+    response = admin.post(url, form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Building.objects.get(id=hq[Scope.BUILDING]).nightly_reset_at == time(2, 30)

@@ -181,7 +181,9 @@ class Bridge:
             now = self._clock()
             for building_id, reset_at in times.items():
                 running = self.buildings.get(building_id)
-                if running is None or self._stopping.is_set():
+                # Not connected: the next pass tries again (within NIGHTLY_LATEST), rather
+                # than write the night's rows and publish nothing.
+                if running is None or self._stopping.is_set() or not running.session.connected:
                     continue
                 if building_id not in self._last_night:
                     self._last_night[building_id] = await _db(resets.last_night, building_id)
