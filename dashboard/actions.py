@@ -29,7 +29,7 @@ from dashboard.access import require, roles_on
 from dashboard.audit import Audit, Target
 from dashboard.contract import payloads
 from dashboard.contract.topics import Kind, Scope
-from dashboard.live import fragments
+from dashboard.live import fragments, resets
 from dashboard.live.building_store import load_building
 from dashboard.live.buildings import BuildingInventory
 from dashboard.models import ActionAttempt, Role
@@ -196,15 +196,9 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
         "the lamps that did not follow" if retry else name,
     )
 
-    if Role.OPERATOR not in roles:
-        await audit.refuse("not an operator of this building")
-        require(roles)  # the form would name the target to someone who may not see it
-        return await _answer(
-            request, form, [], status=403, error="Only operators may send actions."
-        )
-    if not form.is_valid():
-        await audit.refuse("invalid: " + _errors(form))
-        return await _answer(request, form, [], status=422)
+    refused = await _refusal(audit, roles, form, "send actions")
+    if refused:
+        return await _answer(request, form, [], status=refused[0], error=refused[1])
     data = form.cleaned_data
     form.button = describe(data["action"], data["level"], name)
     if not targets:  # the picker's, sent with no space chosen
@@ -218,13 +212,8 @@ async def send_action(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
     earlier = await audit.earlier(key)
     if earlier:  # a double click, or the same form sent twice: never publish twice
         return await _answer(request, _fresh(form), earlier)
-    wait = await audit.rate_limited(settings.ACTION_RATE_PER_MINUTE)
-    if wait:
-        await audit.refuse("rate limited")
-        message = (
-            f"Rate limit: at most {settings.ACTION_RATE_PER_MINUTE} actions a minute. "
-            f"Try again in {wait} s."
-        )
+    message = await _over_rate(audit)
+    if message:
         return await _answer(request, form, [], status=429, error=message)
 
     now = timezone.now()
@@ -283,6 +272,33 @@ async def _retried(
     return (attempt, targets) if targets else None
 
 
+async def _refusal(
+    audit: Audit, roles: set[str], form: forms.Form, what: str
+) -> tuple[int, str] | None:
+    """Who may and what was posted, checked first for every command; the refusal audited
+    as (status, message), or None."""
+    if Role.OPERATOR not in roles:
+        await audit.refuse("not an operator of this building")
+        require(roles)  # the form would name the target to someone who may not see it
+        return 403, f"Only operators may {what}."
+    if not form.is_valid():
+        await audit.refuse("invalid: " + _errors(form))
+        return 422, ""
+    return None
+
+
+async def _over_rate(audit: Audit) -> str:
+    """The rate limit's message when this user sent too many this minute (audited), or ""."""
+    wait = await audit.rate_limited(settings.ACTION_RATE_PER_MINUTE)
+    if not wait:
+        return ""
+    await audit.refuse("rate limited")
+    return (
+        f"Rate limit: at most {settings.ACTION_RATE_PER_MINUTE} actions a minute. "
+        f"Try again in {wait} s."
+    )
+
+
 def _retry_form(posted: Any, raw_target: str, attempt: ActionAttempt) -> dict[str, Any]:
     """The form a retry stands for: the retried action's command, this form's key."""
     prefix = raw_target.replace(":", "-")
@@ -336,7 +352,7 @@ def _raw_target(request: HttpRequest) -> str:
     return ""
 
 
-def _errors(form: ActionForm) -> str:
+def _errors(form: forms.Form) -> str:
     return "; ".join(
         f"{field}: {' '.join(str(e) for e in errors)}" for field, errors in form.errors.items()
     )
@@ -371,8 +387,122 @@ async def _answer(
         "action_url": request.path,
         "building_url": request.path.removesuffix("actions/"),
     }
+    return await _respond(request, "action", context, status)
+
+
+async def _respond(
+    request: HttpRequest, name: str, context: dict[str, Any], status: int
+) -> HttpResponse:
+    """The form alone for htmx (``<name>_form.html``), else a page around it."""
     # django-htmx's middleware sets request.htmx, which HttpRequest's type does not know.
     htmx = getattr(request, "htmx", False)
-    template = "dashboard/action_form.html" if htmx else "dashboard/action_page.html"
+    template = f"dashboard/{name}_form.html" if htmx else f"dashboard/{name}_page.html"
     # Context processors (the user, messages) touch the database: render off the loop.
     return await sync_to_async(render)(request, template, context, status=status)
+
+
+# --- resetting a place's count ------------------------------------------------------------
+
+
+class ResetForm(forms.Form):
+    """ "Reset count" on a place's card: its target, a key against double clicks, and the
+    confirm step's answer."""
+
+    place: resets.Place
+
+    target = forms.CharField(widget=forms.HiddenInput)  # building:<id>, space:<id>, area:<id>
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=40)
+    confirm = forms.BooleanField(widget=forms.HiddenInput, required=False)
+
+
+def reset_form(place: resets.Place) -> ResetForm:
+    form = ResetForm(
+        initial={
+            "target": f"{place.scope}:{place.id}",
+            "idempotency_key": secrets.token_urlsafe(16),
+        }
+    )
+    form.place = place
+    return form
+
+
+def reset_place(inventory: BuildingInventory, target: str) -> resets.Place | None:
+    """The place a reset form's target names, or None when it is not in the building."""
+    scope, _, raw = target.partition(":")
+    try:
+        entity_id = uuid.UUID(raw)
+    except ValueError:
+        return None
+    return resets.place_of(inventory, scope, entity_id)
+
+
+@login_required
+@require_POST
+async def reset_count(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
+    """Set a place's count to 0: asked first, then audited, rate limited and published
+    like an action, and confirmed when the place's count comes back as 0."""
+    user = await request.auser()
+    inventory = await sync_to_async(load_building)(building_id)
+    if inventory is None:
+        raise Http404("No such building.")
+    roles = await sync_to_async(roles_on)(user, building_id)
+    place = reset_place(inventory, request.POST.get("target", ""))
+    if place is None:
+        require(roles)  # which places a building has is for its people only
+        raise Http404("No such space, area or building.")
+    form = ResetForm(request.POST)
+    form.place = place
+    target = Target(place.scope, place.id, place.name)
+    audit = Audit(inventory.id, user, [target], False, place.name)
+
+    refused = await _refusal(audit, roles, form, "reset a count")
+    if refused:
+        return await _answer_reset(request, form, [], status=refused[0], error=refused[1])
+    if not form.cleaned_data["confirm"]:
+        return await _answer_reset(request, form, [], confirm=True)
+    key = form.cleaned_data["idempotency_key"]
+    earlier = await audit.earlier(key)
+    if earlier:  # a double click on "Yes, reset": never publish twice
+        return await _answer_reset(request, reset_form(place), earlier)
+    message = await _over_rate(audit)
+    if message:
+        return await _answer_reset(request, form, [], status=429, error=message)
+    problems = payloads.validate(Kind.HEAD_COUNT, resets.RESET_PAYLOAD)
+    if problems:  # the contract has the last word
+        await audit.refuse("invalid: " + problems[0]["error"]["message"])
+        return await _answer_reset(
+            request, form, [], status=422, error=problems[0]["error"]["message"]
+        )
+    deadline = timezone.now() + timedelta(seconds=settings.ACTION_CONFIRM_GRACE_SECONDS)
+    attempts = await audit.attempts(
+        [(target, resets.RESET_PAYLOAD)],
+        key,
+        {place.id: resets.confirm_target(place)},
+        deadline,
+        kind=Kind.HEAD_COUNT,
+    )
+    if attempts is None:  # a concurrent click with the same key got there first
+        return await _answer_reset(request, reset_form(place), await audit.earlier(key))
+    result = await dispatch.publish(inventory.id, attempts[0])
+    return await _answer_reset(request, reset_form(place), [result])
+
+
+async def _answer_reset(
+    request: HttpRequest,
+    form: ResetForm,
+    results: list[dict[str, Any]],
+    *,
+    status: int = 200,
+    error: str = "",
+    confirm: bool = False,
+) -> HttpResponse:
+    context = {
+        "form": form,
+        "place": form.place,
+        "results": results,
+        "error": error,
+        "confirm": confirm,
+        "reset_url": request.path,
+        "building_url": request.path.removesuffix("reset/"),
+    }
+    return await _respond(request, "reset", context, status)

@@ -48,6 +48,9 @@ CSV_HEADER = [
 ]
 
 
+RESET_TYPE = "reset count"
+
+
 @dataclass
 class ActionSummary:
     """What an attempt asked for, as far as its payload can be read."""
@@ -79,6 +82,8 @@ def summarise_payload(payload: str, topic: str = "") -> ActionSummary:
         if isinstance(value, dict):
             summary.level = _number(value.get("level"))
             summary.transition_time = _number(value.get("transition_time"))
+    if not summary.type and topic.endswith("/meta/head_count"):
+        summary.type = RESET_TYPE  # {"name": "headcount", "value": 0}: a count set to 0
     if not summary.type:
         # On a typed topic (.../actions/<type>) the type is in the topic, not the payload.
         parts = topic.rsplit("/", 2)

@@ -28,8 +28,8 @@ class RoleInline(admin.TabularInline):
 @admin.register(Building)
 class BuildingAdmin(admin.ModelAdmin):
     # The time zone is checked by the model's validator: an unknown name is refused on save.
-    list_display = ["name", "timezone", "id"]
-    fields = ["id", "name", "timezone"]
+    list_display = ["name", "timezone", "nightly_reset_at", "id"]
+    fields = ["id", "name", "timezone", "nightly_reset_at"]
     search_fields = ["name", "id"]
     inlines = [RoleInline]
 

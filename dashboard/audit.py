@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from dashboard.contract.topics import Kind, Scope, build_topic
-from dashboard.live import confirmation, fragments, metrics
+from dashboard.live import confirmation, fragments, metrics, resets
 from dashboard.models import ActionAttempt
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Target:
-    scope: Scope  # SPACE or DEVICE
+    scope: Scope  # SPACE or DEVICE for actions; BUILDING, SPACE or AREA for a count reset
     id: uuid.UUID
     name: str
 
@@ -59,7 +59,7 @@ class Audit:
             building_id=self.building_id,
             user=self.user,
             username=self.user.get_username(),
-            target_type="space" if target is None or target.scope == Scope.SPACE else "device",
+            target_type=Scope.SPACE.value if target is None else target.scope.value,
             target_id=target.id if target else None,
             target_name=target.name if target else self.label,
             **fields,
@@ -110,9 +110,7 @@ class Audit:
         )
         found = [first] if first.idempotency_key == key else [a async for a in batch]
         return [
-            fragments.attempt_card(
-                a.id, json.loads(a.payload)["name"], a.outcome, a.reason, a.confirmation_summary()
-            )
+            fragments.attempt_card(a.id, label_of(a), a.outcome, a.reason, a.confirmation_summary())
             for a in found
         ]
 
@@ -136,6 +134,7 @@ class Audit:
         lamps: dict[uuid.UUID, list[dict[str, str]]],
         deadline: datetime,
         retry_of: int | None = None,
+        kind: Kind = Kind.ACTION,
     ) -> list[ActionAttempt] | None:
         """Write the pending attempts, one per target, before anything is published; each
         with the lamps that confirm it by ``deadline``.
@@ -146,7 +145,7 @@ class Audit:
         rows = [
             self._row(
                 target,
-                topic=build_topic(target.scope, target.id, Kind.ACTION, publish=True),
+                topic=build_topic(target.scope, target.id, kind, publish=True),
                 payload=json.dumps(payload, separators=(",", ":")),
                 idempotency_key=f"{key}:{n}" if self.whole_building else key,
                 batch=batch,
@@ -157,6 +156,8 @@ class Audit:
                 else confirmation.Confirmation.NONE,
                 lamp_count=len(lamps.get(target.id, [])),
                 retry_of_id=retry_of,
+                # A reset follows its place's count, not lamps: its card says so.
+                confirmation_detail={"noun": "place"} if kind == Kind.HEAD_COUNT else {},
             )
             for n, (target, payload) in enumerate(planned)
         ]
@@ -165,6 +166,12 @@ class Audit:
         except IntegrityError:
             return None
         return rows
+
+
+def label_of(attempt: ActionAttempt) -> str:
+    """What an attempt's card calls it: the action's name, or "Reset count of <place>"."""
+    payload = json.loads(attempt.payload)
+    return resets.label(attempt.target_name) if resets.is_reset(payload) else payload["name"]
 
 
 WINDOW_KEPT = 120  # seconds a per-minute counter is kept: past its minute, and then some

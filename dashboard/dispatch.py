@@ -17,11 +17,10 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Q
-from django.utils import timezone
 
 from dashboard.audit import Target
 from dashboard.contract.topics import Scope
-from dashboard.live import confirmation, fragments, layer, metrics
+from dashboard.live import confirmation, fragments, layer, resets, store
 from dashboard.models import ActionAttempt, Device, LatestMeta
 
 logger = logging.getLogger(__name__)
@@ -94,27 +93,27 @@ async def publish(
     # The bridge must be done (published and acknowledged) by the deadline, and drops the
     # request unpublished after it; this view waits 2 s longer, so its "failed" is true.
     deadline = time.time() + timeout
-    request: dict[str, Any] = {
-        "attempt": attempt.id,
-        "label": payload["name"],
-        "name": payload["name"],
-        "action_type": payload["type"],
-        "created": payload["created"],
-        "topic": attempt.topic,
-        "payload": attempt.payload,
-        "timeout": timeout,
-        "deadline": deadline,
-        "who": attempt.username,  # the space's card shows its last action, and by whom
-        "space": str(attempt.target_id) if attempt.target_type == "space" else "",
-    }
+    if resets.is_reset(payload):
+        request = resets.publish_request(attempt, timeout)
+    else:
+        request = {
+            "attempt": attempt.id,
+            "label": payload["name"],
+            "name": payload["name"],
+            "action_type": payload["type"],
+            "created": payload["created"],
+            "topic": attempt.topic,
+            "payload": attempt.payload,
+            "timeout": timeout,
+            "who": attempt.username,  # the space's card shows its last action, and by whom
+            "space": str(attempt.target_id) if attempt.target_type == "space" else "",
+        }
+        confirm = resets.confirm_of(attempt)
+        if confirm:
+            request["confirm"] = confirm
+    request["deadline"] = deadline
     if attempt.batch is not None and batch_size > 1:
         request["batch"] = {"id": attempt.batch.hex, "spaces": batch_size}
-    if attempt.confirm_targets and attempt.confirm_deadline is not None:
-        request["confirm"] = {
-            "targets": attempt.confirm_targets,
-            "action_at": attempt.created_at.isoformat(),
-            "deadline": attempt.confirm_deadline.isoformat(),
-        }
     summary = None
     try:
         result = await layer.request_publish(building_id, request, timeout + 2)
@@ -131,20 +130,8 @@ async def publish(
     outcome = ActionAttempt.SEEN if seen else attempt.outcome
     if summary is None and ok:
         summary = attempt.confirmation_summary()
-    return fragments.attempt_card(attempt.id, payload["name"], outcome, attempt.reason, summary)
+    return fragments.attempt_card(attempt.id, request["label"], outcome, attempt.reason, summary)
 
 
 def settle(attempt_id: int, ok: bool, reason: str) -> None:
-    # Conditional: the bridge may already have marked it seen; never move it back.
-    pending = ActionAttempt.objects.filter(id=attempt_id, outcome=ActionAttempt.PENDING)
-    if ok:
-        pending.update(outcome=ActionAttempt.ACKNOWLEDGED, acknowledged_at=timezone.now())
-    else:
-        pending.update(outcome=ActionAttempt.FAILED, reason=reason[:1000])
-        # Nothing reached the lamps (a publish that timed out is still followed: it may
-        # have gone out, and the bridge settles it).
-        if "no acknowledgement" not in reason:
-            ActionAttempt.objects.filter(
-                id=attempt_id, confirmation=confirmation.Confirmation.PENDING
-            ).update(confirmation=confirmation.Confirmation.NONE)
-    metrics.ACTIONS.labels(ActionAttempt.ACKNOWLEDGED if ok else ActionAttempt.FAILED).inc()
+    store.settle_attempt(attempt_id, ok, reason)

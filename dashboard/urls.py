@@ -17,6 +17,7 @@ urlpatterns = [
         name="device",
     ),
     path("buildings/<uuid:building_id>/actions/", actions.send_action, name="send_action"),
+    path("buildings/<uuid:building_id>/reset/", actions.reset_count, name="reset_count"),
     path("buildings/<uuid:building_id>/actions/spaces/", views.space_picker, name="space_picker"),
     path("buildings/<uuid:building_id>/activity/", activity.activity, name="activity"),
     path("buildings/<uuid:building_id>/activity.csv", activity.activity_csv, name="activity_csv"),

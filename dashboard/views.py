@@ -61,6 +61,7 @@ def _live_context(inventory: BuildingInventory, roles: set) -> dict:
         "stale_after": settings.STALE_AFTER_SECONDS,
         "building_url": building_url,
         "action_url": reverse("send_action", args=[inventory.id]),
+        "reset_url": reverse("reset_count", args=[inventory.id]),
         "socket_url": socket_url("ws_building", building_id=inventory.id),
         "action_words": actions.WORDS,
         "zone": inventory.zone,

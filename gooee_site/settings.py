@@ -143,6 +143,8 @@ ACTION_RATE_PER_MINUTE = int(_number("ACTION_RATE_PER_MINUTE", 30, minimum=1))
 ACTION_REFUSALS_LOGGED_PER_MINUTE = int(_number("ACTION_REFUSALS_LOGGED_PER_MINUTE", 10, minimum=1))
 # Seconds past an action's transition time its lamps have to report what it asked for.
 ACTION_CONFIRM_GRACE_SECONDS = _number("ACTION_CONFIRM_GRACE_SECONDS", 10, minimum=0, cast=float)
+# How far a place's head_count may be from headcount_in - headcount_out before its card warns.
+HEADCOUNT_TOLERANCE = int(_number("HEADCOUNT_TOLERANCE", 2, minimum=0))
 # A new fault alarm at or above this priority (0-255) raises a banner and a notification.
 ALARM_NOTIFY_PRIORITY = int(_number("ALARM_NOTIFY_PRIORITY", 200, minimum=0))
 if ALARM_NOTIFY_PRIORITY > 255:

@@ -222,3 +222,18 @@ def chromium() -> Any:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+async def redis_url() -> Any:
+    """A Redis database of this suite's own, emptied before and after."""
+    import os
+
+    from redis import asyncio as aioredis
+
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    redis = aioredis.from_url(url)
+    await redis.flushdb()
+    yield url
+    await redis.flushdb()
+    await redis.aclose()

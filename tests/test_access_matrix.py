@@ -124,6 +124,8 @@ MATRIX = [
     row("device",                 GET,  LOGIN, 403, 200, 200, 200, 403, 200),
     row("send_action",            GET,  LOGIN, 405, 405, 405, 405, 405, 405),
     row("send_action",            POST, LOGIN, 403, 403, 200, 403, 403, 200),
+    row("reset_count",            GET,  LOGIN, 405, 405, 405, 405, 405, 405),
+    row("reset_count",            POST, LOGIN, 403, 403, 200, 403, 403, 200),
     row("space_picker",           GET,  LOGIN, 403, 403, 200, 403, 403, 200),
     row("activity",               GET,  LOGIN, 403, 200, 200, 200, 403, 200),
     row("activity_csv",           GET,  LOGIN, 403, 200, 200, 200, 403, 200),
@@ -170,6 +172,11 @@ POSTS: dict[str, Callable[[Any], dict[str, Any]]] = {
         f"device-{place.device}-transition_time": 5,
         f"device-{place.device}-idempotency_key": uuid.uuid4().hex,
     },
+    "reset_count": lambda place: {
+        "target": f"space:{place.space}",
+        "idempotency_key": uuid.uuid4().hex,
+        "confirm": "on",
+    },
     "alarm_acknowledge": lambda place: {"note": "On my way"},
     "alarm_clear": lambda place: {"note": "Replaced the sensor"},
     "alarm_acknowledge_many": lambda place: {"alarm": [place.alarm], "note": ""},
@@ -190,6 +197,9 @@ def _alarm_state(world: World) -> str:
 EFFECTS: dict[str, Callable[[Any], bool]] = {
     "send_action": lambda world: ActionAttempt.objects.filter(
         outcome=ActionAttempt.ACKNOWLEDGED
+    ).exists(),
+    "reset_count": lambda world: ActionAttempt.objects.filter(
+        outcome=ActionAttempt.ACKNOWLEDGED, topic__endswith="/meta/head_count"
     ).exists(),
     "alarm_acknowledge": lambda world: _alarm_state(world) == FaultAlarm.ACKNOWLEDGED,
     "alarm_clear": lambda world: _alarm_state(world) == FaultAlarm.CLEARED,
@@ -525,6 +535,7 @@ CROSSINGS = [
     ("Cobalt's alarm cleared through Saffron",       "alarm_clear",            POST,  404),
     ("Cobalt's alarm in Saffron's bulk form",        "alarm_acknowledge_many", POST,  303),
     ("an action for Cobalt's device from Saffron",   "send_action",            POST,  404),
+    ("a reset of Cobalt's space's count from Saffron", "reset_count",          POST,  404),
 ]
 # fmt: on
 

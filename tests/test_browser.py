@@ -365,3 +365,33 @@ def test_an_operator_finds_three_boardrooms_in_a_200_space_building_and_dims_the
     chosen = [s for s in building["spaces"] if s["id"] in ids and floors[s["parent"]] in wanted]
     assert topics == sorted(f"spaces/{s['id']}/actions" for s in chosen)
     page.close()
+
+
+def test_an_operator_sees_a_count_that_disagrees_and_resets_it(chromium, dashboard, mqtt):
+    served, hq = dashboard
+    page = log_in(chromium, served.url, "olivia")
+    page.goto(f"{served.url}/buildings/{hq['building']}/")
+    expect(page.locator("#bridge-status")).to_contain_text("connected")
+    lobby = hq["area"]
+    for kind, name, value in (
+        (Kind.HEADCOUNT_IN, "headcount_in", 10),
+        (Kind.HEADCOUNT_OUT, "headcount_out", 3),
+        (Kind.HEAD_COUNT, "headcount", 12),
+    ):
+        mqtt(build_topic(Scope.AREA, lobby, kind), {"name": name, "value": value})
+    card = page.locator(f"#headcount-{lobby.replace('-', '')}")
+    expect(card.locator(".integrity-warning")).to_have_text(
+        "Check the count: in \u2212 out = 7, count = 12"
+    )
+
+    reset = page.get_by_role("form", name="Reset the count of Lobby")
+    reset.get_by_role("button", name="Reset count").click()
+    reset = page.get_by_role("form", name="Reset the count of Lobby")
+    expect(reset.locator(".confirm")).to_contain_text("Reset the count of Lobby to 0?")
+    reset.get_by_role("button", name="Yes, reset the count").click()
+    attempt = page.get_by_role("form", name="Reset the count of Lobby").locator(".attempt")
+    expect(attempt).to_contain_text("Reset count of Lobby")
+    # The broker hands the 0 back on the area's head_count topic: the card and the attempt.
+    expect(card.locator(".head-count")).to_have_text("0")
+    expect(attempt).to_contain_text("confirmed: 1 of 1 place")
+    page.close()

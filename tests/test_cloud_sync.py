@@ -507,21 +507,6 @@ async def test_with_several_workers_only_the_holder_of_a_building_re_syncs_it(
     assert not set(calls["w1"]) & set(calls["w2"])
 
 
-@pytest.fixture
-async def redis_url() -> Any:
-    """A Redis database of this suite's own, emptied before and after."""
-    import os
-
-    from redis import asyncio as aioredis
-
-    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-    redis = aioredis.from_url(url)
-    await redis.flushdb()
-    yield url
-    await redis.flushdb()
-    await redis.aclose()
-
-
 @pytest.mark.broker
 @pytest.mark.django_db(transaction=True)
 async def test_a_synced_value_shows_before_any_message_and_a_live_one_wins_over_it(

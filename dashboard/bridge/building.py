@@ -31,6 +31,7 @@ from dashboard.live.state import (
     BatchTotal,
     ConfirmationUpdate,
     ConnectionStatus,
+    HeadcountValue,
     LastAction,
     LiveState,
     MetaValue,
@@ -273,6 +274,12 @@ class BuildingBridge:
                 record.device_id, record.name, record.value, record.received_at
             )
             for pending in changed:
+                self._confirmation_changed(pending)
+            return
+        if type(record) is HeadcountValue:  # a reset waits for its place's count to be 0
+            for pending in self.confirmations.on_meta(
+                record.entity_id, record.kind, record.value, record.received_at
+            ):
                 self._confirmation_changed(pending)
             return
         if isinstance(record, Rejection):

@@ -75,6 +75,8 @@ class BridgeService:
             leases=_leases(),
             resync=cloud_sync.resync_building,
             resync_every=_resync_seconds(),
+            reset_timeout=settings.ACTION_PUBACK_TIMEOUT_SECONDS,
+            reset_grace=settings.ACTION_CONFIRM_GRACE_SECONDS,
         )
         self._task = asyncio.create_task(self.bridge.run(), name="bridge")
         logger.info("bridge started against %s", broker)

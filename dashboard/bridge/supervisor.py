@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -18,7 +19,7 @@ from dashboard.bridge.history import HistoryWriter
 from dashboard.bridge.inbox import Inbox
 from dashboard.bridge.leases import Leases, assign
 from dashboard.bridge.session import SessionConfig
-from dashboard.live import layer, readiness
+from dashboard.live import layer, readiness, resets, store
 from dashboard.live.building_store import load_building, load_versions
 from dashboard.live.cloud_sync import SyncResult
 from dashboard.live.load import load_batches, load_confirmations, load_state
@@ -46,6 +47,10 @@ class Bridge:
         leases: Leases | None = None,
         resync: Callable[[uuid.UUID], object] | None = None,
         resync_every: float = 0.0,
+        nightly_every: float = 30.0,
+        reset_timeout: float = 5.0,
+        reset_grace: float = 10.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
         # Re-sync from the Gooee Cloud API every ``resync_every`` seconds (0: never): a blocking
@@ -55,6 +60,15 @@ class Bridge:
         self._resync_due = time.monotonic() + resync_every
         self._resync_task: asyncio.Task[None] | None = None
         self._resync_failing: dict[uuid.UUID, str] = {}
+        # The nightly headcount reset: looked for every ``nightly_every`` seconds on the wall
+        # ``clock``; each reset's PUBACK timeout and the seconds its count has to come back.
+        self._nightly_every = nightly_every
+        self._nightly_check = 0.0
+        self._nightly_task: asyncio.Task[None] | None = None
+        self._last_night: dict[uuid.UUID, date | None] = {}
+        self._reset_timeout = reset_timeout
+        self._reset_grace = reset_grace
+        self._clock = clock
         self._notify_priority = notify_priority
         self._only = building_ids
         self._window = window
@@ -83,6 +97,7 @@ class Bridge:
                         await self.keep_leases()
                     await self.sync_inventory()
                     self._maybe_resync()
+                    self._maybe_nightly()
                 except Exception:
                     logger.exception("could not read the inventory or reach Redis; retrying")
                 self.ready.set()
@@ -92,6 +107,8 @@ class Bridge:
         finally:
             readiness.unregister(self.local)  # stopping: this process serves no building now
             inbox.cancel()
+            if self._nightly_task is not None:
+                await asyncio.gather(self._nightly_task, return_exceptions=True)
             if self._resync_task is not None:
                 # Its thread cannot be cancelled: let the building in hand finish its write.
                 await asyncio.wait({self._resync_task}, timeout=RESYNC_STOP_WAIT)
@@ -140,6 +157,60 @@ class Bridge:
             if report is not None and report.values and running is not None:
                 stored = await _db(load_state, building_id)
                 running.take_values(stored.meta)
+
+    def _maybe_nightly(self) -> None:
+        """Look for due nightly resets now and then, one pass at a time."""
+        if time.monotonic() < self._nightly_check:
+            return
+        if self._nightly_task is not None and not self._nightly_task.done():
+            return
+        self._nightly_check = time.monotonic() + self._nightly_every
+        self._nightly_task = asyncio.create_task(self.nightly_resets(), name="nightly-resets")
+
+    async def nightly_resets(self) -> None:
+        """Reset every place of each building held here whose nightly reset is due.
+
+        Only the worker holding a building's lease has it in ``self.buildings``; the audit
+        rows' keys name the local night, so a restart or a handover never resets it twice.
+        """
+        held = list(self.buildings)
+        if not held:
+            return
+        try:
+            times = await _db(resets.nightly_settings, held)
+            now = self._clock()
+            for building_id, reset_at in times.items():
+                running = self.buildings.get(building_id)
+                # Not connected: the next pass tries again (within NIGHTLY_LATEST), rather
+                # than write the night's rows and publish nothing.
+                if running is None or self._stopping.is_set() or not running.session.connected:
+                    continue
+                if building_id not in self._last_night:
+                    self._last_night[building_id] = await _db(resets.last_night, building_id)
+                night = resets.nightly_due(
+                    reset_at, running.inventory.zone, now, self._last_night[building_id]
+                )
+                if night is not None:
+                    self._last_night[building_id] = night
+                    await self._reset_building(running, night)
+        except Exception:
+            logger.exception("nightly headcount reset failed; trying again on the next pass")
+
+    async def _reset_building(self, running: BuildingBridge, night: date) -> None:
+        inventory = running.inventory
+        found = resets.places(inventory)
+        rows = await _db(resets.write_nightly, inventory.id, found, night, self._reset_grace)
+        if rows is None:
+            logger.info("building %s: the counts of %s were reset already", inventory.id, night)
+            return
+        logger.info(
+            "building %s: nightly reset of %d counts for %s", inventory.id, len(rows), night
+        )
+        results = await asyncio.gather(
+            *(running.publish_action(resets.publish_request(r, self._reset_timeout)) for r in rows)
+        )
+        for row, result in zip(rows, results, strict=True):
+            await _db(store.settle_attempt, row.id, result["ok"], result["reason"])
 
     def _resync_failed(self, building_id: uuid.UUID, error: str) -> None:
         # Logged when it starts failing (or fails otherwise), not every period it goes on.

@@ -46,13 +46,19 @@ def is_lamp(product_type: str, reported: Iterable[str]) -> bool:
     return any(name in LAMP_META for name in reported) or any(w in kind for w in LAMP_TYPES)
 
 
+RESET = "reset"  # a headcount reset: {"name": "headcount", "value": 0} on a place's head_count
+HEAD_COUNT = "head_count"  # the meta name a place's count is reported under
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
-    type: str  # off, on or dim
+    type: str  # off, on, dim or reset
     level: int | None = None
 
     @classmethod
     def of(cls, payload: Mapping[str, Any]) -> Command:
+        if "type" not in payload and payload.get("name") == "headcount":
+            return cls(RESET)
         value = payload.get("value") or {}
         level = value.get("level") if payload.get("type") == "dim" else None
         return cls(str(payload.get("type")), int(level) if level is not None else None)
@@ -65,6 +71,8 @@ class Command:
             )
         if self.type == "on":
             return name == "onoff" and _onoff(value) is True
+        if self.type == RESET:  # the place's own count comes back as 0
+            return name == HEAD_COUNT and _number(value) == 0
         if self.type == "dim" and name == "dim" and self.level is not None:
             level = _number(value)
             return level is not None and abs(level - self.level) <= 1
@@ -143,13 +151,19 @@ class Pending:
     def _last(self, device_id: uuid.UUID, latest: Mapping[str, MetaValue]) -> str:
         values = {n: (v.value, v.received_at) for n, v in latest.items() if n in LAMP_META}
         values.update(self.reported.get(device_id, {}))
+        if self.command.type == RESET:  # a place: only its count is about the reset
+            values = {n: v for n, v in values.items() if n == HEAD_COUNT}
         if not values:
             return "no report since the action"
         # Dim commands are about the level; on and off about onoff (else the level).
         shown = ["dim"] if self.command.type == "dim" else ["onoff", "dim"]
-        name = next(n for n in [*shown, *LAMP_META] if n in values)
+        order = [HEAD_COUNT] if self.command.type == RESET else [*shown, *LAMP_META]
+        name = next(n for n in order if n in values)
         value, at = values[name]
-        text = f"{value} %" if name == "dim" else ("on" if _onoff(value) else "off")
+        if name == HEAD_COUNT:
+            text = f"count {value}"
+        else:
+            text = f"{value} %" if name == "dim" else ("on" if _onoff(value) else "off")
         delta = (at - self.action_at).total_seconds()
         when = f"{round(-delta)} s before" if delta < 0 else f"{round(delta)} s after"
         return f"{text}, {when} the action"
@@ -163,7 +177,13 @@ class Pending:
             "followed": [str(d) for d in self.followed],
             "missing": self.missing,
             "late": self.late,
+            "noun": self.noun,
         }
+
+    @property
+    def noun(self) -> str:
+        """What it follows: lamps, or for a reset the place whose count it is."""
+        return "place" if self.command.type == RESET else "lamp"
 
 
 def _settled(followed: int, total: int) -> Confirmation:
@@ -270,6 +290,7 @@ def summary_of(state: str, confirmed: int, total: int, detail: Mapping[str, Any]
         "followed": list(detail.get("followed", [])),
         "missing": list(detail.get("missing", [])),
         "late": list(detail.get("late", [])),
+        "noun": detail.get("noun", "lamp"),
     }
 
 
@@ -278,7 +299,8 @@ def describe(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not summary or not summary.get("state"):
         return None
     state, confirmed, total = summary["state"], summary["confirmed"], summary["total"]
-    lamps = "lamp" if total == 1 else "lamps"
+    noun = summary.get("noun") or "lamp"
+    lamps = noun if total == 1 else f"{noun}s"
     if state == Confirmation.PENDING:
         text = f"Confirmed {confirmed} of {total} {lamps}"
     else:
@@ -287,6 +309,7 @@ def describe(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "state": state,
         "settled": state != Confirmation.PENDING,
         "text": text,
+        "noun": noun,
         "missing": [f"{m['name']}: {m['last']}" for m in summary.get("missing", [])],
         "late": [
             f"{m['name']}: followed {m['late']} s after the deadline"

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any
 
+from django.conf import settings
 from django.template.loader import render_to_string
 
 from dashboard.contract import meta_definitions, rejections
-from dashboard.live import confirmation, tiles
+from dashboard.live import confirmation, integrity, tiles
 from dashboard.live.buildings import UTC, BuildingInventory, Entity
 from dashboard.live.state import (
     Alarm,
@@ -91,12 +92,21 @@ def headcount_card(entity: Entity, scope: str, state: LiveState, zone: tzinfo) -
         percent = round(100 * count.value / entity.capacity)
         band = "ok" if percent < 80 else "warn" if percent <= 100 else "bad"
         occupancy = {"percent": percent, "band": band}
+    counted_in, counted_out = values.get("headcount_in"), values.get("headcount_out")
+    warning = integrity.check_headcount(
+        count.value if count is not None else None,
+        counted_in.value if counted_in is not None else None,
+        counted_out.value if counted_out is not None else None,
+        entity.capacity,
+        settings.HEADCOUNT_TOLERANCE,
+    )
     return {
         "entity": entity,
         "scope": scope,
+        "warning": warning,
         "head_count": count,
-        "headcount_in": values.get("headcount_in"),
-        "headcount_out": values.get("headcount_out"),
+        "headcount_in": counted_in,
+        "headcount_out": counted_out,
         "occupancy": occupancy,
         "at_text": clock(count.received_at, zone) if count is not None else "",
     }

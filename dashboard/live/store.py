@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from dashboard import models
 from dashboard.contract import rejections
-from dashboard.live import metrics
+from dashboard.live import confirmation, metrics
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
@@ -94,7 +94,9 @@ def _write_confirmations(items: list[tuple[uuid.UUID, ConfirmationUpdate]]) -> i
             confirmation=summary["state"],
             confirmed_count=summary["confirmed"],
             lamp_count=summary["total"],
-            confirmation_detail={k: summary[k] for k in ("followed", "missing", "late")},
+            confirmation_detail={
+                k: summary[k] for k in ("followed", "missing", "late", "noun") if k in summary
+            },
         )
     return len(items)
 
@@ -329,3 +331,21 @@ def prune_history(days: int, now: datetime | None = None) -> dict[str, int]:
     closed = Q(state=AlarmState.CLEARED, last_seen__lt=cutoff)
     removed["FaultAlarm"], _ = models.FaultAlarm.objects.filter(closed).delete()
     return removed
+
+
+def settle_attempt(attempt_id: int, ok: bool, reason: str) -> None:
+    """Record whether the broker acknowledged an attempt's publish (an operator's or the
+    nightly reset's)."""
+    # Conditional: the bridge may already have marked it seen; never move it back.
+    pending = models.ActionAttempt.objects.filter(id=attempt_id, outcome=Outcome.PENDING)
+    if ok:
+        pending.update(outcome=Outcome.ACKNOWLEDGED, acknowledged_at=timezone.now())
+    else:
+        pending.update(outcome=Outcome.FAILED, reason=reason[:1000])
+        # Nothing reached the lamps (a publish that timed out is still followed: it may
+        # have gone out, and the bridge settles it).
+        if "no acknowledgement" not in reason:
+            models.ActionAttempt.objects.filter(
+                id=attempt_id, confirmation=confirmation.Confirmation.PENDING
+            ).update(confirmation=confirmation.Confirmation.NONE)
+    metrics.ACTIONS.labels(Outcome.ACKNOWLEDGED if ok else Outcome.FAILED).inc()

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django import template
+from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 
-from dashboard.live import fragments, tiles
+from dashboard import actions
+from dashboard.live import fragments, resets, tiles
 
 register = template.Library()
 
@@ -18,3 +20,20 @@ def tile(context: template.Context, kind: str, *key: Any) -> SafeString:
     # render_tile goes through the (autoescaping) fragment template, as every push does.
     html = fragments.render_tile(tiles.Tile(kind, *key), context["state"], context["inventory"])
     return mark_safe(html)
+
+
+@register.simple_tag(takes_context=True)
+def reset_control(context: template.Context, scope: str, entity_id: Any) -> str:
+    """A place's "Reset count" form, for operators only; beside its card, not in it, as the
+    card is one fragment rendered for everyone."""
+    if not context.get("is_operator"):
+        return ""
+    place = resets.place_of(context["inventory"], scope, entity_id)
+    if place is None:
+        return ""
+    form = actions.reset_form(place)
+    return render_to_string(
+        "dashboard/reset_form.html",
+        {"form": form, "place": place, "reset_url": context["reset_url"]},
+        request=context.get("request"),
+    )
