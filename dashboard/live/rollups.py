@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -85,9 +85,9 @@ class MetaBucket:
         self.value_last = value
 
 
-def bucket_of(at: datetime, width: int) -> datetime:
-    """The UTC start of the ``width``-second bucket holding ``at``."""
-    return datetime.fromtimestamp(int(at.timestamp()) // width * width, UTC)
+def _start(second: int, width: int) -> datetime:
+    """The UTC start of the ``width``-second bucket holding ``second`` (a Unix time)."""
+    return datetime.fromtimestamp(second // width * width, UTC)
 
 
 def rise(previous: int | None, value: int) -> int:
@@ -120,7 +120,8 @@ def occupancy_buckets(
     ``counters`` holds each place's in/out readings before these; it is moved on to the last
     ones here, so that chunks of readings chain.
     """
-    tiers: dict[int, dict[tuple[uuid.UUID, datetime], Occupancy]] = {w: {} for w in WIDTHS}
+    # Keyed by the bucket's number (seconds // width): a datetime is made for a new row only.
+    tiers: dict[int, dict[tuple[uuid.UUID, int], Occupancy]] = {w: {} for w in WIDTHS}
     # In time order: a batch is in arrival order, a backfill's chunk in (received_at, id).
     for building_id, scope, entity_id, kind, value, at in sorted(readings, key=lambda r: r[5]):
         increment = 0
@@ -129,15 +130,15 @@ def occupancy_buckets(
             counters[(entity_id, kind)] = value
         elif kind != COUNT:
             continue
+        second = int(at.timestamp())
         for width, buckets in tiers.items():
-            start = bucket_of(at, width)
-            row = buckets.get((entity_id, start))
+            row = buckets.get((entity_id, second // width))
             if row is None:
-                row = buckets[(entity_id, start)] = Occupancy(
+                row = buckets[(entity_id, second // width)] = Occupancy(
                     building_id,
                     scope,
                     entity_id,
-                    start,
+                    _start(second, width),
                     in_last=counters.get((entity_id, IN)),
                     out_last=counters.get((entity_id, OUT)),
                 )
@@ -154,16 +155,17 @@ def occupancy_buckets(
 
 def meta_buckets(readings: Iterable[MetaReading]) -> dict[int, list[MetaBucket]]:
     """The numeric readings' buckets per width (MINUTE, HOUR); other values are left out."""
-    tiers: dict[int, dict[tuple[uuid.UUID, str, datetime], MetaBucket]] = {w: {} for w in WIDTHS}
+    tiers: dict[int, dict[tuple[uuid.UUID, str, int], MetaBucket]] = {w: {} for w in WIDTHS}
     for device_id, name, raw, at in sorted(readings, key=lambda r: r[3]):
         value = numeric(raw)
         if value is None:
             continue
+        second = int(at.timestamp())
         for width, buckets in tiers.items():
-            start = bucket_of(at, width)
-            row = buckets.get((device_id, name, start))
+            row = buckets.get((device_id, name, second // width))
             if row is None:
-                buckets[(device_id, name, start)] = MetaBucket(
+                start = _start(second, width)
+                buckets[(device_id, name, second // width)] = MetaBucket(
                     device_id, name, start, value, value, value, 1, value
                 )
             else:
@@ -309,11 +311,36 @@ def _upsert(
         f" VALUES ({', '.join(['%s'] * len(names))})"
         f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     )
-    preps = [f.get_db_prep_save for f in model_fields]
+    preps = [_adapter(f) for f in model_fields]
     params = [
-        tuple(prep(getattr(row, name), connection) for prep, name in zip(preps, names, strict=True))
+        tuple(prep(getattr(row, name)) for prep, name in zip(preps, names, strict=True))
         for row in rows
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
     return len(rows)
+
+
+def _adapter(field: Field[Any, Any]) -> Callable[[Any], Any]:
+    """What the driver takes for this column's values.
+
+    Not ``get_db_prep_save`` per value: that was most of the rollups' cost (a batch's
+    thousands of rows times their fifteen columns). The buckets hold ints, floats, strings,
+    UUIDs and aware datetimes only.
+    """
+    target = field.target_field if field.is_relation else field  # type: ignore[attr-defined]
+    kind = target.get_internal_type()
+    if kind == "UUIDField" and not connection.features.has_native_uuid_field:
+        return _hex
+    if kind == "DateTimeField":
+        adapt = connection.ops.adapt_datetimefield_value
+        return lambda value: None if value is None else adapt(value)
+    return _same
+
+
+def _hex(value: uuid.UUID) -> str:
+    return value.hex
+
+
+def _same(value: Any) -> Any:
+    return value
