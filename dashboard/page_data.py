@@ -291,13 +291,17 @@ def meta_charts(device_id: uuid.UUID, zone: tzinfo, now: datetime | None = None)
     Never raw samples: a month of a chatty sensor is 720 hour rows a name.
     """
     now = now or timezone.now()
+    # Each name's rows by the (device, name, bucket) index, not all the device's rows.
+    known = _meta_names(device_id)
     names: dict[str, dict[str, Any]] = {}
     tiers = (
         ("minute", models.MetaMinute, now - timedelta(hours=HISTORY_HOURS)),
         ("hour", models.MetaHour, now - timedelta(days=CHART_DAYS)),
     )
     for tier, model, since in tiers:
-        rows = model.objects.filter(device_id=device_id, bucket__gte=since).order_by("bucket")
+        rows = model.objects.filter(
+            device_id=device_id, name__in=known, bucket__gte=since
+        ).order_by("bucket")
         for name, bucket, low, total, n, high in rows.values_list(
             "name", "bucket", "value_min", "value_sum", "value_n", "value_max"
         ):
@@ -306,11 +310,7 @@ def meta_charts(device_id: uuid.UUID, zone: tzinfo, now: datetime | None = None)
                 chart[tier], (int(bucket.timestamp()), low, total / n, high), strict=True
             ):
                 column.append(value)
-    units = dict(
-        models.LatestMeta.objects.filter(device_id=device_id, name__in=list(names)).values_list(
-            "name", "unit"
-        )
-    )
+    units = {name: unit for name, unit in known.items() if name in names}
     return {
         "zone": getattr(zone, "key", "UTC"),
         "now": int(now.timestamp()),
@@ -325,6 +325,11 @@ def meta_charts(device_id: uuid.UUID, zone: tzinfo, now: datetime | None = None)
             for name, tiers_of in sorted(names.items())
         ],
     }
+
+
+def _meta_names(device_id: uuid.UUID) -> dict[str, str]:
+    """Every meta name the device has sent (its latest values), with its unit."""
+    return dict(models.LatestMeta.objects.filter(device_id=device_id).values_list("name", "unit"))
 
 
 def _dom_id(name: str) -> str:
@@ -344,8 +349,11 @@ def state_timelines(
     since = now - timedelta(hours=HISTORY_HOURS)
     window = (now - since).total_seconds()
     samples = (
-        models.MetaSample.objects.filter(device_id=device_id, received_at__gte=since)
-        .exclude(name__in=numeric_names)
+        models.MetaSample.objects.filter(
+            device_id=device_id,
+            name__in=[name for name in _meta_names(device_id) if name not in numeric_names],
+            received_at__gte=since,
+        )
         .order_by("-received_at")
         .values_list("name", "value", "received_at")[:TIMELINE_ROWS]
     )

@@ -216,6 +216,18 @@ async def test_a_writer_restarted_mid_minute_loses_and_doubles_nothing(hq):
     assert (hour.count_max, hour.count_sum, hour.count_n, hour.in_increment) == (9, 29, 6, 11)
 
 
+def test_a_minute_of_counts_alone_between_two_counter_readings_loses_no_increment(hq):
+    space = hq[Scope.SPACE]
+    for n, (kind, value) in enumerate(
+        (("headcount_in", 10), ("head_count", 3), ("headcount_in", 15))
+    ):  # three batches, three minutes
+        at = MONDAY + timedelta(minutes=n)
+        write_batch([(hq[Scope.BUILDING], HeadcountValue(Scope.SPACE, space, kind, value, at))])
+    minutes = OccupancyMinute.objects.filter(entity_id=space).order_by("bucket")
+    assert [(m.in_increment, m.in_last) for m in minutes] == [(0, 10), (0, 10), (5, 15)]
+    assert OccupancyHour.objects.get(entity_id=space).in_increment == 5
+
+
 def test_pruning_keeps_each_tier_for_its_own_window(hq):
     now = MONDAY
     ages = [timedelta(days=d) for d in (1, 29, 31, 34, 36, 700, 729, 731)]

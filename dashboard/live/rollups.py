@@ -204,7 +204,9 @@ def write(
     tables = tables or default_tables()
     written = 0
     if headcounts:
-        places = {r[2] for r in headcounts if r[3] in (IN, OUT)}
+        # Every place of the batch, not only those whose counters moved: a row of counts
+        # alone carries its counters' readings on, for the next batch to start from.
+        places = {r[2] for r in headcounts}
         by_width = occupancy_buckets(headcounts, counters_of(tables.occupancy_minute, places))
         written += _upsert(
             tables.occupancy_minute, by_width[MINUTE], OCCUPANCY_KEY, OCCUPANCY_MERGE
