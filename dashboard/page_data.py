@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import datetime, time, timedelta
+from datetime import datetime, time, timedelta, tzinfo
 from typing import Any
 
 from django.core.paginator import Page, Paginator
@@ -13,12 +13,12 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from dashboard import models
-from dashboard.live import fragments
+from dashboard.live import fragments, rollups
 from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.state import HeadcountValue
 from dashboard.live.store import OPEN_STATES
 
-TREND_BUCKET = 60  # seconds per point of the day's headcount chart
+TREND_BUCKET = rollups.MINUTE  # seconds per point of the day's headcount chart
 HISTORY_HOURS = 24
 HISTORY_ROWS = 20  # per meta name on the device page
 DEVICES_PER_PAGE = 100  # on a building's page
@@ -193,15 +193,16 @@ def headcount_trend(inventory: BuildingInventory, now: datetime | None = None) -
     series = [Entity(inventory.id, inventory.name), *spaces]
     index = {entity.id: n for n, entity in enumerate(series)}
     buckets: dict[int, list[int | None]] = defaultdict(lambda: [None] * len(series))
-    samples = models.HeadcountSample.objects.filter(
+    # The history writer's minute rollups, never the raw samples: a day's chart reads at most
+    # 1,440 rows a line, however much history is kept.
+    minutes = models.OccupancyMinute.objects.filter(
         building_id=inventory.id,
-        kind="head_count",
+        bucket__gte=midnight,
         entity_id__in=list(index),
-        received_at__gte=midnight,
-    ).order_by("received_at")
-    for entity_id, value, received_at in samples.values_list("entity_id", "value", "received_at"):
-        bucket = int(received_at.timestamp()) // TREND_BUCKET * TREND_BUCKET
-        buckets[bucket][index[entity_id]] = value  # the last sample of the minute wins
+        count_last__isnull=False,
+    )
+    for entity_id, value, bucket in minutes.values_list("entity_id", "count_last", "bucket"):
+        buckets[int(bucket.timestamp())][index[entity_id]] = value  # the minute's last count
     xs = sorted(buckets)
     return {
         "series": [{"id": entity.id.hex, "name": entity.name} for entity in series],
@@ -276,3 +277,124 @@ def space_picker(inventory: BuildingInventory, query: str, picked: list[str]) ->
         "found": len(matches),
         "more": max(0, len(matches) - PICKER_MATCHES),
     }
+
+
+CHART_DAYS = 30  # the longest of a device page's chart ranges
+CHART_RANGES = [("24h", "24 h"), ("7d", "7 d"), ("30d", "30 d")]  # meta_charts.js knows them
+TIMELINE_ROWS = 5_000  # raw samples read for a device's state timelines, newest first
+
+
+def meta_charts(device_id: uuid.UUID, zone: tzinfo, now: datetime | None = None) -> dict[str, Any]:
+    """Each numeric meta of the device as its charts draw it (meta_charts.js): the last 24 h
+    from the minute rollups, 30 days from the hour rollups; [x, min, mean, max] columns.
+
+    Never raw samples: a month of a chatty sensor is 720 hour rows a name.
+    """
+    now = now or timezone.now()
+    # Each name's rows by the (device, name, bucket) index, not all the device's rows.
+    known = _meta_names(device_id)
+    names: dict[str, dict[str, Any]] = {}
+    tiers = (
+        ("minute", models.MetaMinute, now - timedelta(hours=HISTORY_HOURS)),
+        ("hour", models.MetaHour, now - timedelta(days=CHART_DAYS)),
+    )
+    for tier, model, since in tiers:
+        rows = model.objects.filter(
+            device_id=device_id, name__in=known, bucket__gte=since
+        ).order_by("bucket")
+        for name, bucket, low, total, n, high in rows.values_list(
+            "name", "bucket", "value_min", "value_sum", "value_n", "value_max"
+        ):
+            chart = names.setdefault(name, {"minute": [[], [], [], []], "hour": [[], [], [], []]})
+            for column, value in zip(
+                chart[tier], (int(bucket.timestamp()), low, total / n, high), strict=True
+            ):
+                column.append(value)
+    units = {name: unit for name, unit in known.items() if name in names}
+    return {
+        "zone": getattr(zone, "key", "UTC"),
+        "now": int(now.timestamp()),
+        "charts": [
+            {
+                "name": name,
+                "dom": _dom_id(name),
+                "label": fragments.display_label(name),
+                "unit": units.get(name, ""),
+                **tiers_of,
+            }
+            for name, tiers_of in sorted(names.items())
+        ],
+    }
+
+
+def _meta_names(device_id: uuid.UUID) -> dict[str, str]:
+    """Every meta name the device has sent (its latest values), with its unit."""
+    return dict(models.LatestMeta.objects.filter(device_id=device_id).values_list("name", "unit"))
+
+
+def _dom_id(name: str) -> str:
+    return "chart-" + "".join(c if c.isalnum() else "-" for c in name)
+
+
+def state_timelines(
+    device_id: uuid.UUID, numeric_names: set[str], now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The device's on/off and other enumerated meta over the last 24 h, as runs of one state.
+
+    Read from the raw samples (kept HISTORY_RETENTION_DAYS, longer than this window): a state
+    has no mean to roll up. Each run is placed in percent of the window for the template's
+    SVG (the page's CSP allows no inline styles).
+    """
+    now = now or timezone.now()
+    since = now - timedelta(hours=HISTORY_HOURS)
+    window = (now - since).total_seconds()
+    samples = (
+        models.MetaSample.objects.filter(
+            device_id=device_id,
+            name__in=[name for name in _meta_names(device_id) if name not in numeric_names],
+            received_at__gte=since,
+        )
+        .order_by("-received_at")
+        .values_list("name", "value", "received_at")[:TIMELINE_ROWS]
+    )
+    by_name: dict[str, list[tuple[datetime, Any]]] = defaultdict(list)
+    for name, value, at in reversed(samples):
+        if rollups.numeric(value) is not None:
+            continue  # a number among states (say, a glitch): the chart's, not a state
+        if not by_name[name] or by_name[name][-1][1] != value:
+            by_name[name].append((at, value))
+    timelines = []
+    for name, changes in sorted(by_name.items()):
+        states: dict[str, str] = {}  # text: its colour's class, in order of first seen
+        runs = []
+        for n, (start, value) in enumerate(changes):
+            end = changes[n + 1][0] if n + 1 < len(changes) else now
+            text = fragments.format_meta(name, value)
+            state = states.setdefault(text, _state_class(value, len(states)))
+            runs.append(
+                {
+                    "start": start,
+                    "end": end,
+                    "text": text,
+                    "state": state,
+                    "x": round((start - since).total_seconds() / window * 100, 3),
+                    "width": round(max((end - start).total_seconds(), 0) / window * 100, 3),
+                }
+            )
+        timelines.append(
+            {
+                "name": name,
+                "label": fragments.display_label(name),
+                "runs": runs,
+                "states": [{"text": t, "state": c} for t, c in states.items()],
+            }
+        )
+    return timelines
+
+
+def _state_class(value: Any, index: int) -> str:
+    if value is True or value in ("on", "ON", "On"):
+        return "state-on"
+    if value is False or value in ("off", "OFF", "Off"):
+        return "state-off"
+    return f"state-{index % 6}"  # dashboard.css has six colours for other enumerations

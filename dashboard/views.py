@@ -132,6 +132,7 @@ def device(request: HttpRequest, building_id: uuid.UUID, device_id: uuid.UUID) -
     if entity is None:
         raise Http404("No such device in this building.")
     spaces = [inventory.spaces[s] for s in inventory.spaces_of(entity) if s in inventory.spaces]
+    charts = page_data.meta_charts(device_id, inventory.zone)
     return render(
         request,
         "dashboard/device.html",
@@ -141,6 +142,11 @@ def device(request: HttpRequest, building_id: uuid.UUID, device_id: uuid.UUID) -
             "device": entity,
             "spaces": spaces,
             "history": page_data.meta_history(device_id),
+            "charts": charts,
+            "chart_ranges": page_data.CHART_RANGES,
+            "timelines": page_data.state_timelines(
+                device_id, {chart["name"] for chart in charts["charts"]}
+            ),
             "control": actions.form_for(f"device:{device_id}", entity.name)
             if Role.OPERATOR in roles
             else None,

@@ -124,6 +124,10 @@ GOOEE_SYNC_MINUTES = _number("GOOEE_SYNC_MINUTES", 60, minimum=0, cast=float)
 LIVE_COALESCE_MS = int(_number("LIVE_COALESCE_MS", 250, minimum=0))
 STALE_AFTER_SECONDS = int(_number("STALE_AFTER_SECONDS", 900, minimum=1))
 HISTORY_RETENTION_DAYS = int(_number("HISTORY_RETENTION_DAYS", 30, minimum=1))
+# Per-minute and per-hour rollups of headcounts and numeric meta outlive the raw samples:
+# charts and reports read them (dashboard/live/rollups.py); prune_history keeps each so long.
+ROLLUP_MINUTE_DAYS = int(_number("ROLLUP_MINUTE_DAYS", 35, minimum=1))
+ROLLUP_HOUR_DAYS = int(_number("ROLLUP_HOUR_DAYS", 730, minimum=1))
 HISTORY_FLUSH_SECONDS = _number("HISTORY_FLUSH_SECONDS", 2, minimum=0.05, cast=float)
 INVENTORY_POLL_SECONDS = _number("INVENTORY_POLL_SECONDS", 2, minimum=0.1, cast=float)
 # Where the bridge writes history: "process" (a child process, the default: the writing's

@@ -8,6 +8,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import DataError, connection, transaction
 from django.db.models import F, Field, ForeignObjectRel, Q, TextField, Value
 from django.db.models.functions import Concat
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from dashboard import models
 from dashboard.contract import rejections
-from dashboard.live import confirmation, metrics
+from dashboard.live import confirmation, metrics, rollups
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
@@ -131,6 +132,7 @@ def _existing_devices(by_type: ByType) -> set[uuid.UUID]:
 def _write_meta(items: list[tuple[uuid.UUID, MetaValue]], devices: set[uuid.UUID]) -> int:
     values = [v for _, v in items if v.device_id in devices]
     _insert_samples(values)
+    rollups.write([], [(v.device_id, v.name, v.value, v.received_at) for v in values])
     latest = {(v.device_id, v.name): v for v in values}
     models.LatestMeta.objects.bulk_create(
         [
@@ -199,6 +201,7 @@ def _write_headcounts(items: list[tuple[uuid.UUID, HeadcountValue]]) -> int:
         )
         for b, v in items
     )
+    rollups.write([(b, v.scope, v.entity_id, v.kind, v.value, v.received_at) for b, v in items], [])
     latest = {(v.entity_id, v.kind): (b, v) for b, v in items}
     models.LatestHeadcount.objects.bulk_create(
         [
@@ -316,10 +319,26 @@ def _write_simple(by_type: ByType, devices: set[uuid.UUID]) -> int:
     return len(rejected) + len(malformed) + len(actions)
 
 
-def prune_history(days: int, now: datetime | None = None) -> dict[str, int]:
-    """Delete history older than ``days``; return rows removed per table."""
-    cutoff = (now or timezone.now()) - timedelta(days=days)
+def prune_history(
+    days: int,
+    now: datetime | None = None,
+    *,
+    minute_days: int | None = None,
+    hour_days: int | None = None,
+) -> dict[str, int]:
+    """Delete history older than ``days``, and each rollup tier past its own window
+    (``ROLLUP_MINUTE_DAYS``, ``ROLLUP_HOUR_DAYS`` unless given); return rows removed per table."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=days)
     removed = {}
+    tiers = (
+        (minute_days or settings.ROLLUP_MINUTE_DAYS, (models.OccupancyMinute, models.MetaMinute)),
+        (hour_days or settings.ROLLUP_HOUR_DAYS, (models.OccupancyHour, models.MetaHour)),
+    )
+    for window, tier in tiers:
+        for rollup in tier:
+            since = now - timedelta(days=window)
+            removed[rollup.__name__], _ = rollup.objects.filter(bucket__lt=since).delete()
     for model in (
         models.MetaSample,
         models.HeadcountSample,
