@@ -483,8 +483,8 @@ async def reset_count(request: HttpRequest, building_id: uuid.UUID) -> HttpRespo
     )
     if attempts is None:  # a concurrent click with the same key got there first
         return await _answer_reset(request, reset_form(place), await audit.earlier(key))
-    result = await dispatch.publish(inventory.id, attempts[0])
-    return await _answer_reset(request, reset_form(place), [result])
+    results = await dispatch.publish_all(inventory.id, attempts)
+    return await _answer_reset(request, reset_form(place), results)
 
 
 async def _answer_reset(

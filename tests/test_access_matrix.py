@@ -558,7 +558,10 @@ class TestEveryUrl:
         # No bridge runs here: stand in for it and acknowledge every publish, so an
         # operator's action finishes at once.
         async def acknowledged(building_id: Any, request: dict[str, Any], timeout: float) -> dict:
-            return {"ok": True, "reason": ""}
+            attempts = request["attempts"]
+            return {
+                "results": [{"attempt": a["attempt"], "ok": True, "reason": ""} for a in attempts]
+            }
 
         monkeypatch.setattr(layer, "request_publish", acknowledged)
 

@@ -8,13 +8,19 @@ import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from django.contrib.auth.models import User
 from django.test import Client
 
+from dashboard import dispatch
 from dashboard.contract.topics import Scope
-from dashboard.models import Role, Space
-from tests.bridging import subscribed
+from dashboard.live.confirmation import Confirmation
+from dashboard.models import ActionAttempt, Device, Role, Space
+from tests.bridging import send, subscribed
 from tests.factories import make_tower
 from tests.test_actions import as_user, attempts, form, received
+from tests.test_confirmation import meta
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -137,3 +143,109 @@ def test_up_to_twelve_spaces_each_card_keeps_its_form_and_the_thirteenth_brings_
     Space.objects.create(building_id=hq[Scope.BUILDING], name="Room 13")
     page = client.get(url).content.decode()
     assert page.count('class="action-form') == 2 and "Find spaces" in page
+
+
+def operator_of(building_id: uuid.UUID, username: str) -> User:
+    user = User.objects.create_user(username, password="x")
+    Role.objects.create(user=user, building_id=building_id, role=Role.OPERATOR)
+    return user
+
+
+async def decided(count: int, timeout: float) -> list[ActionAttempt]:
+    """The audit rows once ``count`` of them are published and their confirmation decided."""
+    rows: list[ActionAttempt] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        rows = [r for r in await attempts() if r.confirmation != Confirmation.PENDING]
+        if len(rows) >= count:
+            return rows
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{len(rows)} of {count} attempts decided")
+
+
+@pytest.mark.broker
+async def test_three_operators_send_to_all_two_hundred_spaces_at_once_and_every_one_is_published(
+    tower, people, running_bridge, publish, settings
+):
+    """Each page's action goes to the bridge as one request, not one per space: three at once
+    take three places in its channel (of 100), and none of the 600 is lost."""
+    settings.ACTION_CONFIRM_GRACE_SECONDS = 60  # the lamps below confirm well before
+    bridge = await running_bridge()
+    await subscribed(bridge, tower)
+    others = [await sync_to_async(operator_of)(tower, name) for name in ("oona", "otto")]
+    pages = [await as_user(user) for user in (people.operator, *others)]
+    url = f"/buildings/{tower}/actions/"
+
+    def all_spaces() -> dict[str, str]:
+        return {**form("all", action="dim", level=40, transition_time=0), "all-confirm": "on"}
+
+    answers = await asyncio.gather(*(page.post(url, all_spaces()) for page in pages))
+    for answer in answers:
+        html = answer.content.decode()
+        assert html.count("sent: the broker acknowledged it") == 200
+        assert "no bridge answered" not in html
+    rows = await attempts()
+    assert len(rows) == 600 and len({r.batch for r in rows}) == 3
+    assert {r.outcome for r in rows} <= {ActionAttempt.ACKNOWLEDGED, ActionAttempt.SEEN}
+
+    # Every lamp of the tower follows: the spaces with lamps are confirmed, in all three.
+    await bridge.history.flush()
+    lamps = [d async for d in Device.objects.filter(building_id=tower).values_list("id", flat=True)]
+    for lamp in lamps:
+        await send(publish, f"devices/{lamp}/meta", meta("dim", 40))
+    rows = await decided(600, timeout=60)
+    lit = [r for r in rows if r.lamp_count]
+    assert len(lit) == 3 * 180  # the rooms; a floor has no lamp of its own to follow
+    assert {r.confirmation for r in lit} == {Confirmation.CONFIRMED}
+
+
+@pytest.mark.broker
+async def test_a_bridge_with_a_full_channel_fails_every_space_clearly_and_publishes_none(
+    tower, people, running_bridge, subscriber, settings
+):
+    """A full channel drops a request without a word: the view's wait ends, and each space's
+    attempt says the bridge did not answer, in the form and the audit; nothing goes out later."""
+    settings.ACTION_PUBACK_TIMEOUT_SECONDS = 0.5
+    bridge = await running_bridge()
+    await subscribed(bridge, tower)
+    watcher = await sync_to_async(subscriber)("spaces/+/actions")
+    # The bridge busy with one request while its channel fills up (100 by default).
+    busy = asyncio.Event()
+    handle = bridge.inbox._handle
+
+    async def slow(message: dict) -> None:
+        await busy.wait()
+        handle(message)
+
+    bridge.inbox._handle = slow
+    channels = get_channel_layer()
+    junk = {"type": "alarm.update", "building": str(tower), "changes": []}
+    with pytest.raises(ChannelFull):
+        for _ in range(1000):
+            await channels.send(bridge.inbox.channel, junk)
+    client = await as_user(people.operator)
+    data = {**form("all", action="off"), "all-confirm": "on"}
+    html = (await client.post(f"/buildings/{tower}/actions/", data)).content.decode()
+    assert html.count("no bridge answered for this building within 2.5 s") == 200
+    rows = await attempts()
+    assert len(rows) == 200 and {r.outcome for r in rows} == {ActionAttempt.FAILED}
+    assert {r.confirmation for r in rows} == {Confirmation.NONE}  # nothing to wait for
+    assert all("no bridge answered" in r.reason for r in rows)
+    busy.set()
+    await asyncio.sleep(0.5)
+    assert watcher.messages == []
+
+
+async def test_without_a_bridge_a_big_action_fails_in_one_timeout_not_one_per_request(
+    tower, people, settings, monkeypatch
+):
+    settings.ACTION_PUBACK_TIMEOUT_SECONDS = 0.2
+    monkeypatch.setattr(dispatch, "PER_REQUEST", 50)  # 200 spaces: four requests
+    client = await as_user(people.operator)
+    data = {**form("all", action="on"), "all-confirm": "on"}
+    started = asyncio.get_running_loop().time()
+    html = (await client.post(f"/buildings/{tower}/actions/", data)).content.decode()
+    assert asyncio.get_running_loop().time() - started < 2.2 + 2  # one wait (0.2 s + 2 s)
+    assert html.count("no bridge answered for this building") == 200
+    rows = await attempts()
+    assert len(rows) == 200 and {r.outcome for r in rows} == {ActionAttempt.FAILED}

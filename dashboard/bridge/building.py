@@ -53,6 +53,10 @@ PARSE_IN_THREAD_ABOVE = 64 * 1024
 # Bytes of messages waiting behind one being parsed in a thread; past it big ones are parsed
 # on the loop again (still in order), which slows reading from the broker: back-pressure.
 MAX_BACKLOG_BYTES = 16 * 1024 * 1024
+# Publishes of one request waiting for their PUBACK at once: the MQTT client sends 20 at a
+# time anyway (its in-flight window); more would only wait in its queue, past their deadline
+# if the broker is slow, rather than here, where a late one is dropped unpublished.
+PUBLISHING = 50
 
 
 class BuildingBridge:
@@ -315,6 +319,33 @@ class BuildingBridge:
                 alarm.state = new_state
         self.changed(tiles.ALARMS)
 
+    async def publish_actions(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """Publish a request's attempts (one, or up to a few hundred of an action's spaces)
+        in order; each one's result, with its attempt id.
+
+        The request's other fields (``timeout``, ``deadline``, ``batch``) hold for each.
+        At most ``PUBLISHING`` wait for their PUBACK at once, so a big batch is paced by the
+        broker's acknowledgements rather than queued whole in the MQTT client.
+        """
+        common = {k: v for k, v in request.items() if k != "attempts"}
+        gate = asyncio.Semaphore(PUBLISHING)
+
+        async def one(item: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return {**await self.publish_action({**common, **item}), "attempt": item["attempt"]}
+            except Exception as exc:  # one bad attempt must not leave the others unanswered
+                logger.exception("action attempt %s not published", item.get("attempt"))
+                reason = f"the bridge could not publish it: {type(exc).__name__}"
+                return {"ok": False, "reason": reason, "attempt": item.get("attempt")}
+            finally:
+                gate.release()
+
+        started = []
+        for item in request["attempts"]:
+            await gate.acquire()  # taken in the request's order, so published in it
+            started.append(asyncio.create_task(one(item)))
+        return list(await asyncio.gather(*started))
+
     async def publish_action(self, request: dict[str, Any]) -> dict[str, Any]:
         """Publish an operator's action with QoS 1; say whether the broker acknowledged it."""
         attempt_id, label = request["attempt"], request["label"]
@@ -324,8 +355,7 @@ class BuildingBridge:
             remaining = request["deadline"] - time.time()
             if remaining <= 0:
                 reason = (
-                    f"not published: the request reached the bridge {-remaining:.1f} s "
-                    "after its deadline"
+                    f"not published: the bridge got to it {-remaining:.1f} s after its deadline"
                 )
                 logger.warning("action attempt %s dropped: %s", attempt_id, reason)
                 self._set_attempt(attempt_id, label, Outcome.FAILED, reason, datetime.now(UTC))

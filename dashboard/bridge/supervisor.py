@@ -206,11 +206,10 @@ class Bridge:
         logger.info(
             "building %s: nightly reset of %d counts for %s", inventory.id, len(rows), night
         )
-        results = await asyncio.gather(
-            *(running.publish_action(resets.publish_request(r, self._reset_timeout)) for r in rows)
+        results = await running.publish_actions(
+            {"attempts": [resets.publish_request(r, self._reset_timeout) for r in rows]}
         )
-        for row, result in zip(rows, results, strict=True):
-            await _db(store.settle_attempt, row.id, result["ok"], result["reason"])
+        await _db(store.settle_attempts, [(r["attempt"], r["ok"], r["reason"]) for r in results])
 
     def _resync_failed(self, building_id: uuid.UUID, error: str) -> None:
         # Logged when it starts failing (or fails otherwise), not every period it goes on.
@@ -248,8 +247,8 @@ class Bridge:
             logger.warning("unknown request %r on the bridge channel", message["type"])
 
     async def _publish(self, building: BuildingBridge, message: dict[str, Any]) -> None:
-        result = await building.publish_action(message)
-        await layer.send_result(message["reply_to"], result)
+        results = await building.publish_actions(message)
+        await layer.send_result(message["reply_to"], {"results": results})
 
     async def keep_leases(self) -> None:
         """Renew the leases held; stop at once any building whose lease was lost."""

@@ -7,9 +7,11 @@ Each carries a ``frame``: the HTML, or above ``COMPRESS_ABOVE`` bytes the HTML d
 once here for all pages (live.js inflates binary frames before htmx swaps them).
 Pages → bridge: ``snapshot.request`` to the building's bridge group, on every (re)connect,
 answered by whichever bridge process holds the building; ``action.publish`` from the action
-form's view, answered with ``action.result`` once the broker acknowledged it (or did not).
-An ``action.publish`` carries a ``deadline`` (wall clock, ``time.time()``): the view gives
-up on it then, so a bridge that receives it later drops it unpublished and says so.
+form's view with its ``attempts`` (one, or up to a few hundred of an action's spaces),
+answered with one ``action.result`` whose ``results`` say, for each attempt, whether the
+broker acknowledged it (or why not). An ``action.publish`` carries a ``deadline`` (wall clock,
+``time.time()``): the view gives up on it then, so a bridge that gets to an attempt later
+drops it unpublished and says so.
 """
 
 from __future__ import annotations
@@ -138,10 +140,13 @@ class NoBridge(Exception):
 async def request_publish(
     building_id: uuid.UUID | str, request: dict[str, Any], timeout: float
 ) -> dict[str, Any]:
-    """Have the bridge that holds the building publish an action; its ``action.result``.
+    """Have the bridge that holds the building publish a request's attempts; its
+    ``action.result``.
 
-    The request's ``deadline`` (``time.time()``) is when the publish and its PUBACK must be
-    done by: the bridge publishes nothing once it has passed, as the audit will say "failed".
+    The request's ``deadline`` (``time.time()``) is when the publishes and their PUBACKs must
+    be done by: the bridge publishes nothing once it has passed, as the audit will say
+    "failed". A full bridge channel drops the request without a word: it ends in ``NoBridge``
+    as a missing bridge does.
     """
     layer = get_channel_layer()
     reply_to = await new_channel()

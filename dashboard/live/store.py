@@ -352,19 +352,28 @@ def prune_history(
     return removed
 
 
-def settle_attempt(attempt_id: int, ok: bool, reason: str) -> None:
-    """Record whether the broker acknowledged an attempt's publish (an operator's or the
-    nightly reset's)."""
-    # Conditional: the bridge may already have marked it seen; never move it back.
-    pending = models.ActionAttempt.objects.filter(id=attempt_id, outcome=Outcome.PENDING)
-    if ok:
-        pending.update(outcome=Outcome.ACKNOWLEDGED, acknowledged_at=timezone.now())
-    else:
-        pending.update(outcome=Outcome.FAILED, reason=reason[:1000])
+def settle_attempts(settled: list[tuple[int, bool, str]]) -> None:
+    """Record whether the broker acknowledged each attempt's publish, as (id, ok, reason):
+    an operator's action on one space or many, or the nightly reset's; one update per
+    outcome and reason, not per attempt."""
+    failed: dict[str, list[int]] = defaultdict(list)
+    for attempt_id, ok, reason in settled:
+        if not ok:
+            failed[reason[:1000]].append(attempt_id)
+    acknowledged = [attempt_id for attempt_id, ok, _ in settled if ok]
+    # Conditional: the bridge may already have marked them seen; never move one back.
+    pending = models.ActionAttempt.objects.filter(outcome=Outcome.PENDING)
+    if acknowledged:
+        pending.filter(id__in=acknowledged).update(
+            outcome=Outcome.ACKNOWLEDGED, acknowledged_at=timezone.now()
+        )
+        metrics.ACTIONS.labels(Outcome.ACKNOWLEDGED).inc(len(acknowledged))
+    for reason, ids in failed.items():
+        pending.filter(id__in=ids).update(outcome=Outcome.FAILED, reason=reason)
         # Nothing reached the lamps (a publish that timed out is still followed: it may
         # have gone out, and the bridge settles it).
         if "no acknowledgement" not in reason:
             models.ActionAttempt.objects.filter(
-                id=attempt_id, confirmation=confirmation.Confirmation.PENDING
+                id__in=ids, confirmation=confirmation.Confirmation.PENDING
             ).update(confirmation=confirmation.Confirmation.NONE)
-    metrics.ACTIONS.labels(Outcome.ACKNOWLEDGED if ok else Outcome.FAILED).inc()
+        metrics.ACTIONS.labels(Outcome.FAILED).inc(len(ids))
