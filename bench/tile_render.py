@@ -70,18 +70,17 @@ def building(devices: int) -> tuple[Any, Any, dict[str, list[Any]]]:
     return inventory, state, found
 
 
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+
+
 def django_fragment(template: str, before: str) -> Any:
     """The fragment's text at ``before``, compiled by Django's engine."""
     from django.template import engines
 
-    text = subprocess.run(
-        ["git", "show", f"{before}:templates/{template}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return engines["django"].from_string(text)
+    return engines["django"].from_string(git("show", f"{before}:templates/{template}"))
 
 
 def rounds(paths: dict[str, Callable[[], object]], count: int) -> dict[str, list[float]]:
