@@ -10,7 +10,8 @@ dashboard's. Each side's figure is its process's CPU seconds over the frames its
 
 The dashboard's process is the web server with its bridge (``manage.py serve``), so its
 figure also holds the stream's MQTT ingest and the tiles' render; the baseline only sends.
-Also reported: freshness (p99) and final values of the dashboard's pages, and the CPU the
+Also reported: the same per page-frame less the server's CPU for the same stream with one page
+open (what the pages add: forwarding, not ingest and render), freshness (p99) and final values of the dashboard's pages, and the CPU the
 page processes and the harness used.
 """
 
@@ -30,8 +31,15 @@ import psutil
 
 from bench.clients import PageClient, close_all, open_pages
 from bench.figures import Figure, Target, figure
-from bench.freshness import SEED, SEQUENCER, SETTLE_SECONDS, publish_stream, until_bridged
-from bench.harness import Stack, Worker, quiet
+from bench.freshness import (
+    SEED,
+    SEQUENCER,
+    SETTLE_SECONDS,
+    publish_stream,
+    settle,
+    until_bridged,
+)
+from bench.harness import Building, Stack, Worker, quiet
 from bench.pagefleet import PageFleet, percentile_of
 
 PROCESSES = 3  # page processes: with the harness and the server, more than the two cores
@@ -45,6 +53,8 @@ class Broadcast:
     frames_per_page: float  # dashboard, per second of publishing
     server_cpu: float  # CPU seconds of the dashboard's process over the stream
     server_us_per_page_frame: float
+    solo_cpu: float  # the same stream with one page open: ingest and render, next to nothing sent
+    fanout_us_per_page_frame: float  # what the pages added, per page-frame
     bare_frames_per_page: float
     bare_cpu: float
     bare_us_per_page_frame: float
@@ -76,11 +86,12 @@ async def measure(
     directory = stack.directory / f"broadcast-{pages}"
     directory.mkdir(exist_ok=True)
     url = stack.url
-    recorder: list[PageClient] = []
-    fleet = await PageFleet.open(url, building.id, building.sessions[1:], processes, directory)
+    recorder = await open_pages(url, building.id, building.sessions[:1])
+    fleet: PageFleet | None = None
     try:
-        recorder = await open_pages(url, building.id, building.sessions[:1])
         await until_bridged(stack, building, recorder[0])
+        solo_cpu = await alone(stack, building, recorder[0], rate, duration)
+        fleet = await PageFleet.open(url, building.id, building.sessions[1:], processes, directory)
         first = SEQUENCER.next.get(building.id, 1)
         recorder[0].record_from = first
         await fleet.record_from(first)
@@ -104,7 +115,8 @@ async def measure(
         reconnects = await fleet.reconnects()
     finally:
         await close_all(recorder)
-        await fleet.close()
+        if fleet is not None:
+            await fleet.close()
     seconds = stream.end - stream.start
     server_cpu = ended[0] - began[0]
     bare = await measure_bare(stack, building.id, building.sessions[1:], frames, processes)
@@ -115,6 +127,8 @@ async def measure(
         frames_per_page=frames_got / pages / seconds,
         server_cpu=server_cpu,
         server_us_per_page_frame=server_cpu / frames_got * 1e6 if frames_got else 0.0,
+        solo_cpu=solo_cpu,
+        fanout_us_per_page_frame=(server_cpu - solo_cpu) / frames_got * 1e6 if frames_got else 0.0,
         bare_frames_per_page=bare["frames"] / pages / seconds,
         bare_cpu=bare["cpu"],
         bare_us_per_page_frame=bare["cpu"] / bare["frames"] * 1e6 if bare["frames"] else 0.0,
@@ -126,6 +140,17 @@ async def measure(
         worst_final_share=min(shares, default=0.0),
         reconnects=reconnects,
     )
+
+
+async def alone(
+    stack: Stack, building: Building, page: PageClient, rate: float, duration: float
+) -> float:
+    """The server's CPU seconds for the same stream with one page open."""
+    await quiet(stack.server_pid)
+    began = cpu(stack.server_pid)
+    stream = await publish_stream(stack, building, rate, duration, "broadcast-alone")
+    await settle([page], stream)
+    return cpu(stack.server_pid) - began
 
 
 async def measure_bare(
@@ -192,6 +217,12 @@ def figures(result: Broadcast, window_ms: float) -> list[Figure]:
             "%",
             None,
             Target("value", ">=", 100),
+        ),
+        figure(
+            f"broadcast.fanout_cpu_per_page_frame{suffix}",
+            result.fanout_us_per_page_frame,
+            "µs",
+            result.bare_us_per_page_frame,
         ),
         figure(f"broadcast.harness_cpu{suffix}", result.harness_cpu, "cores", None),
         figure(f"broadcast.pages_cpu{suffix}", result.pages_cpu, "cores", None),

@@ -44,7 +44,7 @@ class PageFleet:
             path.write_text(json.dumps(part))
             worker = await Worker.start(
                 f"pages {n}", "bench.pagefleet", "--url", url, "--building", building_id,
-                "--sessions", str(path),
+                "--sessions", str(path), "--concurrency", str(max(5, 50 // processes)),
             )  # fmt: skip
             workers.append(worker)
         fleet = cls(workers)
@@ -122,7 +122,8 @@ async def serve(args: argparse.Namespace) -> None:
     from bench.clients import close_all, open_pages
 
     sessions = json.loads(Path(args.sessions).read_text())
-    pages = await open_pages(args.url, args.building, sessions)
+    # As many handshakes at once over all processes as one harness process makes.
+    pages = await open_pages(args.url, args.building, sessions, args.concurrency)
     loop = asyncio.get_running_loop()
     commands: asyncio.Queue[str] = asyncio.Queue()
     loop.add_reader(sys.stdin.fileno(), lambda: commands.put_nowait(sys.stdin.readline().strip()))
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", required=True)
     parser.add_argument("--building", required=True)
     parser.add_argument("--sessions", required=True)
+    parser.add_argument("--concurrency", type=int, default=50)
     asyncio.run(serve(parser.parse_args(argv)))
     return 0
 
