@@ -61,6 +61,7 @@ class Broadcast:
     pages_cpu: float  # the page processes, per second, during the dashboard's stream
     harness_cpu: float  # the harness itself, likewise
     bare_pages_cpu: float
+    bare_delivered: float  # percent of the recorded frames each bare page received
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     worst_final_share: float
@@ -135,6 +136,7 @@ async def measure(
         pages_cpu=(ended[1] - began[1]) / seconds,
         harness_cpu=(ended[2] - began[2]) / seconds,
         bare_pages_cpu=bare["pages_cpu"] / seconds,
+        bare_delivered=100 * bare["frames"] / (pages * len(frames)) if frames else 0.0,
         latency_p50_ms=percentile_of(histogram, 50),
         latency_p99_ms=percentile_of(histogram, 99),
         worst_final_share=min(shares, default=0.0),
@@ -205,27 +207,34 @@ def figures(result: Broadcast, window_ms: float) -> list[Figure]:
             Target("ratio", "<=", 2.0),
         ),
         figure(
-            f"broadcast.latency_p99{suffix}",
-            result.latency_p99_ms,
-            "ms",
-            None,
-            Target("value", "<=", window_ms + slack),
-        ),
-        figure(
-            f"broadcast.final_values{suffix}",
-            result.worst_final_share,
-            "%",
-            None,
-            Target("value", ">=", 100),
-        ),
-        figure(
             f"broadcast.fanout_cpu_per_page_frame{suffix}",
             result.fanout_us_per_page_frame,
             "µs",
             result.bare_us_per_page_frame,
         ),
-        figure(f"broadcast.harness_cpu{suffix}", result.harness_cpu, "cores", None),
-        figure(f"broadcast.pages_cpu{suffix}", result.pages_cpu, "cores", None),
+        # Baseline: the coalescing window, a value's wait by design.
+        figure(
+            f"broadcast.latency_p99{suffix}",
+            result.latency_p99_ms,
+            "ms",
+            window_ms,
+            Target("value", "<=", window_ms + slack),
+        ),
+        # Baseline: the share of the recorded frames the bare server's pages received.
+        figure(
+            f"broadcast.final_values{suffix}",
+            result.worst_final_share,
+            "%",
+            result.bare_delivered,
+            Target("value", ">=", 100),
+        ),
+        # The pages' processes and the harness, against the pages' processes on the bare server.
+        figure(
+            f"broadcast.client_cpu{suffix}",
+            result.pages_cpu + result.harness_cpu,
+            "cores",
+            result.bare_pages_cpu,
+        ),
     ]
 
 
