@@ -99,6 +99,9 @@ class PageClient:
         self.record_from = 1 << 62  # values at or above this are timed
         # Called with each frame's HTML and when it was read (bench/confirm.py's cards).
         self.on_frame: Callable[[str, float], None] | None = None
+        # Each frame as it came (text or deflated bytes) and when, while a list is set here
+        # (bench/broadcast.py replays them from a bare server).
+        self.recording: list[tuple[float, str | bytes]] | None = None
         # One compressor for the connection's life: permessage-deflate with context takeover.
         self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15) if deflate else None
 
@@ -176,6 +179,8 @@ class PageClient:
                     out = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
                     stats.deflated_bytes += len(out) - 4  # RFC 7692 drops the 00 00 ff ff
                     stats.compressed_once_bytes += len(zlib.compress(data, 6))
+                if self.recording is not None:
+                    self.recording.append((now, frame))
                 html = html_of(frame)
                 self._unread.append((html, now))
                 if self.on_frame is not None:

@@ -8,6 +8,8 @@ own two phases:
 - ``as-is``: the product (history written by a child process, ``HISTORY_WRITER=process``).
 - ``thread-history``: history written by a thread of the bridge's process, as before.
 - ``no-history``: history records are dropped (an upper bound: what history costs).
+- ``django-tiles``: tiles rendered by Django's engine from the fragments as they were before
+  Jinja2 (``bench.tile_render.BEFORE``): the previous render, beside the product's.
 
 ``python -m bench.experiments serve [PAGES [SECONDS [VARIANT ...]]]`` measures server variants
 (``bench.serve_variant``) by freshness, a fresh server each:
@@ -32,7 +34,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-VARIANTS = ("as-is", "thread-history", "no-history")
+VARIANTS = ("as-is", "thread-history", "no-history", "django-tiles")
 SERVER_VARIANTS = ("as-is", "deflate", "trace")
 
 
@@ -55,6 +57,27 @@ def _thread_history() -> None:
 
     settings.HISTORY_WRITER = "thread"
     os.environ["HISTORY_WRITER"] = "thread"
+
+
+def _django_tiles() -> None:
+    from django.template import Context, Engine
+
+    from bench.tile_render import BEFORE, git
+    from dashboard.live import fragment_engine
+
+    folder = "templates/dashboard/fragments"
+    names = git("ls-tree", "--name-only", f"{BEFORE}:{folder}").split()
+    texts = {f"dashboard/fragments/{n}": git("show", f"{BEFORE}:{folder}/{n}") for n in names}
+    engine = Engine(
+        loaders=[("django.template.loaders.locmem.Loader", texts)],
+        libraries={"tz": "django.templatetags.tz"},
+    )
+    compiled = {name: engine.get_template(name) for name in texts}
+
+    def render(template: str, context: dict[str, Any]) -> str:
+        return compiled[template].render(Context(context))
+
+    fragment_engine.render = render  # type: ignore[assignment]
 
 
 def _deflate() -> None:
@@ -172,6 +195,7 @@ SERVER_PATCHES: dict[str, Callable[[], None]] = {"deflate": _deflate, "trace": _
 PATCHES: dict[str, Callable[[], None]] = {
     "no-history": _no_history,
     "thread-history": _thread_history,
+    "django-tiles": _django_tiles,
 }
 
 

@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import confirm, freshness, growth, ingest, memory, render
+from bench import broadcast, confirm, freshness, growth, ingest, memory, render
 from bench.figures import Figure, table, write_results
 from bench.harness import Stack, machine_info, workdir
 from bench.scaled import ScaledStack
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-SCENARIOS = ("ingest", "freshness", "render", "memory", "growth", "confirm")
+SCENARIOS = ("ingest", "freshness", "render", "memory", "growth", "confirm", "broadcast")
 SCALED = "redis-2web"  # figure suffix for the scaled-out layout (bench/scaled.py)
 
 
@@ -46,6 +46,7 @@ class Scale:
     growth_clients: tuple[int, ...]
     growth_seconds: float
     confirm_trials: int
+    broadcast_pages: tuple[int, ...]
     # Served settings beyond harness.SERVE_SETTINGS: the smoke run waits less for the bridge
     # to pick a building up and to store its state.
     serve_settings: dict[str, str] = field(default_factory=dict)
@@ -68,6 +69,7 @@ FULL = Scale(
     growth_clients=(10, 100, 1000),
     growth_seconds=10,
     confirm_trials=20,
+    broadcast_pages=(100, 1000),
 )
 SMOKE = Scale(
     ingest_devices=20,
@@ -86,6 +88,7 @@ SMOKE = Scale(
     growth_clients=(2, 4),
     growth_seconds=1,
     confirm_trials=2,
+    broadcast_pages=(4,),
     serve_settings={"HISTORY_FLUSH_SECONDS": "0.25", "INVENTORY_POLL_SECONDS": "0.25"},
 )
 
@@ -195,6 +198,17 @@ class Runner:
         self.figures += confirm.figures(result)
         self.details["confirm"] = result.summary()
 
+    async def broadcast(self) -> None:
+        s = self.scale
+        results = self.details.setdefault("broadcast", {})
+        for pages in s.broadcast_pages:
+            log(f"8. broadcast: {pages} pages in {broadcast.PROCESSES} processes, then bare")
+            result = await broadcast.measure(
+                self.stack, s.fresh_devices, pages, s.fresh_rate, s.growth_seconds
+            )
+            self.figures += broadcast.figures(result, self.window_ms)
+            results[str(pages)] = result.summary()
+
 
 async def run(
     scale: Scale, only: set[str], profile_dir: Path | None = None, scale_out: bool = False
@@ -246,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="scenarios 2-3 on two web processes and a bridge worker with Redis and PostgreSQL",
     )
+    parser.add_argument(
+        "--ingest-devices", type=int, help="scenario 1 at this many devices (10000: the issue's)"
+    )
     args = parser.parse_args(argv)
     if args.scale_out and set(args.only) - {"freshness"}:
         parser.error("--scale-out runs the freshness scenario only: add --only freshness")
@@ -253,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     started = time.monotonic()
     scale = SMOKE if args.smoke else FULL
+    if args.ingest_devices:
+        scale = replace(scale, ingest_devices=args.ingest_devices)
     profiles = args.out.resolve().parent if args.profile else None
     figures, details, errors = asyncio.run(run(scale, set(args.only), profiles, args.scale_out))
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

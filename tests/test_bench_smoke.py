@@ -43,6 +43,11 @@ EXPECTED = [
     "growth.exponent.server_memory_vs_pages",
     "confirm.latency_p50",
     "confirm.latency_p99",
+    "broadcast.cpu_per_page_frame@",
+    "broadcast.fanout_cpu_per_page_frame@",
+    "broadcast.latency_p99@",
+    "broadcast.final_values@",
+    "broadcast.client_cpu@",
 ]
 
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.template.loader import render_to_string
 from django.test import Client
 
 from dashboard.contract import rejections
 from dashboard.contract.topics import Kind, Scope
+from dashboard.live import fragment_engine
 from dashboard.live.state import Rejection
 from dashboard.live.store import write_batch
 from dashboard.models import Building, Device, MalformedPayload, RejectedPayload
@@ -176,7 +176,7 @@ def test_the_seeds_refusal_is_stored_grouped_and_shown_with_meta_new_marked(hq, 
     assert "Position: [i]/name. Value: …" in group  # the value masked
 
     [entry] = entries(page)
-    assert html.escape(META_NEW_MESSAGE) in entry
+    assert META_NEW_MESSAGE in html.unescape(entry)  # escaped as the fragment engine does
     assert "Lamp 1" in entry and str(device) in entry
     assert f"devices/{device}/meta/rejected" in entry
     assert "<dt>pattern</dt><dd><code>^(~?)(?!.*__.*)[a-z][a-z0-9_]+$</code></dd>" in entry
@@ -198,7 +198,7 @@ def test_the_page_is_live_the_bridge_prepends_new_refusals_with_the_same_fragmen
     assert "No rejections yet." in page
 
     # What the bridge pushes, built from memory with the same entry() and fragment.
-    pushed = render_to_string(
+    pushed = fragment_engine.render(
         "dashboard/fragments/rejected_new.html",
         {
             "entries": [

@@ -8,11 +8,11 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from django.conf import settings
-from django.template.loader import render_to_string
 
 from dashboard.contract import meta_definitions, rejections
-from dashboard.live import confirmation, integrity, tiles
+from dashboard.live import confirmation, fragment_engine, integrity, tiles
 from dashboard.live.buildings import UTC, BuildingInventory, Entity
+from dashboard.live.fragment_engine import clock
 from dashboard.live.state import (
     Alarm,
     ConnectionStatus,
@@ -41,11 +41,6 @@ def display_label(name: str) -> str:
 
 def format_meta(name: str, value: Any) -> str:
     return meta_definitions.format_value(meta_definitions.meta_definition(name), value)
-
-
-def clock(at: datetime, zone: tzinfo) -> str:
-    """``at`` as the building's clock reads it: ``HH:MM:SS`` in its zone."""
-    return at.astimezone(zone).time().isoformat("seconds")
 
 
 def meta_item(value: MetaValue, zone: tzinfo) -> dict[str, Any]:
@@ -108,7 +103,10 @@ def headcount_card(entity: Entity, scope: str, state: LiveState, zone: tzinfo) -
         "headcount_in": counted_in,
         "headcount_out": counted_out,
         "occupancy": occupancy,
+        # Formatted here, as meta_item's: Django's date filter was half of the card's render.
         "at_text": clock(count.received_at, zone) if count is not None else "",
+        "at_iso": count.received_at.astimezone(zone).isoformat() if count is not None else "",
+        "at_epoch": int(count.received_at.timestamp()) if count is not None else "",
     }
 
 
@@ -147,6 +145,7 @@ def lamps_card(
             "what": last.label,
             "at": last.at,
             "at_text": clock(last.at, inventory.zone),
+            "at_iso": last.at.astimezone(inventory.zone).isoformat(),
             "outcome": OUTCOME_TEXT.get(last.outcome, last.outcome),
             "confirmation": confirmation.describe(last.confirmation),
         }
@@ -390,4 +389,6 @@ CONTEXTS: dict[str, Context] = {
 def render_tile(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> str:
     """The tile's HTML, rendered once for every page of the building."""
     kind = tile.kind
-    return render_to_string(tiles.KINDS[kind].template, CONTEXTS[kind](tile, state, inventory))
+    return fragment_engine.render(
+        tiles.KINDS[kind].template, CONTEXTS[kind](tile, state, inventory)
+    )

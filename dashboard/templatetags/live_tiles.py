@@ -1,4 +1,9 @@
-"""``{% tile "headcount" space.id %}``: a live fragment in a page, rendered as pushes are."""
+"""A page's live fragments, rendered by the engine that renders every push of them.
+
+``{% tile "headcount" space.id %}``: a tile from the page's live state.
+``{% fragment "dashboard/fragments/summary.html" summary %}``: a fragment from a context the
+view made (the same function makes it for a push: ``fragments.summary_card`` and the like).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 
 from dashboard import actions
-from dashboard.live import fragments, resets, tiles
+from dashboard.live import fragment_engine, fragments, resets, tiles
 
 register = template.Library()
 
@@ -37,3 +42,9 @@ def reset_control(context: template.Context, scope: str, entity_id: Any) -> str:
         {"form": form, "place": place, "reset_url": context["reset_url"]},
         request=context.get("request"),
     )
+
+
+@register.simple_tag
+def fragment(name: str, values: dict[str, Any] | None = None, **more: Any) -> SafeString:
+    """The fragment ``name`` for ``values`` and ``more``; escaped by its own (Jinja2) engine."""
+    return mark_safe(fragment_engine.render(name, {**(values or {}), **more}))

@@ -1,0 +1,292 @@
+"""Scenario 8, broadcast: the server's CPU per page-frame against a bare WebSocket server.
+
+Pages (``bench.pagefleet``, in several processes so the harness is not what is measured)
+are open on one building while the publisher streams values, as in scenario 2; one more page,
+in the harness, records every frame as it came off the wire and when. Then the baseline: a
+bare asyncio server of the ``websockets`` library (``python -m bench.broadcast serve``),
+nothing but a set of connections and ``websockets.broadcast``, sends the same frames at the
+same moments to as many pages of the same client code, which acknowledge each as they do the
+dashboard's. Each side's figure is its process's CPU seconds over the frames its pages got.
+
+The dashboard's process is the web server with its bridge (``manage.py serve``), so its
+figure also holds the stream's MQTT ingest and the tiles' render; the baseline only sends.
+Also reported: the same per page-frame less the server's CPU for the same stream with one page
+open (what the pages add: forwarding, not ingest and render), freshness (p99) and final values of the dashboard's pages, and the CPU the
+page processes and the harness used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import pickle
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.clients import PageClient, close_all, open_pages
+from bench.figures import Figure, Target, figure
+from bench.freshness import (
+    SEED,
+    SEQUENCER,
+    SETTLE_SECONDS,
+    publish_stream,
+    settle,
+    until_bridged,
+)
+from bench.harness import Building, Stack, Worker, quiet
+from bench.pagefleet import PageFleet, percentile_of
+
+PROCESSES = 3  # page processes: with the harness and the server, more than the two cores
+
+
+@dataclass
+class Broadcast:
+    pages: int
+    processes: int
+    seconds: float
+    frames_per_page: float  # dashboard, per second of publishing
+    server_cpu: float  # CPU seconds of the dashboard's process over the stream
+    server_us_per_page_frame: float
+    solo_cpu: float  # the same stream with one page open: ingest and render, next to nothing sent
+    fanout_us_per_page_frame: float  # what the pages added, per page-frame
+    bare_frames_per_page: float
+    bare_cpu: float
+    bare_us_per_page_frame: float
+    pages_cpu: float  # the page processes, per second, during the dashboard's stream
+    harness_cpu: float  # the harness itself, likewise
+    bare_pages_cpu: float
+    bare_delivered: float  # percent of the recorded frames each bare page received
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    worst_final_share: float
+    reconnects: dict[str, int]
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cpu(pid: int) -> float:
+    return sum(psutil.Process(pid).cpu_times()[:2])
+
+
+async def measure(
+    stack: Stack,
+    devices: int,
+    pages: int,
+    rate: float,
+    duration: float,
+    processes: int = PROCESSES,
+) -> Broadcast:
+    building = stack.add_building(devices, SEED, pages + 1)
+    directory = stack.directory / f"broadcast-{pages}"
+    directory.mkdir(exist_ok=True)
+    url = stack.url
+    recorder = await open_pages(url, building.id, building.sessions[:1])
+    fleet: PageFleet | None = None
+    try:
+        await until_bridged(stack, building, recorder[0])
+        solo_cpu = await alone(stack, building, recorder[0], rate, duration)
+        fleet = await PageFleet.open(url, building.id, building.sessions[1:], processes, directory)
+        first = SEQUENCER.next.get(building.id, 1)
+        recorder[0].record_from = first
+        await fleet.record_from(first)
+        await quiet(stack.server_pid)
+        frames: list[tuple[float, str | bytes]] = []
+        recorder[0].recording = frames
+        me = psutil.Process()
+        began = (cpu(stack.server_pid), fleet.cpu_seconds(), sum(me.cpu_times()[:2]))
+        counted = await fleet.counts()
+        stream = await publish_stream(stack, building, rate, duration, f"broadcast-{pages}")
+        last_file = directory / "last.json"
+        last_file.write_text(json.dumps(stream.last))
+        shares = await fleet.settle(last_file, SETTLE_SECONDS)
+        await asyncio.sleep(0.5)
+        ended = (cpu(stack.server_pid), fleet.cpu_seconds(), sum(me.cpu_times()[:2]))
+        frames_got = (await fleet.counts())[0] - counted[0]
+        recorder[0].recording = None
+        times_file = directory / "times.bin"
+        times_file.write_bytes(stream.times.tobytes())
+        histogram = await fleet.freshness(times_file, stream.first)
+        reconnects = await fleet.reconnects()
+    finally:
+        await close_all(recorder)
+        if fleet is not None:
+            await fleet.close()
+    seconds = stream.end - stream.start
+    server_cpu = ended[0] - began[0]
+    bare = await measure_bare(stack, building.id, building.sessions[1:], frames, processes)
+    return Broadcast(
+        pages=pages,
+        processes=processes,
+        seconds=seconds,
+        frames_per_page=frames_got / pages / seconds,
+        server_cpu=server_cpu,
+        server_us_per_page_frame=server_cpu / frames_got * 1e6 if frames_got else 0.0,
+        solo_cpu=solo_cpu,
+        fanout_us_per_page_frame=(server_cpu - solo_cpu) / frames_got * 1e6 if frames_got else 0.0,
+        bare_frames_per_page=bare["frames"] / pages / seconds,
+        bare_cpu=bare["cpu"],
+        bare_us_per_page_frame=bare["cpu"] / bare["frames"] * 1e6 if bare["frames"] else 0.0,
+        pages_cpu=(ended[1] - began[1]) / seconds,
+        harness_cpu=(ended[2] - began[2]) / seconds,
+        bare_pages_cpu=bare["pages_cpu"] / seconds,
+        bare_delivered=100 * bare["frames"] / (pages * len(frames)) if frames else 0.0,
+        latency_p50_ms=percentile_of(histogram, 50),
+        latency_p99_ms=percentile_of(histogram, 99),
+        worst_final_share=min(shares, default=0.0),
+        reconnects=reconnects,
+    )
+
+
+async def alone(
+    stack: Stack, building: Building, page: PageClient, rate: float, duration: float
+) -> float:
+    """The server's CPU seconds for the same stream with one page open."""
+    await quiet(stack.server_pid)
+    began = cpu(stack.server_pid)
+    stream = await publish_stream(stack, building, rate, duration, "broadcast-alone")
+    await settle([page], stream)
+    return cpu(stack.server_pid) - began
+
+
+async def measure_bare(
+    stack: Stack,
+    building_id: str,
+    sessions: list[str],
+    frames: list[tuple[float, str | bytes]],
+    processes: int,
+) -> dict[str, float]:
+    """The recorded frames, at their moments, from a bare ``websockets`` server to as many
+    pages; its CPU seconds and the frames the pages got."""
+    directory = stack.directory / f"broadcast-bare-{len(sessions)}"
+    directory.mkdir(exist_ok=True)
+    recording = directory / "frames.pickle"
+    recording.write_bytes(pickle.dumps(frames))
+    server = await Worker.start(
+        "bare websockets server", "bench.broadcast", "serve", str(recording)
+    )
+    try:
+        port = await server.expect("PORT", timeout=60)
+        fleet = await PageFleet.open(
+            f"http://127.0.0.1:{port}", building_id, sessions, processes, directory
+        )
+        try:
+            await quiet(server.pid)
+            counted = await fleet.counts()
+            began = (cpu(server.pid), fleet.cpu_seconds())
+            span = frames[-1][0] - frames[0][0] if frames else 0.0
+            await server.ask("PLAY", timeout=span + 120)
+            expected = counted[0] + len(sessions) * len(frames)
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while (await fleet.counts())[0] < expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            ended = (cpu(server.pid), fleet.cpu_seconds())
+            got = (await fleet.counts())[0] - counted[0]
+        finally:
+            await fleet.close()
+    finally:
+        await server.close()
+    return {"cpu": ended[0] - began[0], "frames": got, "pages_cpu": ended[1] - began[1]}
+
+
+def figures(result: Broadcast, window_ms: float) -> list[Figure]:
+    suffix = f"@{result.pages}pages"
+    slack = 50 if result.pages <= 100 else 150
+    return [
+        figure(
+            f"broadcast.cpu_per_page_frame{suffix}",
+            result.server_us_per_page_frame,
+            "µs",
+            result.bare_us_per_page_frame,
+            Target("ratio", "<=", 2.0),
+        ),
+        figure(
+            f"broadcast.fanout_cpu_per_page_frame{suffix}",
+            result.fanout_us_per_page_frame,
+            "µs",
+            result.bare_us_per_page_frame,
+        ),
+        # Baseline: the coalescing window, a value's wait by design.
+        figure(
+            f"broadcast.latency_p99{suffix}",
+            result.latency_p99_ms,
+            "ms",
+            window_ms,
+            Target("value", "<=", window_ms + slack),
+        ),
+        # Baseline: the share of the recorded frames the bare server's pages received.
+        figure(
+            f"broadcast.final_values{suffix}",
+            result.worst_final_share,
+            "%",
+            result.bare_delivered,
+            Target("value", ">=", 100),
+        ),
+        # The pages' processes and the harness, against the pages' processes on the bare server.
+        figure(
+            f"broadcast.client_cpu{suffix}",
+            result.pages_cpu + result.harness_cpu,
+            "cores",
+            result.bare_pages_cpu,
+        ),
+    ]
+
+
+# ------------------------------------------------------------------- the bare server
+
+
+async def serve(recording: Path) -> None:
+    import websockets
+    from websockets.asyncio.server import ServerConnection
+
+    frames: list[tuple[float, str | bytes]] = pickle.loads(recording.read_bytes())
+    clients: set[ServerConnection] = set()
+
+    async def page(ws: ServerConnection) -> None:
+        await ws.send('<div id="bench-hello"></div>')  # a page opens on its first frame
+        clients.add(ws)
+        try:
+            async for _ in ws:  # the acknowledgements, read as the dashboard reads them
+                pass
+        finally:
+            clients.discard(ws)
+
+    loop = asyncio.get_running_loop()
+    commands: asyncio.Queue[str] = asyncio.Queue()
+    loop.add_reader(sys.stdin.fileno(), lambda: commands.put_nowait(sys.stdin.readline().strip()))
+    async with websockets.serve(
+        page, "127.0.0.1", 0, compression=None, max_size=None, ping_interval=None
+    ) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        print(f"PORT {port}", flush=True)
+        while (command := await commands.get()) not in ("STOP", ""):
+            if command == "PLAY":
+                start = loop.time()
+                base = frames[0][0] if frames else 0.0
+                for at, frame in frames:
+                    if (wait := start + at - base - loop.time()) > 0:
+                        await asyncio.sleep(wait)
+                    websockets.broadcast(clients, frame)
+                print(
+                    "= " + json.dumps({"sent": len(frames) - 1, "pages": len(clients)}), flush=True
+                )
+    loop.remove_reader(sys.stdin.fileno())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.broadcast")
+    parser.add_argument("command", choices=["serve"])
+    parser.add_argument("recording", type=Path)
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.recording))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
