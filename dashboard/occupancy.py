@@ -113,7 +113,7 @@ def _hour_record(
     return record
 
 
-def _file_name(building: Building, period: Period) -> str:
+def file_name(building: Building, period: Period) -> str:
     return f"occupancy-{building.id}-{period.first.isoformat()}-{period.last.isoformat()}"
 
 
@@ -155,7 +155,7 @@ def occupancy_csv(
     filters = OccupancyFilter(building, request.GET)
     period = filters.period
     places = reports.places_of(building)
-    name = _file_name(building, period)
+    name = file_name(building, period)
     if filters.applied["by"] == BY_HOUR:
         column = f"hour ({period.zone.key})"
         out = exports.csv_format([column, *HOUR_FIELDS])

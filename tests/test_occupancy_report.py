@@ -13,6 +13,7 @@ import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.test import Client
@@ -283,3 +284,111 @@ def test_the_heatmap_and_chart_of_a_chosen_space(tuesday, people):
     assert chart["zone"] == "America/New_York"
     assert len(chart["data"]) == 1 + 2 * 2  # time, then mean and peak of each place
     assert "Open Office" in response.content.decode()
+
+
+def yesterday_noon(zone_name: str) -> datetime:
+    zone = ZoneInfo(zone_name)
+    day = datetime.now(zone).date() - timedelta(days=1)
+    return datetime.combine(day, datetime.min.time(), tzinfo=zone).replace(hour=12).astimezone(UTC)
+
+
+def test_the_digest_goes_to_the_recipients_with_the_csv(hq, people, mailoutbox):
+    from django.core.management import call_command
+
+    Building.objects.filter(id=hq[Scope.BUILDING]).update(
+        timezone="America/New_York", report_recipients="fm@example.com\nops@example.com\n"
+    )
+    noon = yesterday_noon("America/New_York")
+    hour(hq, Scope.SPACE, noon.replace(tzinfo=None).isoformat(), 30, 48, 350, 10)
+    out = io.StringIO()
+    call_command("send_occupancy_report", stdout=out)
+    (mail,) = mailoutbox
+    assert mail.to == ["fm@example.com", "ops@example.com"]
+    assert mail.subject.startswith("Occupancy of Headquarters, ")
+    assert "Open Office: 48 (120.0 %)" in mail.body
+    # Over 40 at some reading of that hour, not at all: the digest says no more than it knows.
+    assert "Over capacity:\n- Open Office: up to 1 h\n" in mail.body
+    ((name, body, kind),) = mail.attachments
+    assert name.endswith(".csv") and kind == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(body)))
+    assert len(rows) == 7 * 3  # the last 7 complete days, every place
+    day = noon.astimezone(ZoneInfo("America/New_York")).date().isoformat()
+    busy = next(
+        r for r in rows if r["place"] == "Open Office" and r["day (America/New_York)"] == day
+    )
+    assert (busy["peak"], busy["average_open"], busy["peak_pct"]) == ("48", "35.0", "120.0")
+    lines = out.getvalue().splitlines()
+    assert f"Headquarters ({hq[Scope.BUILDING]}): sent to 2 recipient(s)" in lines
+    skipped = [line for line in lines if line.startswith("Elsewhere")]
+    assert len(skipped) == 1 and skipped[0].endswith("no report recipients, skipped")
+
+
+def test_a_daily_digest_covers_yesterday_of_one_building(hq, people, mailoutbox):
+    from django.core.management import call_command
+
+    Building.objects.filter(id=hq[Scope.BUILDING]).update(report_recipients="fm@example.com")
+    Building.objects.filter(name="Elsewhere").update(report_recipients="else@example.com")
+    call_command(
+        "send_occupancy_report",
+        "--building",
+        str(hq[Scope.BUILDING]),
+        "--period",
+        "day",
+        stdout=io.StringIO(),
+    )
+    (mail,) = mailoutbox
+    yesterday = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
+    assert mail.subject == f"Occupancy of Headquarters, {yesterday}"
+    assert len(list(csv.DictReader(io.StringIO(mail.attachments[0][1])))) == 3
+
+
+def test_an_unknown_building_is_an_error(db):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="no building"):
+        call_command("send_occupancy_report", "--building", str(uuid.uuid4()))
+
+
+def admin_form(hq: dict, **changes: Any) -> dict[str, Any]:
+    form = {
+        "id": str(hq[Scope.BUILDING]),
+        "name": "Headquarters",
+        "timezone": "Europe/London",
+        "opening_days": ["0", "1", "2", "3", "4", "5"],
+        "opening_time": "07:00",
+        "closing_time": "19:30",
+        "report_recipients": "fm@example.com\n\n ops@example.com ",
+        "roles-TOTAL_FORMS": "0",
+        "roles-INITIAL_FORMS": "0",
+        "roles-MIN_NUM_FORMS": "0",
+        "roles-MAX_NUM_FORMS": "1000",
+    }
+    return {**form, **changes}
+
+
+def test_staff_set_opening_hours_and_recipients_in_the_admin(hq, admin_client):
+    url = f"/admin/dashboard/building/{hq[Scope.BUILDING]}/change/"
+    page = admin_client.get(url).content.decode()
+    assert "Opening days" in page and "Report recipients" in page
+    response = admin_client.post(url, admin_form(hq))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    building = Building.objects.get(id=hq[Scope.BUILDING])
+    assert building.opening_days == [0, 1, 2, 3, 4, 5]
+    assert building.report_recipients == "fm@example.com\nops@example.com"
+    assert (building.opening_time.hour, building.closing_time.minute) == (7, 30)
+
+
+@pytest.mark.parametrize(
+    ("changes", "error"),
+    [
+        ({"report_recipients": "fm@example.com\nnot an address"}, "is not an e-mail address"),
+        ({"opening_days": ["7"]}, "Select a valid choice"),
+        ({"closing_time": "06:00"}, "Closing time must be after opening time."),
+    ],
+)
+def test_the_admin_refuses_bad_addresses_days_and_hours(hq, admin_client, changes, error):
+    url = f"/admin/dashboard/building/{hq[Scope.BUILDING]}/change/"
+    response = admin_client.post(url, admin_form(hq, **changes))
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    assert Building.objects.get(id=hq[Scope.BUILDING]).report_recipients == ""
