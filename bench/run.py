@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import confirm, freshness, growth, ingest, memory, render
+from bench import confirm, freshness, growth, ingest, memory, occupancy, render
 from bench.figures import Figure, table, write_results
 from bench.harness import Stack, machine_info, workdir
 from bench.scaled import ScaledStack
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-SCENARIOS = ("ingest", "freshness", "render", "memory", "growth", "confirm")
+SCENARIOS = ("ingest", "freshness", "render", "memory", "growth", "confirm", "occupancy")
 SCALED = "redis-2web"  # figure suffix for the scaled-out layout (bench/scaled.py)
 
 
@@ -45,6 +45,9 @@ class Scale:
     growth_clients: tuple[int, ...]
     growth_seconds: float
     confirm_trials: int
+    occupancy_places: int
+    occupancy_days: int
+    occupancy_repeats: int
     # Served settings beyond harness.SERVE_SETTINGS: the smoke run waits less for the bridge
     # to pick a building up and to store its state.
     serve_settings: dict[str, str] = field(default_factory=dict)
@@ -66,6 +69,9 @@ FULL = Scale(
     growth_clients=(10, 100, 1000),
     growth_seconds=10,
     confirm_trials=20,
+    occupancy_places=500,
+    occupancy_days=30,
+    occupancy_repeats=7,
 )
 SMOKE = Scale(
     ingest_devices=20,
@@ -83,6 +89,9 @@ SMOKE = Scale(
     growth_clients=(2, 4),
     growth_seconds=1,
     confirm_trials=2,
+    occupancy_places=20,
+    occupancy_days=2,
+    occupancy_repeats=2,
     serve_settings={"HISTORY_FLUSH_SECONDS": "0.25", "INVENTORY_POLL_SECONDS": "0.25"},
 )
 
@@ -184,6 +193,18 @@ class Runner:
         result = await confirm.measure(self.stack, trials)
         self.figures += confirm.figures(result)
         self.details["confirm"] = result.summary()
+
+    async def occupancy(self) -> None:
+        s = self.scale
+        log(
+            f"8. occupancy: report of {s.occupancy_places} places over {s.occupancy_days} days "
+            "of minute rollups"
+        )
+        result = await occupancy.measure(
+            self.stack, s.occupancy_places, s.occupancy_days, s.occupancy_repeats
+        )
+        self.figures += occupancy.figures(result)
+        self.details["occupancy"] = result.summary()
 
 
 async def run(

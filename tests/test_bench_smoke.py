@@ -43,6 +43,7 @@ EXPECTED = [
     "growth.exponent.server_memory_vs_pages",
     "confirm.latency_p50",
     "confirm.latency_p99",
+    "occupancy.report@",
 ]
 
 
@@ -108,3 +109,4 @@ def test_values_are_sane(smoke: tuple[dict, str]) -> None:
     assert figures["bandwidth.frames_per_client"]["baseline"] > 0
     assert 0 < first("render.page@")["value"] < 10_000
     assert first("memory.rss_after_")["value"] > 0
+    assert 0 < first("occupancy.report@")["value"] < 10_000
