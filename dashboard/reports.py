@@ -253,7 +253,11 @@ def heatmap(period: Period, place: Place) -> Heatmap:
         for hour in range(24):
             mean = means.get((weekday, hour))
             level = 0 if mean is None else 1 + int((HEAT_LEVELS - 1) * mean / top if top else 0)
-            row.append({"weekday": name, "hour": hour, "mean": mean, "level": level})
+            # Rounded here, not by template filters: 168 cells, twice each, add up.
+            shown = None if mean is None else (round(mean), round(mean, 1))
+            row.append(
+                {"weekday": name, "hour": hour, "mean": mean, "level": level, "shown": shown}
+            )
         result.rows.append(row)
     ranked = sorted(means.items(), key=lambda item: (-item[1], item[0]))[:BUSIEST]
     result.busiest = [
@@ -269,13 +273,15 @@ def chart(period: Period, places: list[Place]) -> dict[str, Any]:
     model = OccupancyMinute if period.short else OccupancyHour
     step = MINUTE if period.short else HOUR
     columns: dict[tuple[uuid.UUID, str], dict[int, float | None]] = defaultdict(dict)
-    rows = _in_period(model.objects.filter(entity_id__in=[p.entity_id for p in places]), period)
-    for entity_id, bucket, total, n, peak in rows.values_list(
-        "entity_id", "bucket", "count_sum", "count_n", "count_max"
-    ):
-        x = int(bucket.timestamp())
-        columns[(entity_id, "mean")][x] = round(total / n, 2) if n else None
-        columns[(entity_id, "peak")][x] = peak
+    for place in places:  # a query each: no id to convert on every row
+        rows = _in_period(model.objects.filter(entity_id=place.entity_id), period)
+        means, peaks = columns[(place.entity_id, "mean")], columns[(place.entity_id, "peak")]
+        for bucket, total, n, peak in rows.values_list(
+            "bucket", "count_sum", "count_n", "count_max"
+        ):
+            x = int(bucket.timestamp())
+            means[x] = round(total / n, 2) if n else None
+            peaks[x] = peak
     xs = sorted({x for column in columns.values() for x in column})
     series: list[dict[str, str]] = []
     data: list[list[Any]] = [xs]
