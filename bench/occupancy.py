@@ -12,6 +12,7 @@ page from the same server at the same moments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import statistics
@@ -137,10 +138,13 @@ def fill(db_path: str, building: str, places: list[list[Any]], first: date, days
     The building indexes are dropped while writing and made again after: building them
     sorted once is much faster than keeping them up to date row by row.
     """
-    db = sqlite3.connect(db_path, isolation_level=None)
+    db = sqlite3.connect(db_path, isolation_level=None, timeout=120)
     try:
         # The server is stopped: no reader needs the write-ahead log while the rows go in.
-        db.execute("PRAGMA journal_mode=OFF")
+        # Another scenario's process may still have the file open (the smoke run, all
+        # scenarios on one stack): then the rows go through the log, only slower.
+        with contextlib.suppress(sqlite3.OperationalError):
+            db.execute("PRAGMA journal_mode=OFF")
         db.execute("PRAGMA synchronous=OFF")
         db.execute("PRAGMA cache_size=-400000")
         tables = ("dashboard_occupancyminute", "dashboard_occupancyhour")
