@@ -147,9 +147,17 @@ async def measure(stack: Stack, devices: int, repeats: int) -> Render:
     building = stack.add_building(devices, SEED, 1)
     await fill_state(stack, building)
     assert stack.served is not None
-    port = stack.served.port
-    page = f"/buildings/{building.id}/"
-    session = building.sessions[0]
+    page_ms, login_ms, size = await time_page(
+        stack.served.port, f"/buildings/{building.id}/", building.sessions[0], repeats
+    )
+    return Render(devices, page_ms, login_ms, size)
+
+
+async def time_page(
+    port: int, page: str, session: str, repeats: int
+) -> tuple[list[float], list[float], int]:
+    """Milliseconds of each of ``repeats`` fetches of ``page`` and of the login page between
+    them (after one of each to warm up), and the page's size."""
     await asyncio.to_thread(fetch, port, page, session)  # warm up: imports, caches
     await asyncio.to_thread(fetch, port, "/accounts/login/", None)
     page_ms, login_ms, size = [], [], 0
@@ -157,7 +165,7 @@ async def measure(stack: Stack, devices: int, repeats: int) -> Render:
         ms, size = await asyncio.to_thread(fetch, port, page, session)
         page_ms.append(ms)
         login_ms.append((await asyncio.to_thread(fetch, port, "/accounts/login/", None))[0])
-    return Render(devices, page_ms, login_ms, size)
+    return page_ms, login_ms, size
 
 
 def figures(result: Render, name: str = "render.page", target: bool = True) -> list[Figure]:

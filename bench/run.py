@@ -18,13 +18,22 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import broadcast, confirm, freshness, growth, ingest, memory, render
+from bench import broadcast, confirm, freshness, growth, ingest, memory, occupancy, render
 from bench.figures import Figure, table, write_results
 from bench.harness import Stack, machine_info, workdir
 from bench.scaled import ScaledStack
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-SCENARIOS = ("ingest", "freshness", "render", "memory", "growth", "confirm", "broadcast")
+SCENARIOS = (
+    "ingest",
+    "freshness",
+    "render",
+    "memory",
+    "growth",
+    "confirm",
+    "broadcast",
+    "occupancy",
+)
 SCALED = "redis-2web"  # figure suffix for the scaled-out layout (bench/scaled.py)
 
 
@@ -47,6 +56,9 @@ class Scale:
     growth_seconds: float
     confirm_trials: int
     broadcast_pages: tuple[int, ...]
+    occupancy_places: int
+    occupancy_days: int
+    occupancy_repeats: int
     # Served settings beyond harness.SERVE_SETTINGS: the smoke run waits less for the bridge
     # to pick a building up and to store its state.
     serve_settings: dict[str, str] = field(default_factory=dict)
@@ -70,6 +82,9 @@ FULL = Scale(
     growth_seconds=10,
     confirm_trials=20,
     broadcast_pages=(100, 1000),
+    occupancy_places=500,
+    occupancy_days=30,
+    occupancy_repeats=7,
 )
 SMOKE = Scale(
     ingest_devices=20,
@@ -89,6 +104,9 @@ SMOKE = Scale(
     growth_seconds=1,
     confirm_trials=2,
     broadcast_pages=(4,),
+    occupancy_places=20,
+    occupancy_days=2,
+    occupancy_repeats=2,
     serve_settings={"HISTORY_FLUSH_SECONDS": "0.25", "INVENTORY_POLL_SECONDS": "0.25"},
 )
 
@@ -208,6 +226,18 @@ class Runner:
             )
             self.figures += broadcast.figures(result, self.window_ms)
             results[str(pages)] = result.summary()
+
+    async def occupancy(self) -> None:
+        s = self.scale
+        log(
+            f"9. occupancy: report of {s.occupancy_places} places over {s.occupancy_days} days "
+            "of minute rollups"
+        )
+        result = await occupancy.measure(
+            self.stack, s.occupancy_places, s.occupancy_days, s.occupancy_repeats
+        )
+        self.figures += occupancy.figures(result)
+        self.details["occupancy"] = result.summary()
 
 
 async def run(

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -25,11 +30,61 @@ class RoleInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+BUILDING_FIELDS: list[Any] = [
+    "id",
+    "name",
+    "timezone",
+    "opening_days",
+    "opening_time",
+    "closing_time",
+    "report_recipients",
+    "nightly_reset_at",
+]
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+class BuildingForm(forms.ModelForm):
+    """Opening days as ticks, opening before closing, and one valid address a line."""
+
+    opening_days = forms.TypedMultipleChoiceField(
+        choices=list(enumerate(WEEKDAYS)),
+        coerce=int,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Occupancy reports average over these days' opening hours only.",
+    )
+
+    class Meta:
+        model = Building
+        fields = BUILDING_FIELDS
+
+    def clean_report_recipients(self) -> str:
+        lines = [line.strip() for line in self.cleaned_data["report_recipients"].splitlines()]
+        addresses = [line for line in lines if line]
+        for address in addresses:
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise ValidationError(f"{address!r} is not an e-mail address.") from None
+        return "\n".join(addresses)
+
+    def clean_opening_days(self) -> list[int]:
+        return sorted(set(self.cleaned_data["opening_days"]))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        opens, closes = data.get("opening_time"), data.get("closing_time")
+        if opens is not None and closes is not None and closes <= opens:
+            self.add_error("closing_time", "Closing time must be after opening time.")
+        return data
+
+
 @admin.register(Building)
 class BuildingAdmin(admin.ModelAdmin):
     # The time zone is checked by the model's validator: an unknown name is refused on save.
+    form = BuildingForm
     list_display = ["name", "timezone", "nightly_reset_at", "id"]
-    fields = ["id", "name", "timezone", "nightly_reset_at"]
+    fields = BUILDING_FIELDS
     search_fields = ["name", "id"]
     inlines = [RoleInline]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any, TypeVar
@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 CHUNK = 2000  # rows fetched from the database at a time
 
@@ -77,14 +77,31 @@ def on_clock(record: Callable[[M], Record], zone: tzinfo, name: str) -> Callable
     """``record`` with its times in ``zone`` (ISO 8601, offset included) and the zone named."""
 
     def local(row: M) -> Record:
-        out = {
-            k: v.astimezone(zone).isoformat() if isinstance(v, datetime) else v
-            for k, v in record(row).items()
-        }
-        out[ZONE_FIELD] = name
-        return out
+        return _local(record(row), zone, name)
 
     return local
+
+
+def _local(record: Record, zone: tzinfo, name: str) -> Record:
+    out = {
+        k: v.astimezone(zone).isoformat() if isinstance(v, datetime) else v
+        for k, v in record.items()
+    }
+    out[ZONE_FIELD] = name
+    return out
+
+
+def text(records: Iterable[Record], out: Format, zone: ZoneInfo) -> str:
+    """Records already computed (a report's, not a table's rows), times in ``zone``."""
+    body = [out.line(_local(record, zone, zone.key), i == 0) for i, record in enumerate(records)]
+    return "".join([out.head, *body, out.tail])
+
+
+def attachment(body: str, out: Format, name: str) -> HttpResponse:
+    """``body`` (from ``text``) as the attachment ``<name>.<extension>``."""
+    response = HttpResponse(body, content_type=out.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{name}.{out.extension}"'
+    return response
 
 
 def _json_line(record: Record, first: bool) -> str:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from dashboard import actions, activity, alarms, health, inspector, views
+from dashboard import actions, activity, alarms, health, inspector, occupancy, views
 
 urlpatterns = [
     # For the operations team: no login (docs/deploy.md, "Health and metrics").
@@ -21,6 +21,12 @@ urlpatterns = [
     path("buildings/<uuid:building_id>/actions/spaces/", views.space_picker, name="space_picker"),
     path("buildings/<uuid:building_id>/activity/", activity.activity, name="activity"),
     path("buildings/<uuid:building_id>/activity.csv", activity.activity_csv, name="activity_csv"),
+    path("buildings/<uuid:building_id>/occupancy/", occupancy.occupancy, name="occupancy"),
+    path(
+        "buildings/<uuid:building_id>/occupancy.csv",
+        occupancy.occupancy_csv,
+        name="occupancy_csv",
+    ),
     path("buildings/<uuid:building_id>/alarms/", alarms.alarm_list, name="alarms"),
     path(
         "buildings/<uuid:building_id>/alarms/<int:alarm_id>/acknowledge/",

@@ -155,6 +155,26 @@ if ALARM_NOTIFY_PRIORITY > 255:
     raise ImproperlyConfigured(f"ALARM_NOTIFY_PRIORITY: at most 255, got {ALARM_NOTIFY_PRIORITY}")
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", default="").strip() or None
 
+# --- E-mail: the occupancy digest (manage.py send_occupancy_report) ------------------
+# smtp+tls://USER:PASSWORD@HOST:587, consolemail:// (default: printed, nothing sent), ...
+EMAIL_URL = env.str("EMAIL_URL", default="").strip() or "consolemail://"
+try:
+    _email = environ.Env.email_url_config(EMAIL_URL)
+except (ImproperlyConfigured, ValueError, KeyError) as exc:
+    raise ImproperlyConfigured(
+        f"EMAIL_URL: not an e-mail URL we know ({exc}; use smtp+tls://, smtps:// or consolemail://)"
+    ) from None
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or None
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="").strip() or "dashboard@localhost"
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
 # --- Operations: health, metrics, logs (docs/deploy.md) -----------------------------
 # /metrics answers only "Authorization: Bearer <METRICS_TOKEN>"; unset, /metrics is not found.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="").strip() or None

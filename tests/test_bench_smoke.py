@@ -48,6 +48,7 @@ EXPECTED = [
     "broadcast.latency_p99@",
     "broadcast.final_values@",
     "broadcast.client_cpu@",
+    "occupancy.report@",
 ]
 
 
@@ -116,3 +117,4 @@ def test_values_are_sane(smoke: tuple[dict, str]) -> None:
     assert figures["bandwidth.frames_per_client"]["baseline"] > 0
     assert 0 < first("render.page@")["value"] < 10_000
     assert first("memory.rss_after_")["value"] > 0
+    assert 0 < first("occupancy.report@")["value"] < 10_000

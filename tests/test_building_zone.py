@@ -234,7 +234,14 @@ def test_the_admin_refuses_an_unknown_time_zone_and_a_change_reaches_the_bridge(
     admin = BuildingAdmin(Building, site)
     form_class = admin.get_form(None)
     building = Building.objects.get(pk=hq[Scope.BUILDING])
-    data = {"id": str(building.id), "name": building.name, "timezone": "Mars/Olympus"}
+    data = {
+        "id": str(building.id),
+        "name": building.name,
+        "timezone": "Mars/Olympus",
+        "opening_days": ["0", "1", "2", "3", "4"],
+        "opening_time": "08:00",
+        "closing_time": "18:00",
+    }
     form = form_class(data, instance=building)
     assert not form.is_valid() and "timezone" in form.errors
     version = building.inventory_version

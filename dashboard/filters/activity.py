@@ -11,23 +11,17 @@ from django.db.models import QuerySet
 from django.http import QueryDict
 from django.utils import timezone
 
-from dashboard.filters.base import Choice, DateInput, FilterForm, Text, uuid_or_none
+from dashboard.filters.base import (
+    Choice,
+    DateInput,
+    FilterForm,
+    Text,
+    day_or_none,
+    uuid_or_none,
+)
 from dashboard.models import ActionAttempt, Building
 
 USERNAME_LENGTH = ActionAttempt._meta.get_field("username").max_length or 150
-
-
-def _day(raw: str) -> date | None:
-    if not raw:
-        return None
-    try:
-        value = date.fromisoformat(raw)
-    except ValueError:
-        raise forms.ValidationError("not a date (use YYYY-MM-DD).") from None
-    # The first and last representable days cannot be shifted by a time zone or a day.
-    if value in (date.min, date.max):
-        raise forms.ValidationError("date out of range.")
-    return value
 
 
 def _local_midnight(day: date) -> datetime:
@@ -80,10 +74,10 @@ class ActivityFilter(FilterForm):
         return target_id
 
     def clean_start(self) -> date | None:
-        return _day(self.cleaned_data["start"])
+        return day_or_none(self.cleaned_data["start"])
 
     def clean_end(self) -> date | None:
-        return _day(self.cleaned_data["end"])
+        return day_or_none(self.cleaned_data["end"])
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -8,9 +8,9 @@ from django import forms
 from django.db.models import Q, QuerySet
 from django.http import QueryDict
 
-from dashboard.filters.base import Choice, FilterForm, Text, uuid_or_none
+from dashboard.filters.base import Choice, FilterForm, Text, space_of, uuid_or_none
 from dashboard.live.buildings import BuildingInventory, space_inventory
-from dashboard.models import Building, Device, FaultAlarm, Space
+from dashboard.models import Building, Device, FaultAlarm
 
 # The State filter: the default shows what still needs attention.
 ACTIVE = "active"
@@ -75,13 +75,7 @@ class AlarmFilter(FilterForm):
         raise forms.ValidationError("not a device of this building.")
 
     def clean_space(self) -> uuid.UUID | None:
-        space = self.cleaned_data["space"]
-        if not space:
-            return None
-        space_id = uuid_or_none(space)
-        if space_id and Space.objects.filter(building=self.building, id=space_id).exists():
-            return space_id
-        raise forms.ValidationError("not a space of this building.")
+        return space_of(self.building, self.cleaned_data["space"])
 
     def alarms(self) -> QuerySet[FaultAlarm]:
         """The alarms the filters keep, most recently seen first."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import date
 from typing import Any, ClassVar
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.validators import ProhibitNullCharactersValidator
 from django.http import QueryDict
+
+from dashboard.models import Building, Space
 
 
 class Text(forms.CharField):
@@ -49,6 +52,30 @@ def uuid_or_none(raw: str) -> uuid.UUID | None:
         return uuid.UUID(raw)
     except ValueError:
         return None
+
+
+def day_or_none(raw: str) -> date | None:
+    """A date given as YYYY-MM-DD, or None when empty; anything else is refused."""
+    if not raw:
+        return None
+    try:
+        value = date.fromisoformat(raw)
+    except ValueError:
+        raise forms.ValidationError("not a date (use YYYY-MM-DD).") from None
+    # The first and last representable days cannot be shifted by a time zone or a day.
+    if value in (date.min, date.max):
+        raise forms.ValidationError("date out of range.")
+    return value
+
+
+def space_of(building: Building, raw: str) -> uuid.UUID | None:
+    """The id of a space of ``building``, or None when empty; anything else is refused."""
+    if not raw:
+        return None
+    space_id = uuid_or_none(raw)
+    if space_id and Space.objects.filter(building=building, id=space_id).exists():
+        return space_id
+    raise forms.ValidationError("not a space of this building.")
 
 
 class FilterForm(forms.Form):

@@ -1,0 +1,314 @@
+"""Occupancy reports: what the rollup tables say about a building's places over a period.
+
+Plain functions over ``OccupancyHour`` and ``OccupancyMinute``, shared by the page, the CSV
+export and the e-mailed digest, so the three always agree. The per-place figures are
+aggregated in the database from hour rows (720 a place a month); minute rows are read only
+for one place's chart over a short period and for the time over capacity of the places that
+went over it in a short period.
+
+A period is whole local days of the building (``Building.zone``): its bounds are the local
+midnights, converted to UTC, so a value received at 03:30 UTC counts on the previous day in
+New York. Hour buckets are UTC hours; in a zone offset by half an hour a bucket straddles two
+local hours and is placed by its local start.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db.models import Avg, Count, F, FloatField, Max, Min, Q, QuerySet
+from django.db.models.functions import Cast, Coalesce
+
+from dashboard.contract.topics import Scope
+from dashboard.models import Area, Building, OccupancyHour, OccupancyMinute, Space
+
+HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
+# Up to this long a period's chart is drawn from minute rows (2,880 points), and its time over
+# capacity counted in minutes; longer ones use hour rows.
+MINUTE_SPAN = timedelta(days=2)
+BUSIEST = 5  # heatmap cells listed as the busiest hours
+HEAT_LEVELS = 5  # shades of the heatmap, 1 (quiet) .. 5 (busiest); 0 = no readings
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+@dataclass(frozen=True)
+class Period:
+    """Whole local days ``first`` .. ``last`` (both included) on the building's clock."""
+
+    first: date
+    last: date
+    zone: ZoneInfo
+
+    @property
+    def start(self) -> datetime:
+        return local_midnight(self.first, self.zone)
+
+    @property
+    def end(self) -> datetime:
+        return local_midnight(self.last + timedelta(days=1), self.zone)
+
+    @property
+    def days(self) -> list[date]:
+        return [self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)]
+
+    @property
+    def short(self) -> bool:
+        """Short enough for minute rows."""
+        return self.end - self.start <= MINUTE_SPAN
+
+    def day(self, day: date) -> Period:
+        return Period(day, day, self.zone)
+
+
+def local_midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The UTC moment a local day starts (DST-correct: 23 or 25 hours apart on change days)."""
+    return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
+
+
+def last_days(today: date, days: int, zone: ZoneInfo) -> Period:
+    """The ``days`` local days ending with ``today``."""
+    return Period(today - timedelta(days=days - 1), today, zone)
+
+
+def opening_buckets(building: Building, period: Period) -> list[datetime]:
+    """The UTC hour buckets of the period that overlap the building's opening hours.
+
+    Walked hour by hour in UTC and each placed on the local clock, so DST days have their
+    true number of open hours; an opening at 08:30 counts the hour from 08:00.
+    """
+    days = set(building.opening_days or [])
+    opens, closes = building.opening_time, building.closing_time
+    zone = period.zone
+    buckets = []
+    bucket = period.start
+    while bucket < period.end:
+        local = bucket.astimezone(zone)
+        if local.weekday() in days:
+            begins = local.time()
+            ends = (local + HOUR).time()
+            whole_day_end = ends <= begins  # the hour runs into the next day
+            if begins < closes and (whole_day_end or ends > opens):
+                buckets.append(bucket)
+        bucket += HOUR
+    return buckets
+
+
+@dataclass
+class Place:
+    """The building, a space or an area, with what the report found for it."""
+
+    scope: str
+    entity_id: uuid.UUID
+    name: str
+    capacity: int | None
+    peak: int | None = None
+    peak_at: datetime | None = None
+    average: float | None = None  # mean of the hourly means over opening hours with readings
+    open_hours: int = 0  # opening hours with readings
+    # Time over capacity, in ``over_unit`` buckets: with a reading over it, and over it at
+    # every reading (a lower bound of the time; ``over`` is an upper bound).
+    over: int = 0
+    over_throughout: int = 0
+    over_unit: str = "h"
+
+    def _share(self, value: float | None) -> float | None:
+        if value is None or not self.capacity:
+            return None
+        return 100 * value / self.capacity
+
+    @property
+    def peak_pct(self) -> float | None:
+        return self._share(self.peak)
+
+    @property
+    def average_pct(self) -> float | None:
+        return self._share(self.average)
+
+
+def places_of(building: Building) -> list[Place]:
+    """The building, then its spaces, then its areas, each by name."""
+    places = [Place(Scope.BUILDING.value, building.id, building.name, None)]
+    for model, scope in ((Space, Scope.SPACE), (Area, Scope.AREA)):
+        rows = model.objects.filter(building=building).order_by("name", "id")
+        places += [
+            Place(scope.value, pk, name, capacity)
+            for pk, name, capacity in rows.values_list("id", "name", "capacity")
+        ]
+    return places
+
+
+def _in_period(rows: QuerySet[Any], period: Period) -> QuerySet[Any]:
+    return rows.filter(bucket__gte=period.start, bucket__lt=period.end)
+
+
+def _hourly_mean() -> Any:
+    return Cast(F("count_sum"), FloatField()) / F("count_n")
+
+
+def place_figures(building: Building, period: Period, places: list[Place]) -> list[Place]:
+    """Fill in each place's peak, average, utilisation and time over capacity (fresh copies)."""
+    places = [Place(p.scope, p.entity_id, p.name, p.capacity) for p in places]
+    by_id = {p.entity_id: p for p in places}
+    hours = _in_period(OccupancyHour.objects.filter(building=building), period)
+    opening = Q(bucket__in=opening_buckets(building, period), count_n__gt=0)
+    for row in (
+        hours.values("entity_id")
+        .annotate(
+            peak=Max("count_max"),
+            average=Avg(_hourly_mean(), filter=opening),
+            open_hours=Count("id", filter=opening),
+        )
+        .order_by()
+    ):
+        place = by_id.get(row["entity_id"])
+        if place is not None:
+            place.peak, place.average = row["peak"], row["average"]
+            place.open_hours = row["open_hours"]
+    _peak_times(period, [p for p in places if p.peak is not None])
+    _time_over_capacity(period, places)
+    return places
+
+
+def _each(places: Iterable[Place], period: Period, **more: Any) -> Q:
+    """One condition a place, its period inside each, so every branch can use the
+    (entity, bucket) index."""
+    terms = Q(pk__in=[])
+    for place in places:
+        extra = {name: value(place) for name, value in more.items()}
+        terms |= Q(
+            entity_id=place.entity_id, bucket__gte=period.start, bucket__lt=period.end, **extra
+        )
+    return terms
+
+
+def _peak_times(period: Period, places: list[Place]) -> None:
+    """When each place's peak was first reached (the earliest hour holding it)."""
+    if not places:
+        return
+    by_id = {p.entity_id: p for p in places}
+    rows = (
+        OccupancyHour.objects.filter(_each(places, period, count_max=lambda p: p.peak))
+        .values("entity_id")
+        .annotate(at=Min(Coalesce("count_max_at", "bucket")))
+        .order_by()
+    )
+    for row in rows:
+        by_id[row["entity_id"]].peak_at = row["at"]
+
+
+def _time_over_capacity(period: Period, places: list[Place]) -> None:
+    """Buckets over capacity, for the places whose peak went over it (few, usually)."""
+    over = [p for p in places if p.capacity is not None and (p.peak or 0) > p.capacity]
+    model = OccupancyMinute if period.short else OccupancyHour
+    unit = "min" if period.short else "h"
+    for place in places:
+        place.over_unit = unit
+    if not over:
+        return
+    by_id = {p.entity_id: p for p in over}
+    rows = model.objects.filter(_each(over, period, count_max__gt=lambda p: p.capacity))
+    for entity_id, count_min in rows.values_list("entity_id", "count_min").iterator():
+        place = by_id[entity_id]
+        place.over += 1
+        if count_min is not None and place.capacity is not None and count_min > place.capacity:
+            place.over_throughout += 1
+
+
+@dataclass
+class Heatmap:
+    """Mean headcount by local weekday and hour: ``rows[weekday][hour]``."""
+
+    place: Place
+    rows: list[list[dict[str, Any]]] = field(default_factory=list)
+    busiest: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.busiest
+
+
+def heatmap(period: Period, place: Place) -> Heatmap:
+    """The place's hour-by-weekday means over the period, and its busiest cells."""
+    sums: dict[tuple[int, int], list[float]] = defaultdict(lambda: [0.0, 0])
+    rows = _in_period(OccupancyHour.objects.filter(entity_id=place.entity_id), period)
+    for bucket, total, n in rows.filter(count_n__gt=0).values_list(
+        "bucket", "count_sum", "count_n"
+    ):
+        local = bucket.astimezone(period.zone)
+        cell = sums[(local.weekday(), local.hour)]
+        cell[0] += total / n
+        cell[1] += 1
+    means = {key: total / n for key, (total, n) in sums.items()}
+    top = max(means.values(), default=0)
+    result = Heatmap(place)
+    for weekday, name in enumerate(WEEKDAYS):
+        row = []
+        for hour in range(24):
+            mean = means.get((weekday, hour))
+            level = 0 if mean is None else 1 + int((HEAT_LEVELS - 1) * mean / top if top else 0)
+            # Rounded here, not by template filters: 168 cells, twice each, add up.
+            shown = None if mean is None else (round(mean), round(mean, 1))
+            row.append(
+                {"weekday": name, "hour": hour, "mean": mean, "level": level, "shown": shown}
+            )
+        result.rows.append(row)
+    ranked = sorted(means.items(), key=lambda item: (-item[1], item[0]))[:BUSIEST]
+    result.busiest = [
+        {"weekday": WEEKDAYS[weekday], "hour": hour, "mean": mean}
+        for (weekday, hour), mean in ranked
+    ]
+    return result
+
+
+def chart(period: Period, places: list[Place]) -> dict[str, Any]:
+    """uPlot data for the places over the period: each place's mean and peak a bucket, from
+    minute rows over a short period, hour rows otherwise."""
+    model = OccupancyMinute if period.short else OccupancyHour
+    step = MINUTE if period.short else HOUR
+    columns: dict[tuple[uuid.UUID, str], dict[int, float | None]] = defaultdict(dict)
+    for place in places:  # a query each: no id to convert on every row
+        rows = _in_period(model.objects.filter(entity_id=place.entity_id), period)
+        means, peaks = columns[(place.entity_id, "mean")], columns[(place.entity_id, "peak")]
+        for bucket, total, n, peak in rows.values_list(
+            "bucket", "count_sum", "count_n", "count_max"
+        ):
+            x = int(bucket.timestamp())
+            means[x] = round(total / n, 2) if n else None
+            peaks[x] = peak
+    xs = sorted({x for column in columns.values() for x in column})
+    series: list[dict[str, str]] = []
+    data: list[list[Any]] = [xs]
+    for place in places:
+        for what in ("mean", "peak"):
+            series.append({"name": f"{place.name} ({what})", "what": what})
+            values = columns.get((place.entity_id, what), {})
+            data.append([values.get(x) for x in xs])
+    return {
+        "zone": period.zone.key,
+        "step": int(step.total_seconds()),
+        "since": int(period.start.timestamp()),
+        "until": int(period.end.timestamp()),
+        "series": series,
+        "data": data,
+    }
+
+
+def daily(building: Building, period: Period, places: list[Place]) -> Iterator[tuple[date, Place]]:
+    """Each place's figures for each local day of the period, day by day."""
+    for day in period.days:
+        for place in place_figures(building, period.day(day), places):
+            yield day, place
+
+
+def hourly(building: Building, period: Period) -> QuerySet[OccupancyHour]:
+    """The period's hour rows, hour by hour, for an export."""
+    return _in_period(OccupancyHour.objects.filter(building=building), period).order_by(
+        "bucket", "scope", "entity_id"
+    )
