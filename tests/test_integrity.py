@@ -395,6 +395,8 @@ def test_an_admin_sets_a_buildings_nightly_reset_time_in_local_time(hq):
     assert 'name="nightly_reset_at"' in html
     assert "Local time of the nightly headcount reset; empty = off." in html
     form = {"id": hq[Scope.BUILDING], "name": "Headquarters", "timezone": "Europe/London"}
+    form |= {"opening_days": ["0", "1", "2", "3", "4"], "opening_time": "08:00"}
+    form |= {"closing_time": "18:00", "report_recipients": ""}
     form |= {"nightly_reset_at": "02:30", "roles-TOTAL_FORMS": 0, "roles-INITIAL_FORMS": 0}
     response = admin.post(url, form)
     assert response.status_code == 302, response.content.decode()[:2000]
