@@ -13,7 +13,6 @@ One hub per event loop (daphne runs one per process), alive while it has pages.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Iterable
@@ -112,10 +111,16 @@ class Hub:
             self._unwatch()
             self._unwatch = None
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+            task, self.task = self.task, None
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                # The receiving task's end, expected; but if this task is itself being
+                # cancelled (its page's consumer, at shutdown), that must go on up.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
 
     async def _rejoin(self) -> None:
         """The channel layer lost its groups (Redis flushed): join them again, once each."""
