@@ -10,6 +10,9 @@ own two phases:
 - ``no-history``: history records are dropped (an upper bound: what history costs).
 - ``django-tiles``: tiles rendered by Django's engine from the fragments as they were before
   Jinja2 (``bench.tile_render.BEFORE``): the previous render, beside the product's.
+- ``no-rollups``: history written without its rollup step (``dashboard.live.rollups.write``
+  does nothing), in the bridge's process and in the history writer's child, which is then
+  started as ``python -m bench.writer_child no-rollups``: what the rollups add to ingest.
 
 ``python -m bench.experiments serve [PAGES [SECONDS [VARIANT ...]]]`` measures server variants
 (``bench.serve_variant``) by freshness, a fresh server each:
@@ -34,7 +37,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-VARIANTS = ("as-is", "thread-history", "no-history", "django-tiles")
+VARIANTS = ("as-is", "thread-history", "no-history", "django-tiles", "no-rollups")
 SERVER_VARIANTS = ("as-is", "deflate", "trace")
 
 
@@ -50,6 +53,33 @@ def _no_history() -> None:
     from dashboard.bridge.history import HistoryWriter
 
     HistoryWriter.add = lambda self, building_id, record: None  # type: ignore[method-assign]
+
+
+def _no_rollup_step() -> None:
+    """The writer's half of ``no-rollups``, for whichever process writes history."""
+    from dashboard.live import rollups
+
+    rollups.write = lambda headcounts, meta, tables=None: 0  # type: ignore[assignment]
+
+
+def _no_rollups() -> None:
+    """No rollups in this process (``thread-history``), nor in the writer child it starts:
+    a fresh interpreter, so the child is ``bench.writer_child``, which patches itself."""
+    import subprocess
+
+    from dashboard.bridge import writer_process
+
+    _no_rollup_step()
+
+    def start(self: writer_process.WriterProcess) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.writer_child", "no-rollups"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=writer_process.ROOT,
+        )
+
+    writer_process.WriterProcess._start = start  # type: ignore[method-assign]
 
 
 def _thread_history() -> None:
@@ -196,7 +226,10 @@ PATCHES: dict[str, Callable[[], None]] = {
     "no-history": _no_history,
     "thread-history": _thread_history,
     "django-tiles": _django_tiles,
+    "no-rollups": _no_rollups,
 }
+# What each variant changes in the history writer's child process (bench.writer_child).
+WRITER_PATCHES: dict[str, Callable[[], None]] = {"no-rollups": _no_rollup_step}
 
 
 async def main(devices: int = 500, seconds: float = 15.0, variants: tuple[str, ...] = ()) -> None:

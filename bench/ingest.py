@@ -9,7 +9,12 @@ own process as ``serve`` runs it (``bench.workers bridge``). Each figure is the 
 consumer turned into state while the publisher ran, per second; "dropped" is what never
 reached live state (or was dropped from the history buffer) once the publisher stopped.
 
-With ``pending``, a third phase runs the bridge again on the same stream with that many
+With ``without_rollups``, another phase runs the bridge again on the same stream with the
+history writer's rollup step switched off (the ``no-rollups`` variant, bench/experiments.py):
+the rollups must add under 5 % to the ingest cost, so the plain bridge's rate against this
+one's, measured in the same run, should be within noise of 1.0.
+
+With ``pending``, a further phase runs the bridge again on the same stream with that many
 operators' actions waiting for their lamps (``bench.workers bridge --pending``): most wait on
 lamps that send nothing meanwhile, one in five on lamps the flood reports from, as when a
 building's spaces were dimmed a moment ago. Confirmation must cost nothing per message for a
@@ -56,6 +61,9 @@ class IngestResult:
     pending: int = 0
     pending_rate: float | None = None
     pending_missing: int = 0
+    # The phase with the history writer's rollup step switched off (None: not run)
+    no_rollups_rate: float | None = None
+    no_rollups_missing: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -89,9 +97,10 @@ async def measure(
     profile: Path | None = None,
     variant: str = "as-is",
     pending: int = 0,
+    without_rollups: bool = False,
 ) -> tuple[IngestResult, dict]:
     """The baseline's phase, then the bridge's, on the same generated building and stream;
-    with ``pending``, the bridge's again with that many actions awaiting confirmation; with
+    with ``without_rollups``, the bridge's again without the rollup step; with ``pending``, the bridge's again with that many actions awaiting confirmation; with
     ``profile``, py-spy records the (first) bridge phase there."""
     # Not "+": the directory goes into a DATABASE_URL, where "+" reads as a space.
     tag = f"ingest-{devices}-{variant.replace('+', '_')}-"
@@ -120,6 +129,8 @@ async def measure(
             variant,
         ),
     }
+    if without_rollups:
+        consumers["no-rollups"] = (*consumers["bridge"][:-1], f"{variant}+no-rollups")
     if pending:
         consumers["pending"] = (*consumers["bridge"], "--pending", str(pending))
     phases = {}
@@ -159,6 +170,11 @@ async def measure(
         history_failures=history["failures"],
     )
     extra = {"bridge": bridge["final"], "baseline": baseline["final"]}
+    if without_rollups:
+        bare = phases["no-rollups"]
+        result.no_rollups_rate = bare["rate"]
+        result.no_rollups_missing = bare["missing"] + bare["final"]["history"]["dropped"]
+        extra["no-rollups"] = bare["final"]
     if pending:
         waited = phases["pending"]
         result.pending, result.pending_rate = pending, waited["rate"]
@@ -247,7 +263,33 @@ def figures(result: IngestResult, prefix: str = "ingest") -> list[Figure]:
             float(result.baseline_missing),
             Target("value", "==", 0),
         ),
+        *no_rollups_figures(result, prefix),
         *pending_figures(result, prefix),
+    ]
+
+
+def no_rollups_figures(result: IngestResult, prefix: str) -> list[Figure]:
+    """Without the rollup step: its rate against the bare baseline (beside the plain ratio),
+    and the plain bridge's rate against it (the issue's "rollups add less than 5 %")."""
+    if result.no_rollups_rate is None:
+        return []
+    name = f"{prefix}.rate@{result.devices}dev"
+    return [
+        figure(f"{name}-no-rollups", result.no_rollups_rate, "msg/s", result.baseline_rate),
+        figure(
+            f"{name}/no-rollups",
+            result.bridge_rate,
+            "msg/s",
+            result.no_rollups_rate,
+            Target("ratio", ">=", 0.95),
+        ),
+        figure(
+            f"{prefix}.dropped@{result.devices}dev-no-rollups",
+            float(result.no_rollups_missing),
+            "msg",
+            float(result.baseline_missing),
+            Target("value", "==", 0),
+        ),
     ]
 
 

@@ -4,7 +4,9 @@ In one process, on a database of its own (a temporary SQLite file, or ``DATABASE
 
 - write: the history writer's CPU time per batch (``store.write_batch``, 5,000 records: device
   meta and headcounts, as the bridge queues them) with rollups, against batches of the same
-  traffic with the rollup step left out, alternating so that both see the same machine;
+  traffic with the rollup step left out, alternating so that both see the same machine; and
+  the same for the ingest scenario's traffic (bench/ingest.py: 500 devices taking turns, one
+  ``bench_seq`` number each, arriving at INGEST_RATE messages/s);
 - chart: the building page's headcount chart (``page_data.headcount_trend``, 8 spaces, a
   reading every 30 s) after one day of history and after ``--days`` days; baseline: the chart
   as it was, from the raw samples of the day, at the same moments.
@@ -31,6 +33,8 @@ from bench.figures import Target, figure, table
 SPACES = 8  # page_data.TREND_SPACES: a line each
 BATCH = 5_000
 REPEATS = 20
+INGEST_DEVICES = 500  # bench/run.py's FULL.ingest_devices
+INGEST_RATE = 8_000  # messages/s: about what the bridge takes in the ingest scenario
 
 
 def setup() -> None:
@@ -78,6 +82,29 @@ def traffic(
             yield batch, at
             batch = []
         at += timedelta(seconds=every)
+
+
+def ingest_traffic(hq: uuid.UUID, start: datetime) -> Any:
+    """Batches of BATCH records as the ingest scenario's flood queues them: its devices in
+    turn (bench/publisher.py's shuffled order makes no difference to the buckets), each
+    message one ``bench_seq`` item whose value is the sequence number."""
+    from dashboard import models
+    from dashboard.live.state import MetaValue
+
+    devices = [
+        models.Device.objects.create(building_id=hq, name=f"Bench {n}").id
+        for n in range(INGEST_DEVICES)
+    ]
+    seq, step = 0, timedelta(seconds=1 / INGEST_RATE)
+    while True:
+        batch = []
+        for _ in range(BATCH):
+            seq += 1
+            at = start + seq * step
+            batch.append(
+                (hq, MetaValue(devices[seq % len(devices)], "bench_seq", seq, "", "", "", at))
+            )
+        yield batch, at
 
 
 def timed(fn: Any, *args: Any, clock: Any = time.perf_counter) -> float:
@@ -131,21 +158,26 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     # Writing: a reading of each series every 5 s (a busy building: 12 a bucket), and every
     # 60 s (the worst case: each reading a minute row of its own), a year back, out of the way.
-    for every in (5, 60):
+    # And the ingest scenario's flood, two years back.
+    shapes = {
+        f"{every}s": traffic(hq, spaces, devices, now - timedelta(days=365 - every), every)
+        for every in (5, 60)
+    }
+    shapes["ingest"] = ingest_traffic(hq, now - timedelta(days=730))
+    for shape, batches in shapes.items():
         writes: dict[bool, list[float]] = {True: [], False: []}
-        batches = traffic(hq, spaces, devices, now - timedelta(days=365 - every), every)
         for n, (batch, _) in zip(range(args.batches), batches, strict=False):
             write(batch, rolled_up=n % 2 == 0, times=writes)
         figures.append(
             figure(
-                f"rollups.write_batch@{every}s",
+                f"rollups.write_batch@{shape}",
                 statistics.median(writes[True]),
                 "ms CPU",
                 statistics.median(writes[False]),
                 Target("ratio", "<=", 1.05),
             )
         )
-        print(f"[bench] rollups: writes at {every} s timed", file=sys.stderr, flush=True)
+        print(f"[bench] rollups: writes at {shape} timed", file=sys.stderr, flush=True)
     if not args.days:
         print(table(figures))
         return 0

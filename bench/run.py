@@ -132,6 +132,7 @@ class Runner:
         s = self.scale
         log(
             f"1. ingest: {s.ingest_devices} devices, {s.ingest_seconds:g} s per phase, "
+            "then without the rollup step, "
             f"then with {s.ingest_pending} actions awaiting confirmation"
         )
         result, extra = await ingest.measure(
@@ -140,6 +141,7 @@ class Runner:
             s.ingest_seconds,
             self.profile("ingest-bridge"),
             pending=s.ingest_pending,
+            without_rollups=True,
         )
         self.measured.ingest[s.ingest_devices] = result
         self.figures += ingest.figures(result)

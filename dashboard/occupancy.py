@@ -130,6 +130,7 @@ def occupancy(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
     whole = shown[0]
     chosen = next((p for p in shown if p.entity_id == filters.applied["space"]), None)
     charted = [whole, chosen] if chosen else [whole]
+    warnings = reports.integrity_warnings(building, places)
     return render(
         request,
         "dashboard/occupancy.html",
@@ -137,7 +138,9 @@ def occupancy(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             "building": building,
             "filters": filters,
             "period": period,
-            "rows": [{"place": p, **figures(p)} for p in shown],
+            "rows": [
+                {"place": p, **figures(p), "warning": warnings.get(p.entity_id)} for p in shown
+            ],
             "heatmaps": [reports.heatmap(period, p) for p in charted],
             "chart": reports.chart(period, charted),
             "opening_days": [reports.WEEKDAYS[d] for d in sorted(building.opening_days or [])],

@@ -22,11 +22,20 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db.models import Avg, Count, F, FloatField, Max, Min, Q, QuerySet
 from django.db.models.functions import Cast, Coalesce
 
-from dashboard.contract.topics import Scope
-from dashboard.models import Area, Building, OccupancyHour, OccupancyMinute, Space
+from dashboard.contract.topics import Kind, Scope
+from dashboard.live.integrity import HeadcountWarning, check_headcount
+from dashboard.models import (
+    Area,
+    Building,
+    LatestHeadcount,
+    OccupancyHour,
+    OccupancyMinute,
+    Space,
+)
 
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
@@ -312,3 +321,24 @@ def hourly(building: Building, period: Period) -> QuerySet[OccupancyHour]:
     return _in_period(OccupancyHour.objects.filter(building=building), period).order_by(
         "bucket", "scope", "entity_id"
     )
+
+
+def integrity_warnings(
+    building: Building, places: list[Place]
+) -> dict[uuid.UUID, HeadcountWarning]:
+    """The places whose latest count disagrees with their counters (or is negative, or far
+    over capacity), as their live cards show it: one query for the whole building."""
+    kinds = (Kind.HEAD_COUNT, Kind.HEADCOUNT_IN, Kind.HEADCOUNT_OUT)
+    latest: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
+    rows = LatestHeadcount.objects.filter(building=building, kind__in=kinds)
+    for entity_id, kind, value in rows.values_list("entity_id", "kind", "value"):
+        latest[entity_id][kind] = value
+    found = {}
+    for place in places:
+        count, counted_in, counted_out = (latest[place.entity_id].get(k) for k in kinds)
+        warning = check_headcount(
+            count, counted_in, counted_out, place.capacity, settings.HEADCOUNT_TOLERANCE
+        )
+        if warning is not None:
+            found[place.entity_id] = warning
+    return found

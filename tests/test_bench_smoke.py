@@ -106,6 +106,11 @@ def test_values_are_sane(smoke: tuple[dict, str]) -> None:
     # The ingest scenario's third phase: with actions awaiting confirmation.
     pending = next(f for n, f in figures.items() if n.startswith("ingest.rate@") and "pending" in n)
     assert pending["value"] > 0 and pending["baseline"] == rate["baseline"]
+    # And without the history writer's rollup step: the with/without ratio is the plain rate's.
+    no_rollups = next(f for n, f in figures.items() if n.endswith("dev-no-rollups"))
+    assert no_rollups["value"] > 0 and no_rollups["baseline"] == rate["baseline"]
+    versus = next(f for n, f in figures.items() if n.endswith("dev/no-rollups"))
+    assert versus["value"] == rate["value"] and versus["baseline"] == no_rollups["value"]
     p50, p99 = figures["fresh.latency_p50"], figures["fresh.latency_p99"]
     assert 0 < p50["value"] <= p99["value"] < 10_000
     assert 0 < p50["baseline"] <= p99["baseline"]

@@ -19,7 +19,7 @@ import pytest
 from django.test import Client
 
 from dashboard.contract.topics import Scope
-from dashboard.models import Building, OccupancyHour, OccupancyMinute
+from dashboard.models import Building, LatestHeadcount, OccupancyHour, OccupancyMinute
 
 pytestmark = pytest.mark.django_db
 
@@ -170,6 +170,40 @@ def test_peak_average_and_utilisation_are_as_computed_by_hand(tuesday, people):
     week_html = week.content.decode()
     assert cell(week_html, space, "over_capacity") == "≥ 1 h, ≤ 2 h"
     assert cell(week_html, space, "average_open") == str(round((30 + 50 + 15) / 3, 1))
+
+
+def latest(hq: dict, scope: Scope, **values: int) -> None:
+    """A place's latest headcounts, as the history writer keeps them."""
+    for kind, value in values.items():
+        LatestHeadcount.objects.create(
+            building_id=hq[Scope.BUILDING],
+            scope=scope.value,
+            entity_id=hq[scope],
+            kind=kind,
+            value=value,
+            received_at=at("2026-03-10T14:00"),
+        )
+
+
+def warning_of(html: str, entity_id: uuid.UUID) -> str | None:
+    """The integrity warning of a place's row, as read: None when it shows none."""
+    row = re.search(rf'<tr id="place-{entity_id}".*?</tr>', html, re.S)
+    assert row, f"no row for {entity_id}"
+    found = re.search(r'<p class="integrity-warning"[^>]*>(.*?)</p>', row.group(0), re.S)
+    return re.sub(r"<[^>]+>", "", found.group(1)).strip() if found else None
+
+
+def test_a_count_that_disagrees_with_its_counters_is_named_on_the_report(tuesday, people):
+    # The Open Office counted 10 in and 3 out, yet reports 12 people; the Lobby's agree.
+    latest(tuesday, Scope.SPACE, headcount_in=10, headcount_out=3, head_count=12)
+    latest(tuesday, Scope.AREA, headcount_in=8, headcount_out=3, head_count=5)
+    viewer = logged_in(people.viewer)
+    html = report(viewer, tuesday, **{"from": TUESDAY, "to": TUESDAY}).content.decode()
+    assert warning_of(html, tuesday[Scope.SPACE]) == (
+        "Check the count now: in \N{MINUS SIGN} out = 7, count = 12"
+    )
+    assert warning_of(html, tuesday[Scope.AREA]) is None
+    assert warning_of(html, tuesday[Scope.BUILDING]) is None  # no headcounts at all
 
 
 def test_the_csv_by_day_matches_the_page(tuesday, people):
