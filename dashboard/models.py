@@ -279,12 +279,29 @@ class OccupancyMinute(OccupancyRollup):
         indexes = [models.Index(fields=["building", "bucket"])]
 
 
+# Every column the occupancy report reads, after the (entity, bucket) key: its grouped queries
+# read a month of a place's hours from this index alone, in order, instead of fetching 720
+# rows a place from all over the table (dashboard.reports).
+REPORT_COLUMNS = [
+    "entity_id",
+    "bucket",
+    "count_max",
+    "count_min",
+    "count_sum",
+    "count_n",
+    "count_max_at",
+]
+
+
 class OccupancyHour(OccupancyRollup):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["entity_id", "bucket"], name="unique_occupancy_hour")
         ]
-        indexes = [models.Index(fields=["building", "bucket"])]
+        indexes = [
+            models.Index(fields=["building", "bucket"]),
+            models.Index(fields=REPORT_COLUMNS, name="occupancy_hour_report"),
+        ]
 
 
 class MetaRollup(models.Model):
