@@ -60,7 +60,7 @@ bench-smoke: install
 
 # Long reliability runs (docs/reliability.md): the full fault counts, fuzzing and 30 min of load.
 soak: install
-	$(BIN)/python -m pytest -m soak -p no:cacheprovider
+	$(BIN)/python -m pytest -m soak -p no:cacheprovider --timeout=0
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache

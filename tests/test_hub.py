@@ -246,7 +246,7 @@ async def churn_pages(building, user, cycles: int, at_once: int = 20) -> None:
         # What is measured is what is left behind, not how fast 20 pages connect on a
         # busy machine: the communicator's 1 s default would time out there.
         assert (await communicator.connect(timeout=30))[0]
-        await communicator.disconnect(timeout=30)
+        await communicator.disconnect()
 
     for _ in range(cycles // at_once):
         await asyncio.gather(*(one() for _ in range(at_once)))

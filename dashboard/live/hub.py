@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 # A failed read of the hub's channel (Redis down) is retried after this long.
 RETRY_RECEIVE_AFTER = 1.0
+# How long a stopping hub waits for its receiving task to end.
+STOP_WAIT = 5.0
 
 
 class Page(Protocol):
@@ -113,14 +115,12 @@ class Hub:
         if self.task is not None:
             task, self.task = self.task, None
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                # The receiving task's end, expected; but if this task is itself being
-                # cancelled (its page's consumer, at shutdown), that must go on up.
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+            # Waited for, not awaited: a receive the channel layer cannot wind down (Redis
+            # gone) must not hold the hub's lock, and every page's connect, forever; and this
+            # task's own cancellation still goes on up.
+            _, pending = await asyncio.wait({task}, timeout=STOP_WAIT)
+            if pending:
+                logger.warning("the hub's receiving task did not end within %s s", STOP_WAIT)
 
     async def _rejoin(self) -> None:
         """The channel layer lost its groups (Redis flushed): join them again, once each."""
