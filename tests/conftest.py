@@ -193,7 +193,9 @@ async def running_bridge(broker: Any) -> Any:
     yield start
     for bridge, task in bridges:
         bridge.stop()
-        await asyncio.wait_for(task, 10)
+        # A worker gives its leases back and writes its last history batch first; on a
+        # busy machine that has taken over 10 s.
+        await asyncio.wait_for(task, 30)
 
 
 @pytest.fixture(scope="module")

@@ -129,6 +129,8 @@ MATRIX = [
     row("space_picker",           GET,  LOGIN, 403, 403, 200, 403, 403, 200),
     row("activity",               GET,  LOGIN, 403, 200, 200, 200, 403, 200),
     row("activity_csv",           GET,  LOGIN, 403, 200, 200, 200, 403, 200),
+    row("occupancy",              GET,  LOGIN, 403, 200, 200, 200, 403, 200),
+    row("occupancy_csv",          GET,  LOGIN, 403, 200, 200, 200, 403, 200),
     row("alarms",                 GET,  LOGIN, 403, 200, 200, 200, 403, 200),
     row("alarm_acknowledge",      GET,  LOGIN, 405, 405, 405, 405, 405, 405),
     row("alarm_acknowledge",      POST, LOGIN, 403, 403, 303, 303, 403, 303),
