@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from django.db import connection
 from django.db.models import Field, Model, OuterRef, Subquery
+
+from dashboard.live import columns
 
 MINUTE = 60
 HOUR = 3600
@@ -313,7 +315,7 @@ def _upsert(
         f" VALUES ({', '.join(['%s'] * len(names))})"
         f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     )
-    preps = [_adapter(f) for f in model_fields]
+    preps = [columns.adapter(f) for f in model_fields]
     params = [
         tuple(prep(getattr(row, name)) for prep, name in zip(preps, names, strict=True))
         for row in rows
@@ -321,28 +323,3 @@ def _upsert(
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
     return len(rows)
-
-
-def _adapter(field: Field[Any, Any]) -> Callable[[Any], Any]:
-    """What the driver takes for this column's values.
-
-    Not ``get_db_prep_save`` per value: that was most of the rollups' cost (a batch's
-    thousands of rows times their fifteen columns). The buckets hold ints, floats, strings,
-    UUIDs and aware datetimes only.
-    """
-    target = field.target_field if field.is_relation else field  # type: ignore[attr-defined]
-    kind = target.get_internal_type()
-    if kind == "UUIDField" and not connection.features.has_native_uuid_field:
-        return _hex
-    if kind == "DateTimeField":
-        adapt = connection.ops.adapt_datetimefield_value
-        return lambda value: None if value is None else adapt(value)
-    return _same
-
-
-def _hex(value: uuid.UUID) -> str:
-    return value.hex
-
-
-def _same(value: Any) -> Any:
-    return value

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from dashboard import models
 from dashboard.contract import rejections
-from dashboard.live import confirmation, metrics, rollups
+from dashboard.live import columns, confirmation, metrics, rollups
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
@@ -170,19 +170,13 @@ def _insert_samples(values: list[MetaValue]) -> None:
     if not values:
         return
     meta = models.MetaSample._meta
-    device = meta.get_field("device").target_field
-    value = meta.get_field("value")
-    received_at = meta.get_field("received_at")
+    fields = [meta.get_field(f) for f in SAMPLE_FIELDS]
+    device, name, value, received_at = (columns.adapter(f) for f in fields)  # type: ignore[arg-type]
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(_column(meta.get_field(f))) for f in SAMPLE_FIELDS)
-    insert = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES (%s, %s, %s, %s)"
+    names = ", ".join(quote(_column(f)) for f in fields)
+    insert = f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES (%s, %s, %s, %s)"
     rows = [
-        (
-            device.get_db_prep_save(v.device_id, connection),
-            v.name,
-            value.get_db_prep_save(v.value, connection),
-            received_at.get_db_prep_save(v.received_at, connection),
-        )
+        (device(v.device_id), name(v.name), value(v.value), received_at(v.received_at))
         for v in values
     ]
     with connection.cursor() as cursor:
