@@ -4,6 +4,7 @@ DEBUG off, its own SQLite file, against a test broker; and the system Chromium t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,20 @@ class ServedDashboard:
             "print(json.dumps({str(k): str(v) for k, v in hq.items()}))"
         )
         return json.loads(self.manage("shell", "-c", script).strip().splitlines()[-1])
+
+    @contextlib.contextmanager
+    def serving(self, *setup: str) -> Iterator[dict[str, str]]:
+        """Prepared (Headquarters and its people), each ``setup`` run in ``manage.py shell``,
+        then served until the block ends; stopped with Ctrl-C, which must exit cleanly."""
+        hq = self.prepare()
+        for code in setup:
+            self.manage("shell", "-c", code)
+        self.start()
+        try:
+            yield hq
+        finally:
+            exit_code = self.stop()
+        assert exit_code == 0, f"serve exited with {exit_code}"
 
     def start(
         self,

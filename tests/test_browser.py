@@ -31,10 +31,8 @@ def dashboard(
     served = ServedDashboard(
         tmp_path_factory.mktemp("served"), mosquitto.url, STALE_AFTER_SECONDS=3
     )
-    hq = served.prepare()
-    served.start()
-    yield served, hq
-    assert served.stop() == 0
+    with served.serving() as hq:
+        yield served, hq
 
 
 @pytest.fixture

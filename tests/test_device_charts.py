@@ -17,20 +17,21 @@ from tests.served import ServedDashboard
 pytestmark = pytest.mark.broker
 
 
-def month_of_history(building: str, device: str) -> None:
-    """A month of temperatures, hourly, then each minute of the last three hours; the lamp
-    switched on and off through the day. Run by the served dashboard's ``manage.py shell``."""
-    import uuid
-
+def month_of_history() -> None:
+    """Headquarters' lamp: a month of temperatures, hourly, then each minute of the last
+    three hours; switched on and off through the day. Run by the served dashboard's
+    ``manage.py shell``."""
     from dashboard.live.state import MetaValue
     from dashboard.live.store import write_batch
+    from dashboard.models import Device
 
-    now, lamp = datetime.now(UTC), uuid.UUID(device)
+    lamp = Device.objects.get(building__name="Headquarters", name="Lamp 1")
+    now = datetime.now(UTC)
     times = [now - timedelta(hours=h) for h in range(30 * 24, 3, -1)]
     times += [now - timedelta(minutes=m) for m in range(180, -1, -1)]
-    records = [MetaValue(lamp, "temperature", 20 + (n % 7) * 0.5, "", "C", "", at) for n, at in enumerate(times)]  # fmt: skip
-    records += [MetaValue(lamp, "onoff", h % 3 != 0, "", "", "", now - timedelta(hours=h)) for h in range(20, -1, -1)]  # fmt: skip
-    write_batch([(uuid.UUID(building), record) for record in records])
+    records = [MetaValue(lamp.id, "temperature", 20 + (n % 7) * 0.5, "", "C", "", at) for n, at in enumerate(times)]  # fmt: skip
+    records += [MetaValue(lamp.id, "onoff", h % 3 != 0, "", "", "", now - timedelta(hours=h)) for h in range(20, -1, -1)]  # fmt: skip
+    write_batch([(lamp.building_id, record) for record in records])
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +39,9 @@ def served(
     tmp_path_factory: pytest.TempPathFactory, mosquitto: brokers.MosquittoBroker
 ) -> Iterator[tuple[ServedDashboard, dict[str, str]]]:
     dashboard = ServedDashboard(tmp_path_factory.mktemp("charts"), mosquitto.url)
-    hq = dashboard.prepare()
-    dashboard.manage(
-        "shell",
-        "-c",
-        "from tests.test_device_charts import month_of_history; "
-        f"month_of_history({hq['building']!r}, {hq['device']!r})",
-    )
-    dashboard.start()
-    yield dashboard, hq
-    assert dashboard.stop() == 0
+    history = "from tests.test_device_charts import month_of_history; month_of_history()"
+    with dashboard.serving(history) as hq:
+        yield dashboard, hq
 
 
 def test_a_devices_charts_and_state_timeline_draw_from_the_rollups(chromium: Browser, served):

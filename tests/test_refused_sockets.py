@@ -23,10 +23,8 @@ pytestmark = pytest.mark.broker
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory, mosquitto) -> Iterator[tuple[ServedDashboard, dict[str, str]]]:
     served = ServedDashboard(tmp_path_factory.mktemp("served"), mosquitto.url, LOG_LEVEL="INFO")
-    hq = served.prepare()
-    served.start()
-    yield served, hq
-    assert served.stop() == 0
+    with served.serving() as hq:
+        yield served, hq
 
 
 def session_cookie(served: ServedDashboard, username: str) -> str:

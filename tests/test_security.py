@@ -377,16 +377,10 @@ def served(
         pytest.fail("mosquitto not found: install Debian's mosquitto package (see README)")
     with brokers.MosquittoBroker() as broker:
         dashboard = ServedDashboard(tmp_path_factory.mktemp("secure"), broker.url)
-        hq = dashboard.prepare()
-        dashboard.manage(
-            "shell",
-            "-c",
-            "from django.contrib.auth.models import User; "
-            f"User.objects.create_superuser('root', password={PASSWORD!r})",
-        )
-        dashboard.start()
-        yield dashboard, hq
-        assert dashboard.stop() == 0
+        root = "from django.contrib.auth.models import User; "
+        root += f"User.objects.create_superuser('root', password={PASSWORD!r})"
+        with dashboard.serving(root) as hq:
+            yield dashboard, hq
 
 
 @pytest.mark.broker
