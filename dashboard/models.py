@@ -195,6 +195,10 @@ class LatestHeadcount(models.Model):
     kind = models.CharField(max_length=16)
     value = models.BigIntegerField()
     received_at = models.DateTimeField()
+    # On a head_count row: the in and out counters when the count last became 0, which the
+    # count is judged against from then on (dashboard/live/integrity.py).
+    in_at_zero = models.BigIntegerField(null=True, blank=True)
+    out_at_zero = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [

@@ -27,7 +27,7 @@ from django.db.models import Avg, Count, F, FloatField, Max, Min, Q, QuerySet
 from django.db.models.functions import Cast, Coalesce
 
 from dashboard.contract.topics import Kind, Scope
-from dashboard.live.integrity import HeadcountWarning, check_headcount
+from dashboard.live.integrity import CountersAtZero, HeadcountWarning, check_headcount
 from dashboard.models import (
     Area,
     Building,
@@ -339,14 +339,24 @@ def integrity_warnings(
     over capacity), as their live cards show it: one query for the whole building."""
     kinds = (Kind.HEAD_COUNT, Kind.HEADCOUNT_IN, Kind.HEADCOUNT_OUT)
     latest: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
+    at_zero: dict[uuid.UUID, CountersAtZero] = {}
     rows = LatestHeadcount.objects.filter(building=building, kind__in=kinds)
-    for entity_id, kind, value in rows.values_list("entity_id", "kind", "value"):
+    for entity_id, kind, value, in_at_zero, out_at_zero in rows.values_list(
+        "entity_id", "kind", "value", "in_at_zero", "out_at_zero"
+    ):
         latest[entity_id][kind] = value
+        if in_at_zero is not None or out_at_zero is not None:
+            at_zero[entity_id] = CountersAtZero(in_at_zero, out_at_zero)
     found = {}
     for place in places:
         count, counted_in, counted_out = (latest[place.entity_id].get(k) for k in kinds)
         warning = check_headcount(
-            count, counted_in, counted_out, place.capacity, settings.HEADCOUNT_TOLERANCE
+            count,
+            counted_in,
+            counted_out,
+            place.capacity,
+            settings.HEADCOUNT_TOLERANCE,
+            at_zero.get(place.entity_id),
         )
         if warning is not None:
             found[place.entity_id] = warning

@@ -15,14 +15,16 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
+from dashboard import reports
 from dashboard.contract.topics import Kind, Scope, build_topic
 from dashboard.live import fragments, tiles
 from dashboard.live.buildings import BuildingInventory, Entity
 from dashboard.live.confirmation import Confirmation
-from dashboard.live.integrity import Problem, check_headcount
+from dashboard.live.integrity import CountersAtZero, Problem, check_headcount
+from dashboard.live.load import load_state
 from dashboard.live.resets import nightly_due
 from dashboard.live.state import HeadcountValue, LiveState
-from dashboard.models import ActionAttempt, Building
+from dashboard.models import ActionAttempt, Building, LatestHeadcount
 from tests.bridging import Browser, send, subscribed, until
 from tests.test_actions import as_user, attempts
 
@@ -75,6 +77,25 @@ def test_every_disagreement_is_named_at_once():
     assert warning.text == "in \u2212 out = \u22125, count = \u221240; count is negative (\u221240)"
 
 
+@pytest.mark.parametrize(
+    ("count", "counted_in", "counted_out", "text"),
+    [
+        (0, 10, 3, None),  # just reset: nobody came or went since
+        (2, 12, 3, None),  # two came in since
+        (5, 12, 3, "in \u2212 out since the count was 0 = 2, count = 5"),
+        (0, 15, 3, "in \u2212 out since the count was 0 = 5, count = 0"),  # stuck at 0
+        (1, 1, 0, None),  # the counters restarted too: compared whole
+        (9, 1, 0, "in \u2212 out = 1, count = 9"),
+    ],
+)
+def test_after_a_reset_the_count_is_judged_against_what_the_counters_did_since(
+    count, counted_in, counted_out, text
+):
+    at_reset = CountersAtZero(headcount_in=10, headcount_out=3)
+    warning = check_headcount(count, counted_in, counted_out, None, 2, at_reset)
+    assert (warning.text if warning else None) == text
+
+
 def card(counted_in: int, counted_out: int, count: int) -> str:
     building, space = uuid.uuid4(), uuid.uuid4()
     inventory = BuildingInventory(
@@ -116,6 +137,57 @@ async def test_the_warning_comes_and_goes_live_with_the_card(hq, running_bridge,
     await send(publish, build_topic(Scope.SPACE, space, Kind.HEAD_COUNT), RESET | {"value": 7})
     html = await browser.wait_for('data-count="7"')
     assert "Check the count" not in html
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+async def test_a_reset_count_stays_quiet_while_the_counters_go_on_and_the_mark_is_kept(
+    hq, running_bridge, publish
+):
+    """The counters are cumulative and go on after the count is reset to 0: the card and the
+    report judge the count by what they did since, also after the bridge restarts."""
+    bridge = await running_bridge()
+    building, space = hq[Scope.BUILDING], hq[Scope.SPACE]
+    await subscribed(bridge, building)
+    browser = await Browser(building).join()
+
+    async def counts(counted_in: int, counted_out: int, count: int) -> None:
+        for kind, name, value in (
+            (Kind.HEADCOUNT_IN, "headcount_in", counted_in),
+            (Kind.HEADCOUNT_OUT, "headcount_out", counted_out),
+            (Kind.HEAD_COUNT, "headcount", count),
+        ):
+            topic = build_topic(Scope.SPACE, space, kind)
+            await send(publish, topic, {"name": name, "value": value})
+
+    await counts(10, 3, 7)
+    await browser.wait_for('data-count="7"')
+    await counts(10, 3, 0)  # the reset: the count comes back as 0, the counters do not
+    html = await browser.wait_for('data-count="0"')
+    assert "Check the count" not in html
+    await counts(12, 3, 2)
+    html = await browser.wait_for('data-count="2"')
+    assert "Check the count" not in html
+    await counts(12, 3, 6)
+    await browser.wait_for("in \u2212 out since the count was 0 = 2, count = 6")
+
+    async def stored() -> bool:
+        return await LatestHeadcount.objects.filter(
+            entity_id=space, kind=Kind.HEAD_COUNT, in_at_zero=10, out_at_zero=3, value=6
+        ).aexists()
+
+    for _ in range(200):  # the history writer flushes in batches
+        if await stored():
+            break
+        await asyncio.sleep(0.05)
+    assert await stored(), "the mark is stored with the latest count"
+    # What a restarted bridge and the occupancy report start from.
+    state = await sync_to_async(load_state)(building)
+    assert state.zero_counters[space] == CountersAtZero(10, 3)
+    report_building = await Building.objects.aget(id=building)
+    places = await sync_to_async(reports.places_of)(report_building)
+    warnings = await sync_to_async(reports.integrity_warnings)(report_building, places)
+    assert warnings[space].text == "in \u2212 out since the count was 0 = 2, count = 6"
 
 
 # --- "Reset count" --------------------------------------------------------------------------

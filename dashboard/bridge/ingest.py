@@ -16,6 +16,7 @@ from dashboard.contract import meta_definitions, payloads, rejected_data
 from dashboard.contract.topics import Kind, Scope, Topic, TopicError, parse_topic
 from dashboard.live import tiles
 from dashboard.live.buildings import BuildingInventory
+from dashboard.live.integrity import CountersAtZero
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
@@ -24,6 +25,7 @@ from dashboard.live.state import (
     MalformedMessage,
     MetaValue,
     Rejection,
+    ZeroMark,
 )
 
 logger = logging.getLogger(__name__)
@@ -160,9 +162,23 @@ def _headcount(
     value = HeadcountValue(
         scope=topic.scope, entity_id=topic.id, kind=topic.kind, value=count, received_at=now
     )
+    previous = state.headcounts.get((topic.id, topic.kind))
     state.headcounts[(topic.id, topic.kind)] = value
     sink.changed(tiles.headcount(topic.id))
     sink.record(value)
+    if topic.kind == Kind.HEAD_COUNT and count == 0 and (previous is None or previous.value):
+        # Reset or emptied: from here on the count follows what the counters do next. A count
+        # stuck at 0 keeps the first mark, so counters that move on are still seen.
+        counted_in, counted_out = (
+            state.headcounts.get((topic.id, kind))
+            for kind in (Kind.HEADCOUNT_IN, Kind.HEADCOUNT_OUT)
+        )
+        mark = CountersAtZero(
+            counted_in.value if counted_in is not None else None,
+            counted_out.value if counted_out is not None else None,
+        )
+        state.zero_counters[topic.id] = mark
+        sink.record(ZeroMark(topic.id, mark))
     return "accepted"
 
 

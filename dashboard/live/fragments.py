@@ -94,6 +94,7 @@ def headcount_card(entity: Entity, scope: str, state: LiveState, zone: tzinfo) -
         counted_out.value if counted_out is not None else None,
         entity.capacity,
         settings.HEADCOUNT_TOLERANCE,
+        state.zero_counters.get(entity.id),
     )
     return {
         "entity": entity,

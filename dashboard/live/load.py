@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from dashboard import models
 from dashboard.live import confirmation
+from dashboard.live.integrity import CountersAtZero
 from dashboard.live.state import (
     ActionRecord,
     Alarm,
@@ -52,10 +53,12 @@ def load_state(building_id: uuid.UUID, devices: Collection[uuid.UUID] | None = N
     for meta_row in meta_rows:
         state.meta.setdefault(meta_row[0], {})[meta_row[1]] = MetaValue(*meta_row)
     headcounts = models.LatestHeadcount.objects.filter(building_id=building_id).values_list(
-        "scope", "entity_id", "kind", "value", "received_at"
+        "scope", "entity_id", "kind", "value", "received_at", "in_at_zero", "out_at_zero"
     )
-    for count_row in headcounts:
-        state.headcounts[(count_row[1], count_row[2])] = HeadcountValue(*count_row)
+    for scope, entity_id, kind, value, at, in_at_zero, out_at_zero in headcounts:
+        state.headcounts[(entity_id, kind)] = HeadcountValue(scope, entity_id, kind, value, at)
+        if in_at_zero is not None or out_at_zero is not None:
+            state.zero_counters[entity_id] = CountersAtZero(in_at_zero, out_at_zero)
     for row in models.FaultAlarm.objects.filter(building_id=building_id, state__in=OPEN_STATES):
         alarm = Alarm(
             device_id=row.device_id,

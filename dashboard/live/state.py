@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from dashboard.live.integrity import CountersAtZero
+
 RECENT = 50  # rejected, malformed and action entries kept in memory per building
 
 
@@ -55,6 +57,14 @@ class HeadcountValue:
     kind: str  # head_count, headcount_in or headcount_out
     value: int
     received_at: datetime
+
+
+@dataclass(slots=True)
+class ZeroMark:
+    """A place's count became 0: its counters then, kept with its latest count."""
+
+    entity_id: uuid.UUID
+    counters: CountersAtZero
 
 
 @dataclass(slots=True)
@@ -185,6 +195,8 @@ class LiveState:
     building_id: uuid.UUID
     meta: dict[uuid.UUID, dict[str, MetaValue]] = field(default_factory=dict)
     headcounts: dict[tuple[uuid.UUID, str], HeadcountValue] = field(default_factory=dict)
+    # By place: its counters when its count last became 0 (integrity.check_headcount).
+    zero_counters: dict[uuid.UUID, CountersAtZero] = field(default_factory=dict)
     alarms: dict[tuple[uuid.UUID | None, str], Alarm] = field(default_factory=dict)
     rejections: deque[Rejection] = field(default_factory=lambda: deque(maxlen=RECENT))
     malformed: deque[MalformedMessage] = field(default_factory=lambda: deque(maxlen=RECENT))

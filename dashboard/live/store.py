@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from dashboard import models
 from dashboard.contract import rejections
+from dashboard.contract.topics import Kind
 from dashboard.live import columns, confirmation, metrics, rollups
 from dashboard.live.state import (
     ActionRecord,
@@ -28,6 +29,7 @@ from dashboard.live.state import (
     MetaValue,
     Outcome,
     Rejection,
+    ZeroMark,
 )
 
 OPEN_STATES = (AlarmState.OPEN, AlarmState.ACKNOWLEDGED)
@@ -81,6 +83,7 @@ def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
     with transaction.atomic():
         written += _write_meta(by_type[MetaValue], known_devices)
         written += _write_headcounts(by_type[HeadcountValue])
+        written += _write_zero_marks(by_type[ZeroMark])
         written += _write_alarms(by_type[Alarm], known_devices)
         written += _write_simple(by_type, known_devices)
         written += _write_seen(by_type[AttemptSeen])
@@ -214,6 +217,15 @@ def _write_headcounts(items: list[tuple[uuid.UUID, HeadcountValue]]) -> int:
         update_fields=["value", "received_at", "building", "scope"],
     )
     return len(items) + len(latest)
+
+
+def _write_zero_marks(items: list[tuple[uuid.UUID, ZeroMark]]) -> int:
+    """On each place's head_count row, written just before (rare: a count becoming 0)."""
+    for _, mark in items:
+        models.LatestHeadcount.objects.filter(
+            entity_id=mark.entity_id, kind=Kind.HEAD_COUNT
+        ).update(in_at_zero=mark.counters.headcount_in, out_at_zero=mark.counters.headcount_out)
+    return len(items)
 
 
 def _write_alarms(items: list[tuple[uuid.UUID, Alarm]], devices: set[uuid.UUID]) -> int:
