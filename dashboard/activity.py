@@ -11,12 +11,14 @@ import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils import timezone
 
 from dashboard import exports, page_data
 from dashboard.access import building_for
@@ -120,6 +122,24 @@ def activity(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             "rows": rows,
         },
     )
+
+
+def last_batch(building_id: uuid.UUID, username: str, within: timedelta) -> dict[str, Any] | None:
+    """The person's latest action on several spaces of the building, in total, if it was sent
+    within ``within``: what the building page shows again after a reload, kept live."""
+    since = timezone.now() - within
+    batch = (
+        ActionAttempt.objects.filter(
+            building_id=building_id, username=username, batch__isnull=False, created_at__gte=since
+        )
+        .order_by("-id")
+        .values_list("batch", flat=True)
+        .first()
+    )
+    if batch is None:
+        return None
+    total = batch_totals(building_id, [batch]).get(batch)
+    return None if total is None else {"id": batch.hex, **total}
 
 
 def batch_totals(building_id: uuid.UUID, batches: list[uuid.UUID]) -> dict[uuid.UUID, Any]:

@@ -7,6 +7,7 @@ live over one WebSocket, whose first message is the bridge's current snapshot.
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -14,7 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from dashboard import actions, page_data
+from dashboard import actions, activity, page_data
 from dashboard.access import building_for, require, visible_buildings
 from dashboard.live.building_store import load_building
 from dashboard.live.buildings import BuildingInventory, Entity
@@ -22,6 +23,9 @@ from dashboard.live.load import load_state
 from dashboard.live.state import ConnectionStatus
 from dashboard.models import Role
 from dashboard.routing import socket_url
+
+# How long the building page shows an operator's last action on several spaces again.
+LAST_BATCH_SHOWN = timedelta(hours=1)
 
 
 @login_required
@@ -103,6 +107,12 @@ def building(request: HttpRequest, building_id: uuid.UUID) -> HttpResponse:
             "area_cards": page_data.cards(areas, request.GET, "areas_page"),
             "controls": controls,
             "picker": picker,
+            # Sent to several spaces within the hour: its total, live, also after a reload.
+            "last_batch": activity.last_batch(
+                inventory.id, request.user.get_username(), LAST_BATCH_SHOWN
+            )
+            if controls
+            else None,
             "devices": devices,
             "device_total": len(inventory.devices),
             "space_filter": space_filter,

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
 from django.db import OperationalError
 
 from dashboard.bridge import building as building_module
@@ -17,8 +18,9 @@ from dashboard.bridge.building import KEPT_ATTEMPTS
 from dashboard.contract.topics import Scope
 from dashboard.live.confirmation import Command, Confirmation, Confirmations, Pending
 from dashboard.live.state import BatchTotal
-from dashboard.models import ActionAttempt, Device, Space
+from dashboard.models import ActionAttempt, Device, Role, Space
 from tests.bridging import Browser, send, subscribed, until
+from tests.factories import PASSWORD
 from tests.test_actions import as_user, attempts, form, received
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -375,6 +377,17 @@ async def test_all_spaces_report_each_space_and_the_total_when_one_lamp_does_not
     page = (await client.get(f"/buildings/{building}/activity/")).content.decode()
     assert page.count("One of 3 spaces sent at once") == 3
     assert page.count("confirmed in 2 of 3 spaces") == 3
+    # A reload of the building page shows the operator the total again, with the id that
+    # keeps it live.
+    page = (await client.get(f"/buildings/{building}/")).content.decode()
+    shown = page.split('class="last-batch"', 1)[1].split("</div></div>", 1)[0]
+    assert "Your last action on several spaces" in shown
+    assert f'id="batch-{rows[0].batch.hex}"' in shown and "confirmed in 2 of 3 spaces" in shown
+    # Another operator's page does not call it theirs.
+    other = await sync_to_async(User.objects.create_user)("otto", password=PASSWORD)
+    await Role.objects.acreate(user=other, building_id=building, role=Role.OPERATOR)
+    page = (await (await as_user(other)).get(f"/buildings/{building}/")).content.decode()
+    assert "Lighting controls" in page and "last-batch" not in page
 
 
 @pytest.mark.broker
