@@ -239,3 +239,21 @@ async def redis_url() -> Any:
     yield url
     await redis.flushdb()
     await redis.aclose()
+
+
+@pytest.fixture
+async def redis_layer(settings: Any, redis_url: str) -> Any:
+    """The real Redis channel layer, on the suite's own Redis database; yields a client of it."""
+    from channels.layers import get_channel_layer
+    from redis import asyncio as aioredis
+
+    store = aioredis.from_url(redis_url)
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": redis_url, "socket_timeout": 30}]},
+        }
+    }
+    yield store
+    await get_channel_layer().flush()
+    await store.aclose()

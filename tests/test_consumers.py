@@ -98,7 +98,8 @@ async def test_a_viewer_gets_the_snapshot_then_every_fragment_of_the_building(pa
     request = await bridge.next_request()
     assert request["type"] == "snapshot.request"
     assert request["audiences"] == [tiles.EVERYONE]  # a viewer gets no support details
-    await layer.send_snapshot(request["reply_to"], building, "<p>snapshot</p>", {"all": ("s1", 4)})
+    [reply_to] = request["reply_to"]
+    await layer.send_snapshot(reply_to, building, "<p>snapshot</p>", {"all": ("s1", 4)})
     assert await communicator.receive_from(5) == "<p>snapshot</p>"
 
     await layer.broadcast(building, "<p>older</p>", stream="s1", seq=4)  # already in the snapshot
@@ -112,7 +113,8 @@ async def test_a_busy_window_reaches_the_page_deflated_and_a_small_one_as_text(p
     bridge = await FakeBridge(building).join()
     communicator, _, _ = await page(people.viewer, building)
     request = await bridge.next_request()
-    await layer.send_snapshot(request["reply_to"], building, "<p>snapshot</p>", {"all": ("s1", 1)})
+    [reply_to] = request["reply_to"]
+    await layer.send_snapshot(reply_to, building, "<p>snapshot</p>", {"all": ("s1", 1)})
     assert await communicator.receive_from(5) == "<p>snapshot</p>"
 
     busy = "".join(f'<span id="meta-{n}" hx-swap-oob="true">{n}</span>' for n in range(200))

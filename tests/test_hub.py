@@ -8,11 +8,9 @@ was promised stays per page: its snapshot, its resync after a gap, its cut-off.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 
 import pytest
-import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -27,7 +25,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 __all__ = ["page"]  # the fixture, shared with test_consumers
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 CYCLES = 1000
 
 
@@ -259,25 +256,6 @@ async def test_no_group_membership_is_left_after_a_thousand_pages_came_and_went(
     # This building's groups: other tests of the run leave theirs in the process's layer.
     assert not [g for g in channel_layer.groups if g.startswith(f"building.{building.hex}")]
     assert hub.running() is None  # the hub left with its last page
-
-
-@pytest.fixture
-async def redis_layer(settings):
-    store = aioredis.from_url(REDIS_URL)
-    try:
-        await store.ping()
-    except OSError:
-        pytest.fail(f"Redis not reachable at {REDIS_URL} (see README: tests need Redis)")
-    await store.flushdb()
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
-        }
-    }
-    yield store
-    await get_channel_layer().flush()
-    await store.aclose()
 
 
 async def test_on_redis_a_group_has_one_member_per_process_and_none_once_pages_left(

@@ -21,7 +21,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.messages.storage import default_storage
 from django.test import AsyncClient, AsyncRequestFactory, Client
 from django.utils import timezone
-from redis import asyncio as aioredis
 
 from dashboard import actions, alarms
 from dashboard.bridge.inbox import Inbox
@@ -392,28 +391,6 @@ async def test_a_big_payload_is_parsed_off_the_loop_and_messages_keep_their_orde
 
 
 # --- 8d: pages get values again soon after Redis loses its data ------------------------------
-
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-
-
-@pytest.fixture
-async def redis_layer(settings):
-    """The real Redis channel layer, in a Redis database of the tests' own."""
-    store = aioredis.from_url(REDIS_URL)
-    try:
-        await store.ping()
-    except OSError:
-        pytest.fail(f"Redis not reachable at {REDIS_URL} (see README: tests need Redis)")
-    await store.flushdb()
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
-        }
-    }
-    yield store
-    await get_channel_layer().flush()
-    await store.aclose()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -235,7 +235,10 @@ class Bridge:
         if building is None:
             return
         if message["type"] == "snapshot.request":
-            building.fanout.request_snapshot(message["reply_to"], message["audiences"])
+            # A list of pages' channels; one channel from a web process of an earlier version.
+            replies = message["reply_to"]
+            for reply_to in [replies] if isinstance(replies, str) else replies:
+                building.fanout.request_snapshot(reply_to, message["audiences"])
         elif message["type"] == "alarm.update":
             building.people_changed_alarms(message["changes"])
         elif message["type"] == "action.publish":

@@ -5,8 +5,9 @@ sequence number so a page that missed one (its channel was full) knows to resync
 ``live.snapshot`` straight to one page's channel with every tile of the building.
 Each carries a ``frame``: the HTML, or above ``COMPRESS_ABOVE`` bytes the HTML deflated
 once here for all pages (live.js inflates binary frames before htmx swaps them).
-Pages → bridge: ``snapshot.request`` to the building's bridge group, on every (re)connect,
-answered by whichever bridge process holds the building; ``action.publish`` from the action
+Pages → bridge: ``snapshot.request`` to the building's bridge group, on every (re)connect
+and resync, answered by whichever bridge process holds the building; the requests a process's
+pages make at the same moment go as one message listing their channels (``reply_to``); ``action.publish`` from the action
 form's view with its ``attempts`` (one, or up to a few hundred of an action's spaces),
 answered with one ``action.result`` whose ``results`` say, for each attempt, whether the
 broker acknowledged it (or why not). An ``action.publish`` carries a ``deadline`` (wall clock,
@@ -106,20 +107,92 @@ async def send_snapshot(
     )
 
 
+# Channels named in one snapshot request at most (each name is about 60 bytes).
+SNAPSHOT_REPLIES_PER_REQUEST = 500
+
+
+class _SnapshotRequests:
+    """The snapshot requests of one event loop's pages, sent together.
+
+    When every page of a process resyncs at once (a bridge restarted), a ``group_send``
+    each took one Redis connection each at the same moment: 500 pages exhausted redis-py's
+    pool ("Too many connections") and were closed. Queued here, the requests of the same
+    building and audiences go as one message, one message at a time.
+    """
+
+    _running: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SnapshotRequests] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self) -> None:
+        self.waiting: dict[tuple[str, tuple[str, ...]], list[tuple[str, asyncio.Future[None]]]]
+        self.waiting = {}
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of_this_loop(cls) -> _SnapshotRequests:
+        loop = asyncio.get_running_loop()
+        requests = cls._running.get(loop)
+        if requests is None:
+            requests = cls._running[loop] = cls()
+        return requests
+
+    async def ask(self, building_id: str, reply_to: str, audiences: tuple[str, ...]) -> None:
+        sent = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault((building_id, audiences), []).append((reply_to, sent))
+        if self.task is None:
+            self.task = asyncio.create_task(self._send_all(), name="snapshot requests")
+        await sent  # raises what sending raised: the page sees the channel layer fail
+
+    async def _send_all(self) -> None:
+        batch: list[tuple[str, asyncio.Future[None]]] = []
+        try:
+            await asyncio.sleep(0)  # the rest of a burst queues up behind the first
+            while self.waiting:
+                (building_id, audiences), waiting = next(iter(self.waiting.items()))
+                batch = waiting[:SNAPSHOT_REPLIES_PER_REQUEST]
+                del waiting[: len(batch)]
+                if not waiting:
+                    del self.waiting[(building_id, audiences)]
+                try:
+                    await get_channel_layer().group_send(
+                        bridge_group(building_id),
+                        {
+                            "type": "snapshot.request",
+                            "building": building_id,
+                            "reply_to": [reply_to for reply_to, _ in batch],
+                            "audiences": list(audiences),
+                        },
+                    )
+                except Exception as exc:
+                    _settle(batch, exc)
+                else:
+                    _settle(batch, None)
+        except BaseException as exc:  # cancelled with the loop: nobody is left waiting
+            _settle(batch, exc)
+            for left in self.waiting.values():
+                _settle(left, exc)
+            self.waiting.clear()
+            raise
+        finally:
+            self.task = None
+
+
+def _settle(batch: list[tuple[str, asyncio.Future[None]]], error: BaseException | None) -> None:
+    for _, sent in batch:
+        if not sent.done():  # a page that left meanwhile stopped waiting
+            if error is None:
+                sent.set_result(None)
+            else:
+                sent.set_exception(error)
+
+
 async def request_snapshot(
     building_id: uuid.UUID | str, reply_to: str, audiences: Iterable[str]
 ) -> None:
-    """Ask the building's bridge for every tile the page's audiences may see."""
-    layer = get_channel_layer()
-    await layer.group_send(
-        bridge_group(building_id),
-        {
-            "type": "snapshot.request",
-            "building": str(building_id),
-            "reply_to": reply_to,
-            "audiences": sorted(audiences),
-        },
-    )
+    """Ask the building's bridge for every tile the page's audiences may see; returns once
+    the request is on the channel layer (with the other pages' of the same moment)."""
+    await _SnapshotRequests.of_this_loop().ask(str(building_id), reply_to, tuple(sorted(audiences)))
 
 
 async def new_channel() -> str:
