@@ -1,21 +1,55 @@
-"""What the database driver takes for a column's values, adapted once per column.
+"""Rows written by the history writer: one INSERT executed for a batch's rows, each column's
+values adapted for the driver by a plain function chosen once per column.
 
 The history writer turns thousands of values a batch into rows; Django's
-``Field.get_db_prep_save`` per value was half the writer's time (docs/benchmarks.md,
-"Ingest"), so each writer asks here once per column for a plain function instead. It covers
-the types history and rollups hold: ints, floats, strings, UUIDs, aware datetimes and JSON.
+``Field.get_db_prep_save`` per value was half the writer's time, and ``bulk_create`` builds
+a model instance and compiles SQL per row (docs/benchmarks.md, "Ingest"). The adapters cover
+the types history and rollups hold: ints, floats, strings, bools, UUIDs, aware datetimes and
+JSON. Column names are the models' plain lower-case ones, written unquoted.
 """
 
 from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection
-from django.db.models import Field, JSONField
+from django.db.models import Field, JSONField, Model
+
+
+def write_rows(
+    model: type[Model],
+    names: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    conflict: Sequence[str] = (),
+    updates: str = "",
+) -> None:
+    """INSERT ``rows`` (values in the order of ``names``, fields or their attnames such as
+    ``device_id``) with one executemany; with ``conflict``, ``ON CONFLICT (...) DO UPDATE SET
+    updates`` (which may name the stored row by the quoted table and the new one ``excluded``).
+    """
+    meta = model._meta
+    # get_field knows a foreign key by its attname too (building_id, device_id).
+    adapters = [adapter(meta.get_field(name)) for name in names]  # type: ignore[arg-type]
+    sql = (
+        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({', '.join(names)})"
+        f" VALUES ({', '.join(['%s'] * len(names))})"
+    )
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {updates}"
+    params = [tuple(adapt(v) for adapt, v in zip(adapters, row, strict=True)) for row in rows]
+    if params:
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+
+
+def replacing(names: Iterable[str]) -> str:
+    """The SET clause of an upsert that replaces these columns with the new row's."""
+    return ", ".join(f"{name} = excluded.{name}" for name in names)
 
 
 def adapter(field: Field[Any, Any]) -> Callable[[Any], Any]:

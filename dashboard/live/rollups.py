@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from django.db import connection
-from django.db.models import Field, Model, OuterRef, Subquery
+from django.db.models import Model, OuterRef, Subquery
 
 from dashboard.live import columns
 
@@ -296,30 +296,15 @@ def _upsert(
 ) -> int:
     """One INSERT … ON CONFLICT DO UPDATE statement, executed for every row (executemany).
 
-    The bucket's field names are the tables' column names (plain lower-case identifiers,
-    written unquoted).
+    The bucket's field names are the tables' column names.
     """
     if not rows:
         return 0
-    meta = model._meta
-    quote = connection.ops.quote_name
     names = [f.name for f in fields(rows[0])]
-    # get_field knows a foreign key by its attname too (building_id, device_id).
-    model_fields = [cast("Field[Any, Any]", meta.get_field(name)) for name in names]
-    table = quote(meta.db_table)
+    table = connection.ops.quote_name(model._meta.db_table)
     updates = ", ".join(
         f"{column} = {expr}" for column, expr in _merges(rules, table, "excluded").items()
     )
-    sql = (
-        f"INSERT INTO {table} ({', '.join(names)})"
-        f" VALUES ({', '.join(['%s'] * len(names))})"
-        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
-    )
-    preps = [columns.adapter(f) for f in model_fields]
-    params = [
-        tuple(prep(getattr(row, name)) for prep, name in zip(preps, names, strict=True))
-        for row in rows
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+    values = [[getattr(row, name) for name in names] for row in rows]
+    columns.write_rows(model, names, values, conflict=key, updates=updates)
     return len(rows)

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DataError, connection, transaction
-from django.db.models import F, Field, ForeignObjectRel, Q, TextField, Value
+from django.db import DataError, transaction
+from django.db.models import F, Q, TextField, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
@@ -33,9 +33,10 @@ from dashboard.live.state import (
 )
 
 OPEN_STATES = (AlarmState.OPEN, AlarmState.ACKNOWLEDGED)
-SAMPLE_FIELDS = ("device", "name", "value", "received_at")
+SAMPLE_COLUMNS = ("device_id", "name", "value", "received_at")
 # What a newer value of a device's meta name replaces, live or synced (current_values.py).
 LATEST_META_FIELDS = ["value", "display_name", "unit", "source_timestamp", "received_at", "synced"]
+LATEST_META_COLUMNS = ("device_id", "name", *LATEST_META_FIELDS)
 SEEN_AFTER_FAILED = "published after all: it came back after being recorded failed"
 
 
@@ -134,56 +135,34 @@ def _existing_devices(by_type: ByType) -> set[uuid.UUID]:
 
 def _write_meta(items: list[tuple[uuid.UUID, MetaValue]], devices: set[uuid.UUID]) -> int:
     values = [v for _, v in items if v.device_id in devices]
-    _insert_samples(values)
+    # History: one row a value, the bulk of what the writer does.
+    columns.write_rows(
+        models.MetaSample,
+        SAMPLE_COLUMNS,
+        [(v.device_id, v.name, v.value, v.received_at) for v in values],
+    )
     rollups.write([], [(v.device_id, v.name, v.value, v.received_at) for v in values])
     latest = {(v.device_id, v.name): v for v in values}
-    models.LatestMeta.objects.bulk_create(
+    columns.write_rows(
+        models.LatestMeta,
+        LATEST_META_COLUMNS,
         [
-            models.LatestMeta(
-                device_id=v.device_id,
-                name=v.name,
-                value=v.value,
-                display_name=v.display_name[:200],
-                unit=v.unit[:50],
-                source_timestamp=v.source_timestamp[:40],
-                received_at=v.received_at,
+            (
+                v.device_id,
+                v.name,
+                v.value,
+                v.display_name[:200],
+                v.unit[:50],
+                v.source_timestamp[:40],
+                v.received_at,
+                False,  # a live value replaces a synced one, and says so
             )
             for v in latest.values()
         ],
-        update_conflicts=True,
-        unique_fields=["device", "name"],
-        # A live value replaces a synced one, and says so (``synced`` back to False).
-        update_fields=LATEST_META_FIELDS,
+        conflict=("device_id", "name"),
+        updates=columns.replacing(LATEST_META_FIELDS),
     )
     return len(values) + len(latest)
-
-
-def _column(field: Field[Any, Any] | ForeignObjectRel) -> str:
-    if not isinstance(field, Field) or field.column is None:
-        raise TypeError(f"{field} is not a column")
-    return field.column
-
-
-def _insert_samples(values: list[MetaValue]) -> None:
-    """One executemany of prepared rows: the bulk of history, and of the bridge's CPU.
-
-    ``bulk_create`` built a model instance and compiled SQL per row, Python work that
-    holds the GIL the bridge's event loop needs (docs/benchmarks.md, "Ingest").
-    """
-    if not values:
-        return
-    meta = models.MetaSample._meta
-    fields = [meta.get_field(f) for f in SAMPLE_FIELDS]
-    device, name, value, received_at = (columns.adapter(f) for f in fields)  # type: ignore[arg-type]
-    quote = connection.ops.quote_name
-    names = ", ".join(quote(_column(f)) for f in fields)
-    insert = f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES (%s, %s, %s, %s)"
-    rows = [
-        (device(v.device_id), name(v.name), value(v.value), received_at(v.received_at))
-        for v in values
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(insert, rows)
 
 
 def _write_headcounts(items: list[tuple[uuid.UUID, HeadcountValue]]) -> int:
