@@ -1,10 +1,11 @@
 """Occupancy reports: what the rollup tables say about a building's places over a period.
 
-Plain functions over ``OccupancyHour`` and ``OccupancyMinute``, shared by the page, the CSV
-export and the e-mailed digest, so the three always agree. The per-place figures are
-aggregated in the database from hour rows (720 a place a month); minute rows are read only
-for one place's chart over a short period and for the time over capacity of the places that
-went over it in a short period.
+Plain functions over ``OccupancyDay``, ``OccupancyHour`` and ``OccupancyMinute``, shared by
+the page, the CSV export and the e-mailed digest, so the three always agree. The per-place
+peak and average are aggregated in the database from day rows (30 a place a month, made from
+the hour rows by the history writer: live/occupancy_days.py); the time over capacity of the
+few places whose peak went over it is counted from hour rows, or minute rows over a short
+period, as are the heatmaps and the chart.
 
 A period is whole local days of the building (``Building.zone``): its bounds are the local
 midnights, converted to UTC, so a value received at 03:30 UTC counts on the previous day in
@@ -18,20 +19,22 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Avg, Count, F, FloatField, Max, Min, Q, QuerySet
-from django.db.models.functions import Cast, Coalesce
+from django.db.models import Count, Q, QuerySet
 
 from dashboard.contract.topics import Kind, Scope
+from dashboard.live import occupancy_days
 from dashboard.live.integrity import CountersAtZero, HeadcountWarning, check_headcount
+from dashboard.live.occupancy_days import local_midnight
 from dashboard.models import (
     Area,
     Building,
     LatestHeadcount,
+    OccupancyDay,
     OccupancyHour,
     OccupancyMinute,
     Space,
@@ -76,37 +79,9 @@ class Period:
         return Period(day, day, self.zone)
 
 
-def local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    """The UTC moment a local day starts (DST-correct: 23 or 25 hours apart on change days)."""
-    return datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
-
-
 def last_days(today: date, days: int, zone: ZoneInfo) -> Period:
     """The ``days`` local days ending with ``today``."""
     return Period(today - timedelta(days=days - 1), today, zone)
-
-
-def opening_buckets(building: Building, period: Period) -> list[datetime]:
-    """The UTC hour buckets of the period that overlap the building's opening hours.
-
-    Walked hour by hour in UTC and each placed on the local clock, so DST days have their
-    true number of open hours; an opening at 08:30 counts the hour from 08:00.
-    """
-    days = set(building.opening_days or [])
-    opens, closes = building.opening_time, building.closing_time
-    zone = period.zone
-    buckets = []
-    bucket = period.start
-    while bucket < period.end:
-        local = bucket.astimezone(zone)
-        if local.weekday() in days:
-            begins = local.time()
-            ends = (local + HOUR).time()
-            whole_day_end = ends <= begins  # the hour runs into the next day
-            if begins < closes and (whole_day_end or ends > opens):
-                buckets.append(bucket)
-        bucket += HOUR
-    return buckets
 
 
 @dataclass
@@ -157,32 +132,28 @@ def _in_period(rows: QuerySet[Any], period: Period) -> QuerySet[Any]:
     return rows.filter(bucket__gte=period.start, bucket__lt=period.end)
 
 
-def _hourly_mean() -> Any:
-    return Cast(F("count_sum"), FloatField()) / F("count_n")
+def _fresh(places: list[Place]) -> list[Place]:
+    return [Place(p.scope, p.entity_id, p.name, p.capacity) for p in places]
+
+
+def _fill(place: Place, peak: int | None, open_sum: float | None, open_hours: int | None) -> None:
+    """The peak and the average over opening hours (the mean of the hourly means, from the
+    days' sums of them and how many there were)."""
+    place.peak = peak
+    place.open_hours = open_hours or 0
+    place.average = open_sum / open_hours if open_sum is not None and open_hours else None
 
 
 def place_figures(building: Building, period: Period, places: list[Place]) -> list[Place]:
     """Fill in each place's peak, average, utilisation and time over capacity (fresh copies)."""
-    places = [Place(p.scope, p.entity_id, p.name, p.capacity) for p in places]
+    places = _fresh(places)
     by_id = {p.entity_id: p for p in places}
     # By the places' ids, not the building: then every column read is in the
-    # occupancy_hour_report index, and its rows come grouped by place.
-    hours = _in_period(OccupancyHour.objects.filter(entity_id__in=list(by_id)), period)
-    opening = Q(bucket__in=opening_buckets(building, period), count_n__gt=0)
-    for row in (
-        hours.values("entity_id")
-        .annotate(
-            peak=Max("count_max"),
-            average=Avg(_hourly_mean(), filter=opening),
-            open_hours=Count("count_n", filter=opening),
-        )
-        .order_by()
-    ):
-        place = by_id.get(row["entity_id"])
-        if place is not None:
-            place.peak, place.average = row["peak"], row["average"]
-            place.open_hours = row["open_hours"]
-    _peak_times(period, [p for p in places if p.peak is not None])
+    # occupancy_day_report index, and its rows come grouped by place.
+    for entity_id, found in occupancy_days.read(list(by_id), period.first, period.last).items():
+        place = by_id[entity_id]
+        _fill(place, found.peak, found.open_sum, found.open_hours)
+        place.peak_at = found.peak_at
     _time_over_capacity(period, places)
     return places
 
@@ -204,21 +175,6 @@ def _each(places: Iterable[Place], period: Period, **more: Any) -> Q:
             entity_id__in=ids, bucket__gte=period.start, bucket__lt=period.end, **dict(extra)
         )
     return terms
-
-
-def _peak_times(period: Period, places: list[Place]) -> None:
-    """When each place's peak was first reached (the earliest hour holding it)."""
-    if not places:
-        return
-    by_id = {p.entity_id: p for p in places}
-    rows = (
-        OccupancyHour.objects.filter(_each(places, period, count_max=lambda p: p.peak))
-        .values("entity_id")
-        .annotate(at=Min(Coalesce("count_max_at", "bucket")))
-        .order_by()
-    )
-    for row in rows:
-        by_id[row["entity_id"]].peak_at = row["at"]
 
 
 def _time_over_capacity(period: Period, places: list[Place]) -> None:
@@ -319,9 +275,26 @@ def chart(period: Period, places: list[Place]) -> dict[str, Any]:
 
 
 def daily(building: Building, period: Period, places: list[Place]) -> Iterator[tuple[date, Place]]:
-    """Each place's figures for each local day of the period, day by day."""
+    """Each place's figures for each local day of the period, day by day: its day rows as
+    they are, read at once."""
+    rows = OccupancyDay.objects.filter(
+        entity_id__in=[p.entity_id for p in places], day__range=(period.first, period.last)
+    )
+    found = {
+        (entity_id, day): occupancy_days.Figures(peak, peak_at, open_sum, open_hours)
+        for entity_id, day, peak, peak_at, open_sum, open_hours in rows.values_list(
+            "entity_id", "day", "peak", "peak_at", "open_sum", "open_hours"
+        )
+    }
     for day in period.days:
-        for place in place_figures(building, period.day(day), places):
+        shown = _fresh(places)
+        for place in shown:
+            row = found.get((place.entity_id, day))
+            if row is not None:
+                _fill(place, row.peak, row.open_sum, row.open_hours)
+                place.peak_at = row.peak_at
+        _time_over_capacity(period.day(day), shown)
+        for place in shown:
             yield day, place
 
 

@@ -636,3 +636,30 @@ def test_a_failure_midway_leaves_nothing_half_imported(
         apply_inventory(parse_inventory(json.dumps(imported)), prune=True)
 
     assert snapshot() == before
+
+
+def test_a_zone_the_cloud_changes_puts_the_occupancy_days_on_the_new_clock(
+    tmp_path: Path, imported: dict[str, Any], django_capture_on_commit_callbacks: Any
+) -> None:
+    from datetime import UTC, date, datetime
+
+    from dashboard.models import OccupancyDay, OccupancyHour
+
+    # 03:00 UTC on 11 March: Wednesday in London, still Tuesday in New York.
+    OccupancyHour.objects.create(
+        building_id=HQ,
+        scope="building",
+        entity_id=HQ,
+        bucket=datetime(2026, 3, 11, 3, tzinfo=UTC),
+        count_max=12,
+        count_sum=12,
+        count_n=1,
+    )
+    days = OccupancyDay.objects.filter(entity_id=HQ)
+    assert list(days.values_list("day", flat=True)) == [date(2026, 3, 11)]
+    imported["buildings"][0]["timezone"] = "America/New_York"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        import_file(write(tmp_path, imported))
+
+    assert list(days.values_list("day", "peak")) == [(date(2026, 3, 10), 12)]

@@ -426,3 +426,63 @@ def test_the_admin_refuses_bad_addresses_days_and_hours(hq, admin_client, change
     assert response.status_code == 200
     assert error in response.content.decode()
     assert Building.objects.get(id=hq[Scope.BUILDING]).report_recipients == ""
+
+
+def test_an_opening_hours_edit_in_the_admin_is_reflected_in_the_report(
+    tuesday, people, admin_client, django_capture_on_commit_callbacks
+):
+    url = f"/admin/dashboard/building/{tuesday[Scope.BUILDING]}/change/"
+    viewer = logged_in(people.viewer)
+    space = tuesday[Scope.SPACE]
+    before = report(viewer, tuesday, **{"from": TUESDAY, "to": TUESDAY}).content.decode()
+    assert cell(before, space, "average_open") == "40.0"  # 09:00 and 10:00 (means 30, 50)
+
+    # Opening at 10:00 from now on: only the 10:00 hour counts towards Tuesday's average.
+    new_hours = admin_form(tuesday, timezone="America/New_York", opening_time="10:00")
+    with django_capture_on_commit_callbacks(execute=True):  # the day rows, once committed
+        assert admin_client.post(url, new_hours).status_code == 302
+    after = report(viewer, tuesday, **{"from": TUESDAY, "to": TUESDAY}).content.decode()
+    assert [cell(after, space, f) for f in ("average_open", "average_pct", "peak")] == [
+        "50.0",
+        "125.0 %",
+        "55",
+    ]
+    week = export(viewer, tuesday, **{"from": "2026-03-09", "to": "2026-03-15"})
+    tuesday_row = next(
+        r for r in week if r["day (America/New_York)"] == TUESDAY and r["place_id"] == str(space)
+    )
+    assert (tuesday_row["average_open"], tuesday_row["open_hours"]) == ("50.0", "1")
+
+
+def test_a_zone_edit_moves_the_hours_to_their_new_local_days(
+    tuesday, people, admin_client, django_capture_on_commit_callbacks
+):
+    url = f"/admin/dashboard/building/{tuesday[Scope.BUILDING]}/change/"
+    # To London (UTC in March): the 03:00 UTC hour of the 11th is Wednesday's there.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert admin_client.post(url, admin_form(tuesday)).status_code == 302
+    viewer = logged_in(people.viewer)
+    space = tuesday[Scope.SPACE]
+    tue = report(viewer, tuesday, **{"from": TUESDAY, "to": TUESDAY})
+    assert cell(tue.content.decode(), space, "peak") == "50"
+    assert cell(tue.content.decode(), space, "peak_at") == "Tue 10 Mar 14:00"
+    wed = report(viewer, tuesday, **{"from": "2026-03-11", "to": "2026-03-11"})
+    assert row_of(wed, space)["peak"] == 55
+    # Open 07:00-19:30 in London: 13:00 and 14:00 UTC on Tuesday, 13:00 on Wednesday.
+    assert row_of(tue, space)["average_open"] == 40.0
+    assert row_of(wed, space)["average_open"] == 15.0
+
+
+def test_hours_changed_straight_in_the_database_are_picked_up_by_the_rebuild(tuesday, people):
+    from django.core.management import call_command
+
+    # A bulk update sends no signal: the report keeps the hours its day rows were made with
+    # until they are made again.
+    Building.objects.filter(id=tuesday[Scope.BUILDING]).update(opening_days=[])
+    viewer = logged_in(people.viewer)
+    out = io.StringIO()
+    call_command("rebuild_occupancy_days", "--building", str(tuesday[Scope.BUILDING]), stdout=out)
+    assert out.getvalue().startswith(f"Headquarters ({tuesday[Scope.BUILDING]}): ")
+    html = report(viewer, tuesday, **{"from": TUESDAY, "to": TUESDAY}).content.decode()
+    assert cell(html, tuesday[Scope.SPACE], "average_open") == NONE  # closed every day now
+    assert cell(html, tuesday[Scope.SPACE], "peak") == "55"

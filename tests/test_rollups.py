@@ -10,7 +10,7 @@ import importlib
 import random
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -29,6 +29,7 @@ from dashboard.models import (
     MetaHour,
     MetaMinute,
     MetaSample,
+    OccupancyDay,
     OccupancyHour,
     OccupancyMinute,
 )
@@ -284,6 +285,62 @@ def test_the_backfill_migration_makes_the_rows_the_live_writer_made(hq, monkeypa
     )  # it starts by emptying the tables
 
     assert snapshot() == live
+
+
+def test_the_day_rows_written_live_are_those_the_backfill_makes_from_the_hours(hq):
+    from zoneinfo import ZoneInfo
+
+    from django.apps import apps
+
+    # New York, open 08:30-17:00 on weekdays: local days end at 04:00 or 05:00 UTC, and
+    # the half hour puts the 08:00 hour in.
+    Building.objects.filter(id=hq[Scope.BUILDING]).update(
+        timezone="America/New_York", opening_time=time(8, 30), closing_time=time(17, 0)
+    )
+    rng = random.Random(11)
+    at = datetime(2026, 3, 6, 20, tzinfo=UTC)  # Friday 15:00 in New York: over a weekend
+    batches: list[list[tuple[uuid.UUID, object]]] = []
+    while at < datetime(2026, 3, 10, 6, tzinfo=UTC):
+        batch: list[tuple[uuid.UUID, object]] = []
+        # Batches end anywhere in an hour: an hour's mean changes from one to the next.
+        for _ in range(rng.randint(1, 40)):
+            at += timedelta(seconds=rng.randint(20, 400))
+            for scope in (Scope.BUILDING, Scope.SPACE, Scope.AREA):
+                count = HeadcountValue(scope, hq[scope], "head_count", rng.randint(0, 60), at)
+                batch.append((hq[Scope.BUILDING], count))
+        batches.append(batch)
+    for batch in batches:
+        write_batch(batch)
+    live = sorted(
+        OccupancyDay.objects.values_list(
+            "entity_id", "day", "peak", "peak_at", "open_sum", "open_hours"
+        )
+    )
+    zone = ZoneInfo("America/New_York")
+    days = {day for _, day, *_ in live}
+    assert days == {datetime(2026, 3, d).date() for d in range(6, 11)}  # Friday to Monday 01:00
+    assert {open_hours for *_, open_hours in live} >= {0, 9}  # weekend; 08:00-17:00 weekdays
+    # Each day's peak is the largest hour of that local day, reached when that hour says.
+    space = hq[Scope.SPACE]
+    for _, day, peak, peak_at, *_ in (row for row in live if row[0] == space):
+        hours = [
+            h
+            for h in OccupancyHour.objects.filter(entity_id=space)
+            if h.bucket.astimezone(zone).date() == day
+        ]
+        assert peak == max(h.count_max for h in hours)
+        assert peak_at == min(h.count_max_at for h in hours if h.count_max == peak)
+
+    OccupancyDay.objects.all().delete()
+    migration = importlib.import_module("dashboard.migrations.0013_backfill_occupancy_days")
+    migration.backfill(apps, None)
+
+    backfilled = sorted(
+        OccupancyDay.objects.values_list(
+            "entity_id", "day", "peak", "peak_at", "open_sum", "open_hours"
+        )
+    )
+    assert backfilled == live
 
 
 def snapshot() -> dict[str, list[tuple[Any, ...]]]:

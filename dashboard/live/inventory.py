@@ -10,12 +10,13 @@ import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from django.db import models, transaction
 from django.db.models import F
 
-from dashboard.live import current_values
+from dashboard.live import current_values, occupancy_days
 from dashboard.live.inventory_file import InventoryError, InventoryFile
 from dashboard.models import Area, Building, Device, Space
 
@@ -272,7 +273,13 @@ def apply_inventory(inventory: InventoryFile, *, prune: bool = False) -> ImportR
     touched: set[uuid.UUID] = set()
     with transaction.atomic():
         _refuse_kind_conflicts(paths)
+        zones = dict(Building.objects.filter(pk__in=list(buildings)).values_list("id", "timezone"))
         _upsert("building", buildings, report, touched)
+        for building_id, values in buildings.items():
+            # Written in bulk (no signal): a building whose zone the cloud changed gets its
+            # occupancy day rows made again on its new clock, once this is committed.
+            if zones.get(building_id, values["timezone"]) != values["timezone"]:
+                transaction.on_commit(partial(occupancy_days.rebuild, building_id))
         moved_spaces = _upsert("space", spaces, report, touched)
         # Parents after every space exists: a room may be listed before its floor.
         _set_parents(parents, report, touched)

@@ -5,6 +5,8 @@ rollup tables with one upsert per table (min of mins, max of maxes, sums and cou
 last reading kept, in/out increments added). Pages read these rows, never raw samples, so a
 chart costs the same with a day or a month of history kept. The 0009 migration backfills the
 tables from the raw samples through the same functions, in chunks, as if they had just arrived.
+After the hour rows, the batch's places' day rows (the occupancy report's) are made again from
+them, in the same transaction (``occupancy_days``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from django.db import connection
 from django.db.models import Model, OuterRef, Subquery
 
-from dashboard.live import columns
+from dashboard.live import columns, occupancy_days
 
 MINUTE = 60
 HOUR = 3600
@@ -184,12 +186,20 @@ class Tables:
     occupancy_hour: type[Model]
     meta_minute: type[Model]
     meta_hour: type[Model]
+    # None before the day rows existed (the 0009 migration's tables): none are made then.
+    days: occupancy_days.Tables | None = None
 
 
 def default_tables() -> Tables:
     from dashboard import models
 
-    return Tables(models.OccupancyMinute, models.OccupancyHour, models.MetaMinute, models.MetaHour)
+    return Tables(
+        models.OccupancyMinute,
+        models.OccupancyHour,
+        models.MetaMinute,
+        models.MetaHour,
+        occupancy_days.default_tables(),
+    )
 
 
 def write(
@@ -214,6 +224,11 @@ def write(
             tables.occupancy_minute, by_width[MINUTE], OCCUPANCY_KEY, OCCUPANCY_MERGE
         )
         written += _upsert(tables.occupancy_hour, by_width[HOUR], OCCUPANCY_KEY, OCCUPANCY_MERGE)
+        if tables.days is not None:
+            occupancy_days.after_hours(
+                ((r.building_id, r.entity_id, r.bucket) for r in by_width[HOUR]),
+                tables.days,
+            )
     if meta:
         by_width_meta = meta_buckets(meta)
         written += _upsert(tables.meta_minute, by_width_meta[MINUTE], META_KEY, META_MERGE)

@@ -324,6 +324,11 @@ def prune_history(
         for rollup in tier:
             since = now - timedelta(days=window)
             removed[rollup.__name__], _ = rollup.objects.filter(bucket__lt=since).delete()
+    # Day rows as long as hour rows: a local day is gone when it ended before the hours'
+    # window began in every zone (a local day ends at most 12 hours after the UTC one).
+    hours_since = now - timedelta(days=hour_days or settings.ROLLUP_HOUR_DAYS)
+    old_days = models.OccupancyDay.objects.filter(day__lt=hours_since.date() - timedelta(days=1))
+    removed["OccupancyDay"], _ = old_days.delete()
     for model in (
         models.MetaSample,
         models.HeadcountSample,

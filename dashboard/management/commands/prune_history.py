@@ -11,7 +11,8 @@ from dashboard.live.store import prune_history
 class Command(BaseCommand):
     help = (
         "Delete meta and headcount history, payload logs and cleared alarms past retention, "
-        "and the per-minute and per-hour rollups past their own windows."
+        "the per-minute and per-hour rollups past their own windows, and the occupancy day rows "
+        "with the hour rows."
     )
 
     def add_arguments(self, parser):
