@@ -265,6 +265,16 @@ def test_a_hostile_place_name_is_neutralised_in_the_csv(tuesday, people):
     }
 
 
+def test_a_hostile_place_name_is_shown_as_text_on_the_page(tuesday, people):
+    from dashboard.models import Space
+
+    Space.objects.filter(id=tuesday[Scope.SPACE]).update(name='<img src=x onerror="alert(1)">')
+    html = report(logged_in(people.viewer), tuesday, **{"from": TUESDAY, "to": TUESDAY})
+    row = re.search(rf'<tr id="place-{tuesday[Scope.SPACE]}".*?</tr>', html.content.decode(), re.S)
+    assert row and "<img" not in row.group(0)
+    assert "&lt;img src=x onerror=" in row.group(0)
+
+
 def test_the_default_is_the_last_seven_days_in_the_building_zone(tuesday, people):
     response = report(logged_in(people.viewer), tuesday)
     period = response.context["period"]
