@@ -1,0 +1,186 @@
+"""A thousand wall screens on one building: a frame is made ready for the wire once.
+
+Under ``serve`` the hub makes each frame's WebSocket bytes once for every page of the
+process, and each page writes them straight to its connection (dashboard/live/wire.py,
+dashboard/wire_server.py). What each page was promised stays as it was: its snapshot, its
+resync after a gap, its cut-off when it stops reading, and nothing written to a connection
+that is closing. The browser tests (test_browser.py) run the same path on a real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from autobahn.websocket.protocol import PreparedMessage
+from channels.testing import WebsocketCommunicator
+from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet.testing import StringTransport
+
+from dashboard import consumers
+from dashboard.contract.topics import Scope
+from dashboard.live import layer, tiles, wire
+from dashboard.wire_server import Writer
+from gooee_site.asgi import application
+from tests.test_consumers import ORIGIN, FakeBridge, closed_with, session_cookie
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Connection:
+    """A page's connection as the server offers it: what was written to it, frame by frame."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.open = True
+
+    def write(self, data: bytes) -> bool:
+        if not self.open:
+            return False
+        self.written.append(data)
+        return True
+
+    def frames(self) -> list[str | bytes]:
+        return [decode(data) for data in self.written]
+
+
+def decode(data: bytes) -> str | bytes:
+    """One unmasked server frame, as a browser reads it."""
+    assert data[0] in (0x81, 0x82), "one whole text or binary message per frame"
+    size, at = data[1], 2
+    assert not size & 0x80, "a server's frames are not masked"
+    if size == 126:
+        size, at = int.from_bytes(data[2:4], "big"), 4
+    elif size == 127:
+        size, at = int.from_bytes(data[2:10], "big"), 10
+    payload = data[at:]
+    assert len(payload) == size
+    return payload.decode() if data[0] == 0x81 else payload
+
+
+async def open_page(user: Any, building: Any) -> tuple[WebsocketCommunicator, Connection]:
+    """A building page under a server that takes prepared frames."""
+    headers = [ORIGIN, await sync_to_async(session_cookie)(user)]
+    communicator = WebsocketCommunicator(application, f"/ws/buildings/{building}/", headers=headers)
+    connection = Connection()
+    communicator.scope["extensions"] = {wire.EXTENSION: {"write": connection.write}}
+    assert (await communicator.connect())[0]
+    return communicator, connection
+
+
+@pytest.fixture
+async def pages(hq, people):
+    """Three viewers' pages and a support engineer's, each with its snapshot at seq 1."""
+    building = hq[Scope.BUILDING]
+    bridge = await FakeBridge(building).join()
+    opened = [await open_page(people.viewer, building) for _ in range(3)]
+    opened.append(await open_page(people.support, building))
+    for _ in opened:
+        request = await bridge.next_request()
+        positions = {audience: ("s1", 1) for audience in request["audiences"]}
+        await layer.send_snapshot(request["reply_to"], building, "<p>snapshot</p>", positions)
+    await until(lambda: all(c.written for _, c in opened), "every snapshot")
+    yield building, bridge, opened
+    for communicator, _ in opened:
+        await communicator.disconnect()
+
+
+async def until(condition: Any, what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_every_wall_screen_gets_the_same_wire_bytes_made_once_for_the_building(pages):
+    building, _, opened = pages
+    busy = "".join(f'<span id="meta-{n}" hx-swap-oob="true">{n}</span>' for n in range(200))
+    await layer.broadcast(building, busy, stream="s1", seq=2)
+    await layer.broadcast(building, "<p>small</p>", stream="s1", seq=3)
+    await until(lambda: all(len(c.written) == 3 for _, c in opened), "both frames on every page")
+
+    for communicator, connection in opened:
+        snapshot, deflated, small = connection.frames()
+        assert snapshot == "<p>snapshot</p>"
+        assert isinstance(deflated, bytes) and layer.unpack(deflated) == busy
+        assert small == "<p>small</p>"
+        assert await communicator.receive_nothing(0.05)  # nothing through the ASGI send
+    # One object for all pages: made by the hub, not once per page.
+    first = opened[0][1].written[1]
+    assert all(connection.written[1] is first for _, connection in opened)
+
+
+async def test_the_wire_bytes_are_what_a_websocket_library_would_send():
+    for frame in ("", "<p>é</p>", "x" * 125, "x" * 126, b"\x01" * 70_000):
+        payload = frame.encode() if isinstance(frame, str) else frame
+        expected = PreparedMessage(payload, isinstance(frame, bytes), False, True).payloadHybi
+        assert wire.server_frame(frame) == expected
+
+
+async def test_a_screen_that_missed_a_frame_still_resyncs(pages):
+    building, bridge, opened = pages
+    await layer.broadcast(building, "<p>2</p>", stream="s1", seq=2)
+    await layer.broadcast(building, "<p>4</p>", stream="s1", seq=4)  # 3 never came
+    await until(lambda: all(len(c.written) == 3 for _, c in opened), "both frames on every page")
+    audiences = sorted([(await bridge.next_request())["audiences"] for _ in opened])
+    assert audiences == [[tiles.EVERYONE]] * 4  # the support tiles missed nothing
+
+
+async def test_a_screen_that_stops_reading_is_cut_off_and_the_others_keep_getting_frames(
+    pages, monkeypatch
+):
+    monkeypatch.setattr(consumers, "MAX_UNACKED", 5)
+    building, _, opened = pages
+    (frozen, frozen_connection), *reading = opened
+    for seq in range(2, 12):
+        await layer.broadcast(building, f"<p>{seq}</p>", stream="s1", seq=seq)
+        await until(lambda seq=seq: all(len(c.written) == seq for _, c in reading), f"frame {seq}")
+        for communicator, _ in reading:
+            await communicator.send_to(text_data=consumers.ACK)
+            await communicator.send_to(text_data=consumers.ACK)  # and the snapshot's
+    assert await closed_with(frozen) == consumers.TRY_AGAIN_LATER
+    # The snapshot and four frames: the sixth unacknowledged frame is never written.
+    assert frozen_connection.frames() == ["<p>snapshot</p>"] + [f"<p>{n}</p>" for n in range(2, 6)]
+    for _, connection in reading:
+        assert connection.frames()[-1] == "<p>11</p>"
+
+
+async def test_nothing_is_written_to_a_page_whose_connection_is_closing(pages):
+    building, _, opened = pages
+    (_, closing), *others = opened
+    closing.open = False  # the page left; its disconnect is on its way
+    await layer.broadcast(building, "<p>2</p>", stream="s1", seq=2)
+    await until(lambda: all(len(c.written) == 2 for _, c in others), "the frame on the others")
+    assert closing.frames() == ["<p>snapshot</p>"]
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        WebSocketProtocol.STATE_CONNECTING,
+        WebSocketProtocol.STATE_CLOSING,
+        WebSocketProtocol.STATE_CLOSED,
+    ],
+)
+def test_the_server_never_writes_to_a_connection_that_is_not_open(state):
+    protocol = WebSocketProtocol()
+    protocol.state, protocol.send_queue = state, deque()
+    protocol.transport = StringTransport()
+    assert Writer(protocol)(wire.server_frame("<p>late</p>")) is False
+    assert protocol.transport.value() == b""
+
+
+def test_the_server_writes_to_an_open_connection_until_daphne_mutes_it():
+    protocol = WebSocketProtocol()
+    protocol.state, protocol.send_queue = WebSocketProtocol.STATE_OPEN, deque()
+    protocol.transport = StringTransport()
+    assert Writer(protocol)(wire.server_frame("<p>now</p>")) is True
+    assert protocol.transport.value() == wire.server_frame("<p>now</p>")
+
+    protocol.muted = True  # daphne mutes a connection after an error
+    assert Writer(protocol)(wire.server_frame("<p>late</p>")) is False
+    assert protocol.transport.value() == wire.server_frame("<p>now</p>")
