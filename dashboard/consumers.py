@@ -44,7 +44,7 @@ MAX_UNACKED = 200
 # And bytes: a snapshot of a large building is one big frame, so a count alone lets a page
 # that stopped reading hold 200 of them.
 MAX_UNACKED_BYTES = 8 * 1024 * 1024
-ACK = "ack"  # what live.js sends back for each frame it has applied
+ACK = wire.ACK  # what live.js sends back for each frame it has applied
 # Group messages the hub may have queued for a page before it drops the next ones (the page
 # then sees a gap and resyncs): what the channel layer's default capacity was per page.
 PAGE_BACKLOG = 100
@@ -74,8 +74,10 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
         self.base_send = send
-        # Under `serve`, prepared frames go straight to the connection (dashboard/live/wire.py).
-        self.write_wire = wire.writer(scope)
+        # Under `serve`, prepared frames go straight to the connection, and acks come straight
+        # from it (dashboard/live/wire.py).
+        server = wire.extension(scope)
+        self.write_wire = None if server is None else server["write"]
         self.hub: Hub | None = None
         self.counted = False  # in the pages-connected gauge
         pumps = [
@@ -85,6 +87,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 name="page channel",
             ),
         ]
+        if server is not None:
+            server["take_acks"](self._ack_at_once)
         try:
             with contextlib.suppress(StopConsumer):
                 while True:
@@ -95,6 +99,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
                         self.from_hub -= 1
                     await self.dispatch(message)
         finally:
+            if server is not None:
+                server["take_acks"](None)
             for pump in pumps:
                 pump.cancel()
             for pump in pumps:
@@ -109,7 +115,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         try:
             while True:
                 message = await source()
-                if self.busy or self.inbox.qsize() or not self._ack_now(message):
+                if not self._is_ack(message) or not self._ack_at_once():
                     self.inbox.put_nowait((message, False))
         except Exception as exc:  # ends the consumer, as await_many_dispatch did
             self.inbox.put_nowait(({"type": "pump.failed", "error": exc}, False))
@@ -198,9 +204,13 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if text_data == ACK:
             self._acknowledged()
 
-    def _ack_now(self, message: dict[str, Any]) -> bool:
-        """Take a page's ack at once, without the inbox; False for any other message."""
-        if message["type"] != "websocket.receive" or message.get("text") != ACK:
+    @staticmethod
+    def _is_ack(message: dict[str, Any]) -> bool:
+        return message["type"] == "websocket.receive" and message.get("text") == ACK
+
+    def _ack_at_once(self) -> bool:
+        """Take an ack without the inbox when nothing waits there; False: it must wait."""
+        if self.busy or self.inbox.qsize():
             return False
         self._acknowledged()
         return True

@@ -10,6 +10,7 @@ that is closing. The browser tests (test_browser.py) run the same path on a real
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 from typing import Any
 
@@ -17,13 +18,15 @@ import pytest
 from asgiref.sync import sync_to_async
 from autobahn.websocket.protocol import PreparedMessage
 from channels.testing import WebsocketCommunicator
-from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import reactor, tcp
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
 
 from dashboard import consumers
 from dashboard.contract.topics import Scope
 from dashboard.live import layer, tiles, wire
-from dashboard.wire_server import Writer
+from dashboard.live.wire import ACK
+from dashboard.wire_server import WireProtocol, Writer, write_now
 from gooee_site.asgi import application
 from tests.test_consumers import ORIGIN, FakeBridge, closed_with, session_cookie
 
@@ -36,6 +39,10 @@ class Connection:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.open = True
+        self.acks: Any = None  # the consumer's handler, while it takes acks at once
+
+    def take_acks(self, handler: Any) -> None:
+        self.acks = handler
 
     def write(self, data: bytes) -> bool:
         if not self.open:
@@ -66,7 +73,8 @@ async def open_page(user: Any, building: Any) -> tuple[WebsocketCommunicator, Co
     headers = [ORIGIN, await sync_to_async(session_cookie)(user)]
     communicator = WebsocketCommunicator(application, f"/ws/buildings/{building}/", headers=headers)
     connection = Connection()
-    communicator.scope["extensions"] = {wire.EXTENSION: {"write": connection.write}}
+    offered = {"write": connection.write, "take_acks": connection.take_acks}
+    communicator.scope["extensions"] = {wire.EXTENSION: offered}
     assert (await communicator.connect())[0]
     return communicator, connection
 
@@ -86,6 +94,12 @@ async def pages(hq, people):
     yield building, bridge, opened
     for communicator, _ in opened:
         await communicator.disconnect()
+
+
+async def acknowledge(communicator: WebsocketCommunicator, connection: Connection) -> None:
+    """The page acks a frame: handed to its consumer at once, or queued when it is busy."""
+    if connection.acks is None or not connection.acks():
+        await communicator.send_to(text_data=ACK)
 
 
 async def until(condition: Any, what: str) -> None:
@@ -139,9 +153,9 @@ async def test_a_screen_that_stops_reading_is_cut_off_and_the_others_keep_gettin
     for seq in range(2, 12):
         await layer.broadcast(building, f"<p>{seq}</p>", stream="s1", seq=seq)
         await until(lambda seq=seq: all(len(c.written) == seq for _, c in reading), f"frame {seq}")
-        for communicator, _ in reading:
-            await communicator.send_to(text_data=consumers.ACK)
-            await communicator.send_to(text_data=consumers.ACK)  # and the snapshot's
+        for communicator, connection in reading:
+            await acknowledge(communicator, connection)
+            await acknowledge(communicator, connection)  # and the snapshot's
     assert await closed_with(frozen) == consumers.TRY_AGAIN_LATER
     # The snapshot and four frames: the sixth unacknowledged frame is never written.
     assert frozen_connection.frames() == ["<p>snapshot</p>"] + [f"<p>{n}</p>" for n in range(2, 6)]
@@ -161,13 +175,13 @@ async def test_nothing_is_written_to_a_page_whose_connection_is_closing(pages):
 @pytest.mark.parametrize(
     "state",
     [
-        WebSocketProtocol.STATE_CONNECTING,
-        WebSocketProtocol.STATE_CLOSING,
-        WebSocketProtocol.STATE_CLOSED,
+        WireProtocol.STATE_CONNECTING,
+        WireProtocol.STATE_CLOSING,
+        WireProtocol.STATE_CLOSED,
     ],
 )
 def test_the_server_never_writes_to_a_connection_that_is_not_open(state):
-    protocol = WebSocketProtocol()
+    protocol = WireProtocol()
     protocol.state, protocol.send_queue = state, deque()
     protocol.transport = StringTransport()
     assert Writer(protocol)(wire.server_frame("<p>late</p>")) is False
@@ -175,8 +189,8 @@ def test_the_server_never_writes_to_a_connection_that_is_not_open(state):
 
 
 def test_the_server_writes_to_an_open_connection_until_daphne_mutes_it():
-    protocol = WebSocketProtocol()
-    protocol.state, protocol.send_queue = WebSocketProtocol.STATE_OPEN, deque()
+    protocol = WireProtocol()
+    protocol.state, protocol.send_queue = WireProtocol.STATE_OPEN, deque()
     protocol.transport = StringTransport()
     assert Writer(protocol)(wire.server_frame("<p>now</p>")) is True
     assert protocol.transport.value() == wire.server_frame("<p>now</p>")
@@ -184,3 +198,96 @@ def test_the_server_writes_to_an_open_connection_until_daphne_mutes_it():
     protocol.muted = True  # daphne mutes a connection after an error
     assert Writer(protocol)(wire.server_frame("<p>late</p>")) is False
     assert protocol.transport.value() == wire.server_frame("<p>now</p>")
+
+
+@pytest.fixture
+def tcp_connection():
+    """A server-side Twisted TCP connection to a peer socket, as daphne's pages have."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    peer = socket.create_connection(listener.getsockname())
+    accepted, address = listener.accept()
+    accepted.setblocking(False)
+    transport = tcp.Server(accepted, Protocol(), address, None, 1, reactor)
+    transport.registerProducer(Protocol(), True)  # as daphne's HTTP channel stays registered
+    yield transport, peer
+    transport.stopReading()
+    transport.stopWriting()
+    for sock in (accepted, peer, listener):
+        sock.close()
+
+
+def test_a_frame_leaves_at_once_on_a_connection_with_nothing_waiting(tcp_connection):
+    transport, peer = tcp_connection
+    frame = wire.server_frame("<p>now</p>" * 1000)
+    write_now(transport, frame)
+    # On the socket already, not left for a turn of the loop; nothing kept in Twisted.
+    assert not transport._tempDataBuffer and not transport.dataBuffer
+    received = b""
+    peer.settimeout(5)
+    while len(received) < len(frame):
+        received += peer.recv(len(frame))
+    assert received == frame
+
+
+def test_a_frame_waits_behind_what_twisted_still_holds_for_the_connection(tcp_connection):
+    transport, _ = tcp_connection
+    transport.write(b"first")  # buffered by Twisted until its loop finds the socket writable
+    write_now(transport, b"second")
+    assert transport._tempDataBuffer == [b"first", b"second"]
+
+
+def client_frame(text: str, mask: bytes = b"\x5a\x13\xc4\x07") -> bytes:
+    """A text frame as a browser sends it: masked."""
+    payload = bytes(b ^ mask[n % 4] for n, b in enumerate(text.encode()))
+    return bytes((0x81, 0x80 | len(payload))) + mask + payload
+
+
+@pytest.fixture
+def open_protocol():
+    """An open page connection whose consumer takes acks as they come, or not."""
+    protocol = WireProtocol()
+    protocol.state, protocol.send_queue = WireProtocol.STATE_OPEN, deque()
+    protocol.data, protocol.current_frame, protocol.inside_message = b"", None, False
+    protocol.application_queue = asyncio.Queue()
+    taken: list[bool] = []
+    protocol.acks = lambda: taken.append(True) or True
+    return protocol, taken
+
+
+def test_a_pages_acks_are_handed_to_its_consumer_straight_from_the_connection(open_protocol):
+    protocol, taken = open_protocol
+    assert protocol._only_acks(client_frame(ACK))
+    assert protocol._only_acks(client_frame(ACK) + client_frame(ACK, b"\x00\xff\x10\x01"))
+    assert taken == [True, True, True]
+    assert protocol.application_queue.empty()
+
+
+def test_an_ack_the_consumer_cannot_take_now_waits_in_its_queue(open_protocol):
+    protocol, _ = open_protocol
+    protocol.acks = lambda: False  # its dispatch loop is busy with something else
+    assert protocol._only_acks(client_frame(ACK))
+    assert protocol.application_queue.get_nowait() == {"type": "websocket.receive", "text": ACK}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        client_frame("hello"),
+        client_frame("ak!"),  # an ack's size, not an ack
+        client_frame(ACK)[:5],  # an ack cut in two by the network
+        client_frame(ACK) + client_frame(ACK)[:4],
+        bytes((0x81, 0x03)) + ACK.encode() * 2,  # unmasked: autobahn refuses it
+        bytes((0x01, 0x83)) + client_frame(ACK)[2:],  # not the message's last frame
+    ],
+)
+def test_anything_but_whole_acks_is_read_by_autobahn_as_before(open_protocol, data):
+    protocol, taken = open_protocol
+    assert not protocol._only_acks(data)
+    assert taken == []
+
+
+def test_acks_wait_for_a_frame_autobahn_has_begun_reading(open_protocol):
+    protocol, taken = open_protocol
+    protocol.data = b"\x81"  # the first byte of a frame, its rest still on the way
+    assert not protocol._only_acks(client_frame(ACK))
+    assert taken == []

@@ -9,13 +9,27 @@ instead of the server encoding the text and framing it again for each page.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypedDict
 
-# The ASGI extension a server offers in a WebSocket's scope when it takes prepared frames:
-# ``scope["extensions"][EXTENSION]["write"](wire)`` writes them, or returns False when the
-# connection is no longer open (and nothing is written). Without it, a page sends as usual.
+# The ASGI extension a server offers in a WebSocket's scope when it takes prepared frames,
+# ``scope["extensions"][EXTENSION]``:
+# - ``write(wire)`` writes them, or returns False when the connection is no longer open (and
+#   nothing is written);
+# - ``take_acks(handler)``: the server calls ``handler()`` for each ACK the page sends, at
+#   once, instead of queueing a ``websocket.receive``; when it returns False (the consumer
+#   cannot take it now) the ack is queued as usual. ``take_acks(None)`` stops it.
+# Without the extension, a page sends and receives as usual.
 EXTENSION = "gooee.wire_frames"
+ACK = "ack"  # what live.js sends back for each frame it has applied
 
 Write = Callable[[bytes], bool]
+AckHandler = Callable[[], bool]
+
+
+class Extension(TypedDict):
+    write: Write
+    take_acks: Callable[[AckHandler | None], None]
+
 
 _TEXT, _BINARY = 0x81, 0x82  # FIN and the opcode: a whole message in one frame
 
@@ -36,7 +50,7 @@ def server_frame(frame: str | bytes) -> bytes:
     return header + payload
 
 
-def writer(scope: dict) -> Write | None:
-    """The server's writer of prepared frames for this socket, if it offers one."""
-    extension = (scope.get("extensions") or {}).get(EXTENSION)
-    return None if extension is None else extension["write"]
+def extension(scope: dict) -> Extension | None:
+    """What the server offers this socket for prepared frames and acks, if anything."""
+    offered: Extension | None = (scope.get("extensions") or {}).get(EXTENSION)
+    return offered
