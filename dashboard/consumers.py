@@ -118,15 +118,24 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 if not self._is_ack(message) or not self._ack_at_once():
                     self.inbox.put_nowait((message, False))
         except Exception as exc:  # ends the consumer, as await_many_dispatch did
-            self.inbox.put_nowait(({"type": "pump.failed", "error": exc}, False))
+            self._fail(exc)
 
-    async def pump_failed(self, message: dict[str, Any]) -> None:
+    def _fail(self, error: Exception) -> None:
+        """End this consumer on ``error``, from its dispatch loop (which then leaves cleanly)."""
+        self.inbox.put_nowait(({"type": "consumer.failed", "error": error}, False))
+
+    async def consumer_failed(self, message: dict[str, Any]) -> None:
         raise message["error"]
 
     def deliver(self, message: dict[str, Any]) -> None:
         """A group message from the hub, shared with the process's other pages: read only."""
-        if not self.busy and not self.inbox.qsize() and self._fragments_now(message):
-            return
+        if not self.busy and not self.inbox.qsize():
+            try:
+                if self._fragments_now(message):
+                    return
+            except Exception as exc:  # this page's error, not the hub's: the others go on
+                self._fail(exc)
+                return
         # When this page is too busy, the message is dropped: the next one shows it the gap
         # and it resyncs.
         if self.from_hub < self.backlog:

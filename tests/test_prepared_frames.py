@@ -24,7 +24,7 @@ from twisted.internet.testing import StringTransport
 
 from dashboard import consumers
 from dashboard.contract.topics import Scope
-from dashboard.live import layer, tiles, wire
+from dashboard.live import hub, layer, tiles, wire
 from dashboard.live.wire import ACK
 from dashboard.wire_server import WireProtocol, Writer, write_now
 from gooee_site.asgi import application
@@ -39,12 +39,15 @@ class Connection:
     def __init__(self) -> None:
         self.written: list[bytes] = []
         self.open = True
+        self.error: Exception | None = None
         self.acks: Any = None  # the consumer's handler, while it takes acks at once
 
     def take_acks(self, handler: Any) -> None:
         self.acks = handler
 
     def write(self, data: bytes) -> bool:
+        if self.error is not None:
+            raise self.error
         if not self.open:
             return False
         self.written.append(data)
@@ -291,3 +294,16 @@ def test_acks_wait_for_a_frame_autobahn_has_begun_reading(open_protocol):
     protocol.data = b"\x81"  # the first byte of a frame, its rest still on the way
     assert not protocol._only_acks(client_frame(ACK))
     assert taken == []
+
+
+async def test_a_screen_whose_connection_fails_is_let_go_and_the_others_keep_their_frames(pages):
+    building, _, opened = pages
+    failing, connection = opened.pop(0)  # it ends on its error: nothing left to disconnect
+    others = opened
+    connection.error = OSError("the connection broke mid-write")
+    await layer.broadcast(building, "<p>2</p>", stream="s1", seq=2)
+    with pytest.raises(OSError):
+        await failing.receive_output(5)  # its consumer ended on the error, and left the hub...
+    assert len(hub.running().pages[layer.group_name(building)]) == 3
+    await layer.broadcast(building, "<p>3</p>", stream="s1", seq=3)  # ...which goes on
+    await until(lambda: all(len(c.written) == 3 for _, c in others), "both frames on the others")
