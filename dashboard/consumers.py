@@ -274,7 +274,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
         to its connection; a first frame, a gap (resync) or a cut-off go through the inbox.
         """
         prepared = event.get("wire")
-        if self.write_wire is None or prepared is None or self.cut_off:
+        if (
+            self.write_wire is None
+            or prepared is None
+            or self.cut_off
+            or event["type"] != "live.fragments"
+        ):
             return False
         key = (event["building"], event["audience"])
         known = self.positions.get(key)
