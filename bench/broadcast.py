@@ -41,6 +41,7 @@ from bench.freshness import (
 )
 from bench.harness import Building, Stack, Worker, quiet
 from bench.pagefleet import PageFleet, percentile_of
+from bench.profiling import Profile
 
 PROCESSES = 3  # page processes: with the harness and the server, more than the two cores
 
@@ -82,7 +83,9 @@ async def measure(
     rate: float,
     duration: float,
     processes: int = PROCESSES,
+    profile: Path | None = None,
 ) -> Broadcast:
+    """With ``profile``, py-spy records the server while the pages get the stream."""
     building = stack.add_building(devices, SEED, pages + 1)
     directory = stack.directory / f"broadcast-{pages}"
     directory.mkdir(exist_ok=True)
@@ -102,7 +105,12 @@ async def measure(
         me = psutil.Process()
         began = (cpu(stack.server_pid), fleet.cpu_seconds(), sum(me.cpu_times()[:2]))
         counted = await fleet.counts()
+        profiler = None
+        if profile is not None:
+            profiler = await Profile(stack.server_pid, profile, duration).start()
         stream = await publish_stream(stack, building, rate, duration, f"broadcast-{pages}")
+        if profiler is not None:
+            await profiler.stop()
         last_file = directory / "last.json"
         last_file.write_text(json.dumps(stream.last))
         shares = await fleet.settle(last_file, SETTLE_SECONDS)

@@ -224,7 +224,12 @@ class Runner:
         for pages in s.broadcast_pages:
             log(f"8. broadcast: {pages} pages in {broadcast.PROCESSES} processes, then bare")
             result = await broadcast.measure(
-                self.stack, s.fresh_devices, pages, s.fresh_rate, s.growth_seconds
+                self.stack,
+                s.fresh_devices,
+                pages,
+                s.fresh_rate,
+                s.growth_seconds,
+                profile=self.profile(f"broadcast-{pages}-server"),
             )
             self.figures += broadcast.figures(result, self.window_ms)
             results[str(pages)] = result.summary()
@@ -285,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the bridge (ingest) and the server (freshness); profile-*.txt beside --out",
+        help="py-spy the bridge (ingest) and the server (freshness, broadcast); profile-*.txt beside --out",
     )
     parser.add_argument(
         "--scale-out",

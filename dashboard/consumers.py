@@ -14,6 +14,7 @@ import functools
 import logging
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.consumer import get_handler_name
@@ -21,10 +22,9 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
-from channels.utils import await_many_dispatch
 
 from dashboard.access import roles_on, visible_buildings
-from dashboard.live import layer, metrics, tiles
+from dashboard.live import layer, metrics, tiles, wire
 from dashboard.live.hub import Hub
 from dashboard.models import Building, Role
 
@@ -44,7 +44,7 @@ MAX_UNACKED = 200
 # And bytes: a snapshot of a large building is one big frame, so a count alone lets a page
 # that stopped reading hold 200 of them.
 MAX_UNACKED_BYTES = 8 * 1024 * 1024
-ACK = "ack"  # what live.js sends back for each frame it has applied
+ACK = wire.ACK  # what live.js sends back for each frame it has applied
 # Group messages the hub may have queued for a page before it drops the next ones (the page
 # then sees a gap and resyncs): what the channel layer's default capacity was per page.
 PAGE_BACKLOG = 100
@@ -60,33 +60,87 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """As channels' AsyncConsumer.__call__, with a third source: the hub's messages.
 
-        One dispatch loop for the socket, the page's channel and the hub keeps a snapshot,
-        the frames around it and the page's acks in order.
+        One inbox and one dispatch loop for the socket, the page's channel and the hub keep
+        a snapshot, the frames around it and the page's acks in order. Two long-lived tasks
+        feed the inbox from the socket and the channel; the hub puts frames straight in, or,
+        when the page has nothing waiting, forwards them at once (``deliver``). Channels'
+        await_many_dispatch made a task and an asyncio.wait per message per page instead.
         """
-        self.from_hub: asyncio.Queue[dict[str, Any]] = asyncio.Queue(PAGE_BACKLOG)
+        self.inbox: asyncio.Queue[tuple[dict[str, Any], bool]] = asyncio.Queue()
+        self.from_hub = 0  # hub messages in the inbox
+        self.backlog = PAGE_BACKLOG  # ...at most
+        self.busy = True  # the dispatch loop is handling a message (or not started)
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
-        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         self.base_send = send
+        # Under `serve`, prepared frames go straight to the connection, and acks come straight
+        # from it (dashboard/live/wire.py).
+        server = wire.extension(scope)
+        self.write_wire = None if server is None else server["write"]
         self.hub: Hub | None = None
         self.counted = False  # in the pages-connected gauge
+        pumps = [
+            asyncio.create_task(self._pump(receive), name="page socket"),
+            asyncio.create_task(
+                self._pump(functools.partial(self.channel_layer.receive, self.channel_name)),
+                name="page channel",
+            ),
+        ]
+        if server is not None:
+            server["take_acks"](self._ack_at_once)
         try:
             with contextlib.suppress(StopConsumer):
-                await await_many_dispatch(
-                    [receive, self.channel_receive, self.from_hub.get], self.dispatch
-                )
+                while True:
+                    self.busy = False
+                    message, from_hub = await self.inbox.get()
+                    self.busy = True
+                    if from_hub:
+                        self.from_hub -= 1
+                    await self.dispatch(message)
         finally:
+            if server is not None:
+                server["take_acks"](None)
+            for pump in pumps:
+                pump.cancel()
+            for pump in pumps:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
             # A consumer that ended on an error never ran disconnect(): it must not stay on
             # the hub (which would keep its groups and queue frames for it), nor be counted.
             await self._leave()
 
+    async def _pump(self, source: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        """Feed the inbox from the socket or the page's channel until the consumer ends."""
+        try:
+            while True:
+                message = await source()
+                if not self._is_ack(message) or not self._ack_at_once():
+                    self.inbox.put_nowait((message, False))
+        except Exception as exc:  # ends the consumer, as await_many_dispatch did
+            self._fail(exc)
+
+    def _fail(self, error: Exception) -> None:
+        """End this consumer on ``error``, from its dispatch loop (which then leaves cleanly)."""
+        self.inbox.put_nowait(({"type": "consumer.failed", "error": error}, False))
+
+    async def consumer_failed(self, message: dict[str, Any]) -> None:
+        raise message["error"]
+
     def deliver(self, message: dict[str, Any]) -> None:
         """A group message from the hub, shared with the process's other pages: read only."""
+        if not self.busy and not self.inbox.qsize():
+            try:
+                if self._fragments_now(message):
+                    return
+            except Exception as exc:  # this page's error, not the hub's: the others go on
+                self._fail(exc)
+                return
         # When this page is too busy, the message is dropped: the next one shows it the gap
         # and it resyncs.
-        with contextlib.suppress(asyncio.QueueFull):
-            self.from_hub.put_nowait(message)
+        if self.from_hub < self.backlog:
+            self.from_hub += 1
+            self.inbox.put_nowait((message, True))
 
     async def connect(self) -> None:
         self.subscriptions: dict[uuid.UUID, list[str]] = {}  # building -> audiences
@@ -157,16 +211,44 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Pages only acknowledge frames; anything else is ignored."""
         if text_data == ACK:
-            self.unacked = max(0, self.unacked - 1)
-            if self.unacked_sizes:  # live.js acknowledges frames in the order it got them
-                self.unacked_bytes -= self.unacked_sizes.popleft()
+            self._acknowledged()
 
-    async def forward(self, frame: str | bytes) -> None:
-        """Send a frame, or cut the page off when it is too far behind to catch up by frames."""
+    @staticmethod
+    def _is_ack(message: dict[str, Any]) -> bool:
+        return message["type"] == "websocket.receive" and message.get("text") == ACK
+
+    def _ack_at_once(self) -> bool:
+        """Take an ack without the inbox when nothing waits there; False: it must wait."""
+        if self.busy or self.inbox.qsize():
+            return False
+        self._acknowledged()
+        return True
+
+    def _acknowledged(self) -> None:
+        self.unacked = max(0, self.unacked - 1)
+        if self.unacked_sizes:  # live.js acknowledges frames in the order it got them
+            self.unacked_bytes -= self.unacked_sizes.popleft()
+
+    def _behind(self, size: int) -> bool:
+        """Too far behind to catch up by frames: it must be cut off rather than sent this."""
+        behind = self.unacked_bytes + size > MAX_UNACKED_BYTES and self.unacked > 0
+        return self.unacked >= MAX_UNACKED or behind
+
+    def _sent(self, size: int) -> None:
+        self.unacked += 1
+        self.unacked_sizes.append(size)
+        self.unacked_bytes += size
+        metrics.PAGE_FRAMES.inc()
+        metrics.PAGE_BYTES.inc(size)
+
+    async def forward(self, frame: str | bytes, prepared: bytes | None = None) -> None:
+        """Send a frame, or cut the page off when it is too far behind to catch up by frames.
+
+        ``prepared``: the frame's wire bytes, when the hub made them for every page.
+        """
         if self.cut_off:
             return
-        behind = self.unacked_bytes + len(frame) > MAX_UNACKED_BYTES and self.unacked > 0
-        if self.unacked >= MAX_UNACKED or behind:
+        if self._behind(len(frame)):
             self.cut_off = True
             metrics.PAGES_CUT_OFF.inc()
             logger.warning(
@@ -177,15 +259,39 @@ class LiveConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=TRY_AGAIN_LATER)
             return
-        self.unacked += 1
-        self.unacked_sizes.append(len(frame))
-        self.unacked_bytes += len(frame)
-        metrics.PAGE_FRAMES.inc()
-        metrics.PAGE_BYTES.inc(len(frame))
-        if isinstance(frame, bytes):
+        self._sent(len(frame))
+        if self.write_wire is not None:
+            self.write_wire(wire.server_frame(frame) if prepared is None else prepared)
+        elif isinstance(frame, bytes):
             await self.send(bytes_data=frame)
         else:
             await self.send(text_data=frame)
+
+    def _fragments_now(self, event: dict[str, Any]) -> bool:
+        """``live_fragments`` at once, when it has nothing to wait for; False: it has.
+
+        The next frame of a page that keeps up and has nothing waiting is written straight
+        to its connection; a first frame, a gap (resync) or a cut-off go through the inbox.
+        """
+        prepared = event.get("wire")
+        if (
+            self.write_wire is None
+            or prepared is None
+            or self.cut_off
+            or event["type"] != "live.fragments"
+        ):
+            return False
+        key = (event["building"], event["audience"])
+        known = self.positions.get(key)
+        if known is None or known[0] != event["stream"] or event["seq"] != known[1] + 1:
+            return False
+        frame = event["frame"]
+        if self._behind(len(frame)):
+            return False
+        self.positions[key] = (known[0], event["seq"])
+        self._sent(len(frame))
+        self.write_wire(prepared)
+        return True
 
     async def live_fragments(self, event: dict[str, Any]) -> None:
         key = (event["building"], event["audience"])
@@ -194,7 +300,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if known is not None and known[0] == position[0] and position[1] <= known[1]:
             return  # already part of the snapshot this page has
         self.positions[key] = position
-        await self.forward(event["frame"])
+        await self.forward(event["frame"], event.get("wire"))
         if known is not None and (known[0] != position[0] or position[1] != known[1] + 1):
             # Missed a message, or the bridge restarted: catch up on everything.
             logger.info("page %s resyncs building %s", self.channel_name, event["building"])

@@ -93,10 +93,12 @@ def run(
     # Importing daphne.server installs Twisted's asyncio reactor; it must come first.
     from channels.routing import get_default_application
     from daphne.endpoints import build_endpoint_description_strings
-    from daphne.server import Server, twisted_loop
+    from daphne.server import twisted_loop
     from twisted.internet import defer
     from twisted.internet import reactor as installed_reactor
     from twisted.internet.base import ReactorBase
+
+    from dashboard.wire_server import WireServer
 
     # The stubs type the module-level reactor as its module; it is the installed reactor.
     reactor = cast(ReactorBase, installed_reactor)
@@ -146,7 +148,7 @@ def run(
     # Behind the trusted proxy, the client's address comes from X-Forwarded-For: login
     # throttling per address would otherwise count every client as the proxy.
     proxied = settings.TRUSTED_PROXY_SSL_HEADER
-    Server(
+    WireServer(
         application=get_default_application(),
         endpoints=build_endpoint_description_strings(host=host, port=port),
         signal_handlers=True,

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from channels.layers import get_channel_layer
 
 from dashboard.live.layer import Membership, group_name
+from dashboard.live.wire import server_frame
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,11 @@ class Hub:
         except (KeyError, ValueError):
             logger.warning("group message of type %r without its group", message.get("type"))
             return
-        for page in tuple(self.pages.get(group, ())):
+        pages = tuple(self.pages.get(group, ()))
+        if pages and "frame" in message:
+            # Its wire bytes, made once here for every page (dashboard/live/wire.py).
+            message["wire"] = server_frame(message["frame"])
+        for page in pages:
             page.deliver(message)
 
 
