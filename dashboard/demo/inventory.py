@@ -43,6 +43,7 @@ class SpaceTemplate:
     capacity: int
     lamp_weight: int  # share of the floor's lamps
     lamp: str  # what its lamps are called
+    lamp_type: str  # their product type: a lamp's says so (confirmation.LAMP_TYPES)
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,14 @@ class AreaTemplate:
 
 # One floor of a small office building; bigger buildings repeat it per floor.
 FLOOR: tuple[SpaceTemplate, ...] = (
-    SpaceTemplate("Open Office", 80, 12, "luminaire"),
-    SpaceTemplate("Boardroom", 16, 3, "downlight"),
-    SpaceTemplate("Meeting Room Fastnet", 8, 2, "downlight"),
-    SpaceTemplate("Meeting Room Lundy", 6, 2, "downlight"),
-    SpaceTemplate("Reception", 10, 3, "pendant"),
-    SpaceTemplate("Cafe", 36, 5, "pendant"),
+    SpaceTemplate("Open Office", 80, 12, "luminaire", "LED luminaire"),
+    SpaceTemplate("Boardroom", 16, 3, "downlight", "LED downlight"),
+    SpaceTemplate("Meeting Room Fastnet", 8, 2, "downlight", "LED downlight"),
+    SpaceTemplate("Meeting Room Lundy", 6, 2, "downlight", "LED downlight"),
+    SpaceTemplate("Reception", 10, 3, "pendant", "LED pendant light"),
+    SpaceTemplate("Cafe", 36, 5, "pendant", "LED pendant light"),
 )
+SENSOR_TYPE = "Occupancy sensor"
 FLOOR_AREAS: tuple[AreaTemplate, ...] = (
     AreaTemplate("Hot Desks", "Open Office", 30),
     AreaTemplate("Quiet Zone", "Open Office", 12),
@@ -106,7 +108,7 @@ def building_inventory(
     floors = max(1, math.ceil(devices / DEVICES_PER_FLOOR))
     spaces: list[dict[str, Any]] = []
     areas: list[dict[str, Any]] = []
-    device_rows: list[tuple[str, str]] = []  # (space id, device name)
+    device_rows: list[tuple[str, str, str]] = []  # (space id, device name, product type)
     for floor, floor_devices in enumerate(_shares(devices, [1] * floors), start=1):
         prefix = f"Level {floor} " if floors > 1 else ""
         space_ids = {}
@@ -130,9 +132,10 @@ def building_inventory(
         for index, (template, count) in enumerate(zip(FLOOR, lamps, strict=True)):
             space_name = prefix + template.name
             for n in range(1, count + 1):
-                device_rows.append((space_ids[template.name], f"{space_name} {template.lamp} {n}"))
+                lamp = f"{space_name} {template.lamp} {n}"
+                device_rows.append((space_ids[template.name], lamp, template.lamp_type))
             if index < sensors:
-                device_rows.append((space_ids[template.name], f"{space_name} sensor"))
+                device_rows.append((space_ids[template.name], f"{space_name} sensor", SENSOR_TYPE))
     return {
         "buildings": [
             {
@@ -141,10 +144,16 @@ def building_inventory(
                 "timezone": timezone,
                 "spaces": spaces,
                 "areas": areas,
-                # Ids by name: a different device count keeps every device both counts have.
+                # Ids by name: a different device count keeps every device both counts have. A
+                # lamp's product type lets an action count it before its first report.
                 "devices": [
-                    {"id": gid(f"device/{device_name}"), "name": device_name, "space": space_id}
-                    for space_id, device_name in device_rows
+                    {
+                        "id": gid(f"device/{device_name}"),
+                        "name": device_name,
+                        "space": space_id,
+                        "type": product_type,
+                    }
+                    for space_id, device_name, product_type in device_rows
                 ],
             }
         ]
