@@ -98,6 +98,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
                     if from_hub:
                         self.from_hub -= 1
                     await self.dispatch(message)
+                    # Not kept while waiting: an idle page held its last snapshot otherwise.
+                    del message
         finally:
             if server is not None:
                 server["take_acks"](None)
@@ -117,6 +119,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 message = await source()
                 if not self._is_ack(message) or not self._ack_at_once():
                     self.inbox.put_nowait((message, False))
+                # An idle page's pump must not hold the last message (a snapshot: tens of KB
+                # a page) until the next one comes.
+                del message
         except Exception as exc:  # ends the consumer, as await_many_dispatch did
             self._fail(exc)
 
