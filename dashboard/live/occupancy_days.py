@@ -34,9 +34,11 @@ from django.db import connection, transaction
 from django.db.models import Field, Max, Min, Model
 from django.db.models.expressions import Col
 
+from dashboard.live import columns
+
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-CHUNK = 500  # places a statement: with 2 x 25 open hours, under SQLite's 999 parameters
+CHUNK = 500  # places a statement: with 2 x 25 open hours, under the 999 parameters of SQLite before 3.32
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,7 @@ def _refresh_some(
     hour, day_table = quote(tables.hour._meta.db_table), quote(tables.day._meta.db_table)
     real = "double precision" if connection.vendor == "postgresql" else "REAL"
     stamp = ops.adapt_datetimefield_value
-    ident = _ident()
+    ident = columns.adapter(cast("Field[Any, Any]", tables.day._meta.get_field("entity_id")))
     open_buckets = opening_buckets(opening, start, end)
     is_open = (
         f"count_n > 0 AND bucket IN ({', '.join(['%s'] * len(open_buckets))})"
@@ -272,7 +274,7 @@ def read(
         return {}
     model = (tables or default_tables()).day
     table = connection.ops.quote_name(model._meta.db_table)
-    ident = _ident()
+    ident = columns.adapter(cast("Field[Any, Any]", model._meta.get_field("entity_id")))
     ids = [ident(i) for i in entities]
     sql = f"""
         SELECT g.entity_id, g.peak,
@@ -311,10 +313,3 @@ def _converter(field: Field[Any, Any]) -> Any:
         return value
 
     return convert
-
-
-def _ident() -> Any:
-    """How the driver takes a UUID: SQLite stores them as 32 hex digits."""
-    if connection.features.has_native_uuid_field:
-        return lambda value: value
-    return lambda value: value.hex
