@@ -88,6 +88,9 @@ def bridge_main(args: argparse.Namespace) -> None:
 
     for path in args.inventory:
         import_building(path)
+    from dashboard.live import gc_tuning
+
+    gc_tuning.tune()  # as serve and run_bridge do
     asyncio.run(run_bridge(args))
 
 

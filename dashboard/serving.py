@@ -98,6 +98,7 @@ def run(
     from twisted.internet import reactor as installed_reactor
     from twisted.internet.base import ReactorBase
 
+    from dashboard.live import gc_tuning
     from dashboard.wire_server import WireServer
 
     # The stubs type the module-level reactor as its module; it is the installed reactor.
@@ -144,6 +145,7 @@ def run(
         # daphne calls this just before it runs the reactor; announced once it runs, when
         # Ctrl-C already stops it cleanly (a person or script may press it right away).
         reactor.callWhenRunning(announce)
+        gc_tuning.tune()
 
     # Behind the trusted proxy, the client's address comes from X-Forwarded-For: login
     # throttling per address would otherwise count every client as the proxy.

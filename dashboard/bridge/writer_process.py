@@ -136,8 +136,9 @@ def main() -> None:
     django.setup()
     from django.db import close_old_connections, connections
 
-    from dashboard.live import store
+    from dashboard.live import gc_tuning, store
 
+    gc_tuning.tune()
     while True:
         try:
             batch = _receive(requests)

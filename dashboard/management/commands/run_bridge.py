@@ -9,6 +9,7 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError
 
 from dashboard.bridge.runner import BridgeService
+from dashboard.live import gc_tuning
 
 
 class Command(BaseCommand):
@@ -31,6 +32,7 @@ class Command(BaseCommand):
             loop.add_signal_handler(sig, stop.set)
         service = BridgeService(building_ids)
         await service.start()
+        gc_tuning.tune()
         self.stdout.write("bridge running; Ctrl-C to stop", ending="\n")
         self.stdout.flush()
         await stop.wait()
