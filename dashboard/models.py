@@ -167,7 +167,10 @@ class Role(models.Model):
 class LatestMeta(models.Model):
     """The latest value of one meta name of one device."""
 
-    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="latest_meta")
+    # Indexed by the (device, name) constraint, which starts with it.
+    device = models.ForeignKey(
+        Device, on_delete=models.CASCADE, related_name="latest_meta", db_index=False
+    )
     name = models.CharField(max_length=100)
     value = models.JSONField(null=True)
     display_name = models.CharField(max_length=200, blank=True)
@@ -212,7 +215,11 @@ class LatestHeadcount(models.Model):
 class MetaSample(models.Model):
     """History of device meta values, written in batches."""
 
-    device = models.ForeignKey(Device, on_delete=models.CASCADE, related_name="meta_samples")
+    # No index of its own: the (device, name, received_at) index below starts with it, and
+    # every sample the history writer stores pays for each index (docs/benchmarks.md).
+    device = models.ForeignKey(
+        Device, on_delete=models.CASCADE, related_name="meta_samples", db_index=False
+    )
     name = models.CharField(max_length=100)
     value = models.JSONField(null=True)
     received_at = models.DateTimeField(db_index=True)
@@ -348,7 +355,8 @@ class OccupancyDay(models.Model):
 class MetaRollup(models.Model):
     """A numeric device meta over one bucket (a minute or an hour, UTC start)."""
 
-    device = models.ForeignKey(Device, on_delete=models.CASCADE)
+    # Indexed by each table's (device, name, bucket) constraint, which starts with it.
+    device = models.ForeignKey(Device, on_delete=models.CASCADE, db_index=False)
     name = models.CharField(max_length=100)
     bucket = models.DateTimeField()
     value_min = models.FloatField()
