@@ -5,7 +5,7 @@ as the consumer under test takes it: never more than a few thousand messages ahe
 the consumer always has work and the broker's queue stays short. Two phases, back to back,
 with the identical publish sequence: the baseline, a bare paho subscriber on the same topics
 that only ``json.loads`` each message (``bench.workers subscriber``), then the bridge in its
-own process as ``serve`` runs it (``bench.workers bridge``). Each figure is the messages the
+own process as ``run_bridge`` runs it (``bench.workers bridge``). Each figure is the messages the
 consumer turned into state while the publisher ran, per second; "dropped" is what never
 reached live state (or was dropped from the history buffer) once the publisher stopped.
 

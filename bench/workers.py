@@ -90,7 +90,7 @@ def bridge_main(args: argparse.Namespace) -> None:
         import_building(path)
     from dashboard.live import gc_tuning
 
-    gc_tuning.tune()  # as serve and run_bridge do
+    gc_tuning.tune(ingest_only=True)  # as run_bridge does
     asyncio.run(run_bridge(args))
 
 

@@ -145,7 +145,7 @@ def run(
         # daphne calls this just before it runs the reactor; announced once it runs, when
         # Ctrl-C already stops it cleanly (a person or script may press it right away).
         reactor.callWhenRunning(announce)
-        gc_tuning.tune()
+        gc_tuning.tune(ingest_only=False)
 
     # Behind the trusted proxy, the client's address comes from X-Forwarded-For: login
     # throttling per address would otherwise count every client as the proxy.

@@ -138,7 +138,7 @@ def main() -> None:
 
     from dashboard.live import gc_tuning, store
 
-    gc_tuning.tune()
+    gc_tuning.tune(ingest_only=True)
     while True:
         try:
             batch = _receive(requests)

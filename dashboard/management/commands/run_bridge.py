@@ -32,7 +32,7 @@ class Command(BaseCommand):
             loop.add_signal_handler(sig, stop.set)
         service = BridgeService(building_ids)
         await service.start()
-        gc_tuning.tune()
+        gc_tuning.tune(ingest_only=True)
         self.stdout.write("bridge running; Ctrl-C to stop", ending="\n")
         self.stdout.flush()
         await stop.wait()
