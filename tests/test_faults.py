@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -38,7 +39,7 @@ from dashboard.bridge.session import client_id
 from dashboard.bridge.supervisor import Bridge
 from dashboard.contract.topics import Kind, Scope, build_topic
 from dashboard.live import layer, store
-from dashboard.live.state import LiveState
+from dashboard.live.state import Alarm, LiveState, MetaValue
 from dashboard.models import FaultAlarm, LatestHeadcount, MetaSample
 from tests import seed
 from tests.bridging import config_for, send, subscribed, until
@@ -698,6 +699,44 @@ async def test_a_write_that_hangs_then_fails_keeps_the_buffer_within_its_bound(
         in caplog.text
     )
     await writer.close()
+
+
+async def test_a_flood_of_readings_past_the_bound_drops_readings_never_an_alarm(
+    database: FlakyDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer falls behind a flood of meta values: the alarm raised in the middle of it
+    is kept and written first; the oldest readings go."""
+    caplog.set_level(logging.WARNING)
+    writer, building, device = (
+        HistoryWriter(60, max_buffer=10, batch_size=4),
+        uuid.uuid4(),
+        uuid.uuid4(),
+    )
+    now = datetime.now(UTC)
+
+    def reading(n: int) -> MetaValue:
+        return MetaValue(device, "bench_seq", n, "bench_seq", "", "", now)
+
+    alarm = Alarm(device, "lamp_failure", "critical", 1, "Lamp failure", "", {}, 1, now, now)
+    for n in range(5):
+        writer.add(building, reading(n))
+    writer.add(building, alarm)
+    for n in range(5, 30):
+        writer.add(building, reading(n))
+
+    assert (writer.pending, writer.dropped) == (10, 21)
+    await writer.flush()
+    assert database.rows[0] is alarm  # in the first batch
+    assert [r.value for r in database.rows[1:] if isinstance(r, MetaValue)] == list(range(21, 30))
+    assert "history buffer full: 1 records dropped so far" in caplog.text
+
+    # With nothing but alarms queued, the oldest alarm goes: the bound holds whatever comes.
+    database.rows.clear()
+    for n in range(11):
+        writer.add(building, dataclasses.replace(alarm, count=n))
+    await writer.close()
+    assert [a.count for a in database.rows] == list(range(1, 11))
+    assert writer.dropped == 22
 
 
 async def test_two_flushes_at_once_write_in_order_even_when_the_first_fails(

@@ -1,8 +1,10 @@
 """Batched history writes: records queue in memory; a thread or a child process writes them.
 
 The event loop never waits on the database. If the database is unavailable the
-batch is retried; past ``max_buffer`` queued records the oldest are dropped,
-counted and logged (and the outage's total once writes resume).
+batch is retried; past ``max_buffer`` queued records the oldest readings are dropped,
+counted and logged (and the outage's total once writes resume). Alarms, actions and
+rejections are dropped only when no reading is left to drop: under a flood of readings
+a reading is replaced by the next one within seconds, an alarm or an audit row is not.
 """
 
 from __future__ import annotations
@@ -17,8 +19,15 @@ from django.db import close_old_connections, connections
 
 from dashboard.bridge.writer_process import WriterProcess
 from dashboard.live import metrics, store
+from dashboard.live.state import HeadcountValue, MetaValue, ZeroMark
 
 logger = logging.getLogger(__name__)
+
+Queued = tuple[uuid.UUID, object]
+
+# Records dropped first when the buffer is full. ZeroMark goes with the headcounts because
+# it is written onto the row of the count queued before it.
+READINGS = (MetaValue, HeadcountValue, ZeroMark)
 
 
 class HistoryWriter:
@@ -34,7 +43,8 @@ class HistoryWriter:
         # A child process writes, or this process's writer thread (see writer_process.py).
         self._process = WriterProcess() if separate_process else None
         self._write = self._process.write if self._process is not None else _write
-        self._buffer: deque[tuple[uuid.UUID, object]] = deque()
+        self._readings: deque[Queued] = deque()
+        self._others: deque[Queued] = deque()
         self._in_flight = 0  # records of the batch being written
         self._max_buffer = max_buffer
         self._batch_size = batch_size
@@ -49,14 +59,19 @@ class HistoryWriter:
         self._flushing = asyncio.Lock()
 
     def add(self, building_id: uuid.UUID, record: object) -> None:
-        self._buffer.append((building_id, record))
+        queue = self._readings if isinstance(record, READINGS) else self._others
+        queue.append((building_id, record))
         self._trim()
 
+    @property
+    def _queued(self) -> int:
+        return len(self._readings) + len(self._others)
+
     def _trim(self) -> None:
-        while len(self._buffer) > self._max_buffer:
+        while self._queued > self._max_buffer:
             if self._outage is None:
                 self._outage = (self.failures, self.dropped)
-            self._buffer.popleft()
+            (self._readings or self._others).popleft()
             self.dropped += 1
             metrics.HISTORY_DROPPED.inc()
             if self.dropped in (1, 10, 100) or self.dropped % 10_000 == 0:
@@ -65,7 +80,7 @@ class HistoryWriter:
     @property
     def pending(self) -> int:
         """Records not written yet: queued, or in the batch being written."""
-        return len(self._buffer) + self._in_flight
+        return self._queued + self._in_flight
 
     async def run(self) -> None:
         while True:
@@ -80,10 +95,12 @@ class HistoryWriter:
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._buffer:
-            count = min(len(self._buffer), self._batch_size)
-            batch = [self._buffer.popleft() for _ in range(count)]
-            self._in_flight = count
+        while self._queued:
+            # Alarms, actions and rejections first: the writer may fall behind the readings.
+            others = _take(self._others, self._batch_size)
+            readings = _take(self._readings, self._batch_size - len(others))
+            batch = others + readings
+            self._in_flight = len(batch)
             try:
                 self.written += await loop.run_in_executor(self._executor, self._write, batch)
             except Exception as exc:
@@ -92,7 +109,8 @@ class HistoryWriter:
                 self.failures += 1
                 logger.warning("history write failed, will retry: %s", exc)
                 # Records kept coming while the batch was out: the buffer's bound holds.
-                self._buffer.extendleft(reversed(batch))
+                self._others.extendleft(reversed(others))
+                self._readings.extendleft(reversed(readings))
                 self._trim()
                 return
             finally:
@@ -111,9 +129,10 @@ class HistoryWriter:
     async def close(self) -> None:
         """Final flush, then release the writer thread and its database connection."""
         await self.flush()
-        if self._buffer:
-            lost = len(self._buffer)
-            self._buffer.clear()
+        if self._queued:
+            lost = self._queued
+            self._readings.clear()
+            self._others.clear()
             self.dropped += lost
             metrics.HISTORY_DROPPED.inc(lost)
             logger.error("history: %d records not written, the database is unavailable", lost)
@@ -122,6 +141,11 @@ class HistoryWriter:
         self._executor.shutdown(wait=True)
 
 
-def _write(batch: list[tuple[uuid.UUID, object]]) -> int:
+def _take(queue: deque[Queued], count: int) -> list[Queued]:
+    """The first ``count`` records of ``queue`` (fewer if it holds fewer), removed from it."""
+    return [queue.popleft() for _ in range(min(count, len(queue)))]
+
+
+def _write(batch: list[Queued]) -> int:
     close_old_connections()  # a database that went away is reconnected, not reused
     return store.write_batch(batch)
