@@ -243,7 +243,11 @@ class Stack:
     def restart_server(self) -> None:
         """A fresh server process (same database), for measurements from a clean heap."""
         assert self.served is not None
-        self.served.restart()
+        try:
+            self.served.stop()
+        finally:
+            # A stop that failed (serve was killed) fails this scenario, not those after it.
+            self.served.start(self.served.command, *self.served.args, ready=self.served.ready)
 
     def add_building(self, devices: int, seed: int, sessions: int) -> Building:
         """Import a generated building, give user ``bench`` a viewer role and ``sessions``

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from django.conf import settings
 from django.contrib.staticfiles import finders
@@ -18,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 CANCEL_ROUNDS = 5  # times the tasks left at shutdown are cancelled...
 CANCEL_WAIT = 2.0  # ...each time waiting this many seconds for them to end
+# A stop still going after this long reports what it waits for: the tasks not done, then
+# every thread's stack (in case the loop itself is blocked). Service managers and the tests
+# kill a process that takes 20-30 s; by then the report is in its output.
+STOP_REPORT_SECONDS = 12.0
 
 
 class Service(Protocol):
@@ -123,16 +129,23 @@ def run(
             logger.error("could not start: %s", task.exception())
             reactor.stop()
 
+    def stopping() -> None:
+        twisted_loop.call_later(STOP_REPORT_SECONDS, report_stuck_tasks, twisted_loop)
+        faulthandler.dump_traceback_later(STOP_REPORT_SECONDS + 1, file=sys.stderr)
+
+    reactor.addSystemEventTrigger("before", "shutdown", stopping)
     if services:
         reactor.callWhenRunning(
-            lambda: asyncio.ensure_future(start_all(), loop=twisted_loop).add_done_callback(
+            lambda: twisted_loop.create_task(start_all(), name="start-services").add_done_callback(
                 on_started
             )
         )
         reactor.addSystemEventTrigger(
             "before",
             "shutdown",
-            lambda: defer.Deferred.fromFuture(asyncio.ensure_future(stop_all(), loop=twisted_loop)),
+            lambda: defer.Deferred.fromFuture(
+                twisted_loop.create_task(stop_all(), name="stop-services")
+            ),
         )
 
     def announce() -> None:
@@ -160,6 +173,7 @@ def run(
         proxy_forwarded_port_header="X-Forwarded-Port" if proxied else None,
     ).run()
     _finish_tasks(twisted_loop)
+    faulthandler.cancel_dump_traceback_later()
 
 
 def _finish_tasks(loop: asyncio.AbstractEventLoop) -> None:
@@ -181,3 +195,28 @@ def _finish_tasks(loop: asyncio.AbstractEventLoop) -> None:
         _, pending = loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_WAIT))
     if pending:
         logger.warning("%d tasks did not end at shutdown", len(pending))
+
+
+def report_stuck_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Log each task not done yet and where it waits: why a stop takes this long."""
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    if not pending:
+        return
+    logger.error(
+        "still stopping after %.0f s; %d tasks not done:", STOP_REPORT_SECONDS, len(pending)
+    )
+    for task in pending:
+        logger.error("  %s waits at %s", task.get_name(), " -> ".join(awaiting(task)) or "?")
+
+
+def awaiting(task: asyncio.Task[Any]) -> list[str]:
+    """``file:line in function`` of the task's coroutine and each coroutine it awaits."""
+    where = []
+    coro: Any = task.get_coro()
+    while coro is not None and getattr(coro, "cr_frame", None) is not None:
+        frame = coro.cr_frame
+        where.append(
+            f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} in {frame.f_code.co_name}"
+        )
+        coro = coro.cr_await
+    return where

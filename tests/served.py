@@ -157,7 +157,11 @@ class ServedDashboard:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise
+            # What serve reported about the stop it was still waiting on (serving.py).
+            raise RuntimeError(
+                f"serve did not stop within {timeout:.0f} s; killed. It said:\n"
+                + "".join(self.output[-60:])
+            ) from None
 
     def restart(self) -> ServedDashboard:
         self.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 import signal
@@ -10,6 +12,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from dashboard import serving
 from tests.brokers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,3 +166,28 @@ def test_daphne_without_collected_static_files_refuses_to_start_with_one_line(tm
         "run `python manage.py collectstatic --noinput` first"
     )
     assert "Traceback" not in result.stderr
+
+
+async def test_a_stop_that_takes_too_long_says_which_task_waits_and_where(caplog):
+    """The ops engineer whose `serve` would not stop reads, in its log, what it waits for."""
+    release = asyncio.Event()
+
+    async def final_flush() -> None:
+        await release.wait()
+
+    async def stop_bridge() -> None:
+        await final_flush()
+
+    stuck = asyncio.create_task(stop_bridge(), name="bridge")
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.ERROR, logger="dashboard.serving"):
+        serving.report_stuck_tasks(asyncio.get_running_loop())
+    release.set()
+    await stuck
+
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("still stopping after 12 s;")
+    bridge = next(line for line in lines if line.startswith("  bridge waits at "))
+    assert "test_serve.py:" in bridge
+    assert "in stop_bridge -> test_serve.py:" in bridge
+    assert "in final_flush -> locks.py:" in bridge
