@@ -212,7 +212,9 @@ def figures(result: Broadcast, window_ms: float) -> list[Figure]:
             result.server_us_per_page_frame,
             "µs",
             result.bare_us_per_page_frame,
-            Target("ratio", "<=", 2.0),
+            # Issue #20's target is at 1,000 pages; at 100 the stream's ingest and render,
+            # which the bare server does not do, are most of the server's CPU.
+            Target("ratio", "<=", 2.0) if result.pages >= 1000 else None,
         ),
         figure(
             f"broadcast.fanout_cpu_per_page_frame{suffix}",
@@ -262,6 +264,8 @@ async def serve(recording: Path) -> None:
         try:
             async for _ in ws:  # the acknowledgements, read as the dashboard reads them
                 pass
+        except websockets.ConnectionClosed:
+            pass  # the page fleet ending its processes at the end of the run
         finally:
             clients.discard(ws)
 
