@@ -6,9 +6,11 @@ group as the bridge's fan-out sends them (``layer.broadcast``), from this proces
 ``INFO commandstats`` and ``INFO stats`` are read before and after the frames, with the pages
 open and idle otherwise.
 
-    .venv/bin/python -m bench.hub_redis --pages 100 1000 --frames 40
+    .venv/bin/python -m bench.hub_redis --pages 100 1000 --frames 40 --out PATH
 
-Prints one JSON line per page count.
+Prints one JSON line per page count, then the figures (part of ``make bench-scaled``): Redis
+commands and bytes per frame at the largest page count against the smallest's, measured in
+the same run (issue #20: at most 1.2 times), and the share of frames delivered.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.figures import Figure, Target, figure, table, write_results
+from bench.harness import machine_info
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 FRAME = "<p>" + "x" * 600 + " {seq}</p>"  # about a busy window of one building, uncompressed
@@ -136,11 +142,49 @@ async def measure(webs: list[Any], building: str, session: str, pages: int, fram
     }
 
 
-def main() -> None:
+PER_FRAME = (
+    ("redis_commands_per_frame", "commands"),
+    ("redis_input_bytes_per_frame", "B"),
+    ("redis_output_bytes_per_frame", "B"),
+)
+
+
+def figures(results: list[dict[str, Any]]) -> list[Figure]:
+    """Per frame at the most pages against the fewest (issue #20: <= 1.2), and delivery."""
+    small, large = min(results, key=lambda r: r["pages"]), max(results, key=lambda r: r["pages"])
+    out = [
+        figure(
+            f"scaled.{key.removeprefix('redis_')}@{large['pages']}pages",
+            large[key],
+            unit,
+            small[key],
+            Target("ratio", "<=", 1.2),
+        )
+        for key, unit in PER_FRAME
+    ]
+    for result in results:
+        # Baseline: the frames every page should have got.
+        out.append(
+            figure(
+                f"scaled.delivered@{result['pages']}pages",
+                result["delivered"],
+                "frames",
+                result["expected"],
+                Target("ratio", ">=", 1.0),
+            )
+        )
+    return out
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--out", type=Path, help="results file, as bench.run writes them")
     args = parser.parse_args()
+    machine = machine_info()
+    started = time.monotonic()
+    results: list[dict[str, Any]] = []
 
     import redis
 
@@ -172,6 +216,7 @@ def main() -> None:
         for pages in args.pages:
             result = asyncio.run(measure(webs, hq["building"], session, pages, args.frames))
             print(json.dumps(result), flush=True)
+            results.append(result)
     finally:
         for web in webs:
             if web.process is not None and web.process.poll() is None:
@@ -179,7 +224,14 @@ def main() -> None:
             if os.environ.get("BENCH_SHOW_OUTPUT"):
                 print("".join(web.output)[-3000:])
         store.flushdb()
+    found = figures(results) if len(results) > 1 else []
+    print(table(found))
+    if args.out:
+        machine["run_seconds"] = round(time.monotonic() - started, 1)
+        write_results(args.out, machine, found, {"runs": results})
+        print(f"\nwrote {args.out}")
+    return 0 if all(f.passed is not False for f in found) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -123,3 +123,36 @@ def test_values_are_sane(smoke: tuple[dict, str]) -> None:
     assert 0 < first("render.page@")["value"] < 10_000
     assert first("memory.rss_after_")["value"] > 0
     assert 0 < first("occupancy.report@")["value"] < 10_000
+
+
+def test_redis_per_frame_at_1000_pages_is_judged_against_100_pages_of_the_same_run() -> None:
+    """`make bench-scaled`'s Redis figures: what grows with pages fails issue #20's 1.2."""
+    from bench import hub_redis
+
+    def run(pages: int, commands: float, bytes_in: int, delivered: int) -> dict:
+        return {
+            "pages": pages,
+            "redis_commands_per_frame": commands,
+            "redis_input_bytes_per_frame": bytes_in,
+            "redis_output_bytes_per_frame": 3_839,
+            "delivered": delivered,
+            "expected": pages * 40,
+        }
+
+    one_member_per_process = hub_redis.figures(
+        [run(100, 25.3, 5_875, 4_000), run(1000, 25.3, 5_873, 40_000)]
+    )
+    assert all(f.passed for f in one_member_per_process)
+    one_member_per_page = {
+        f.name: f.passed
+        for f in hub_redis.figures(
+            [run(100, 25.3, 20_783, 4_000), run(1000, 25.5, 157_609, 39_990)]
+        )
+    }
+    assert one_member_per_page == {
+        "scaled.commands_per_frame@1000pages": True,
+        "scaled.input_bytes_per_frame@1000pages": False,
+        "scaled.output_bytes_per_frame@1000pages": True,
+        "scaled.delivered@100pages": True,
+        "scaled.delivered@1000pages": False,
+    }
