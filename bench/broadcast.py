@@ -91,11 +91,13 @@ async def measure(
     directory.mkdir(exist_ok=True)
     url = stack.url
     recorder = await open_pages(url, building.id, building.sessions[:1])
+    # The building may have more sessions than this needs (scenario 6 made 1,000 of them).
+    sessions = building.sessions[1 : pages + 1]
     fleet: PageFleet | None = None
     try:
         await until_bridged(stack, building, recorder[0])
         solo_cpu = await alone(stack, building, recorder[0], rate, duration)
-        fleet = await PageFleet.open(url, building.id, building.sessions[1:], processes, directory)
+        fleet = await PageFleet.open(url, building.id, sessions, processes, directory)
         first = SEQUENCER.next.get(building.id, 1)
         recorder[0].record_from = first
         await fleet.record_from(first)
@@ -128,7 +130,7 @@ async def measure(
             await fleet.close()
     seconds = stream.end - stream.start
     server_cpu = ended[0] - began[0]
-    bare = await measure_bare(stack, building.id, building.sessions[1:], frames, processes)
+    bare = await measure_bare(stack, building.id, sessions, frames, processes)
     return Broadcast(
         pages=pages,
         processes=processes,

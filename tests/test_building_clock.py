@@ -182,15 +182,27 @@ def test_a_floor_shows_its_rooms_beneath_it_and_filters_with_them(chromium, serv
     served, ids, _ = served_lodge
     page = in_new_york(chromium, served.url, "victor")
     page.goto(f"{served.url}/buildings/{ids['building']}/")
-    # Measured once the bridge's snapshot has replaced the cards.
     expect(page.locator("#page-status")).to_contain_text("connected")
-    floor = page.locator(f"#headcount-{dom(ids['floor'])}").bounding_box()
     for room in ("room_a", "room_b"):
         card = page.locator(f"#headcount-{dom(ids[room])}")
         expect(card.locator("xpath=ancestor::*[@aria-label='Inside Floor 1']")).to_have_count(1)
-        box = card.bounding_box()
-        assert floor and box and box["y"] > floor["y"] + floor["height"] / 2  # beneath
-        assert box["x"] > floor["x"]  # indented
+    # The bridge's snapshot may still be replacing the cards, so the floor and its rooms are
+    # measured together in the page, until they hold or the wait times out.
+    page.wait_for_function(
+        """([floor, rooms]) => {
+            const box = (id) => document.getElementById(id)?.getBoundingClientRect();
+            const f = box(floor);
+            return !!f && f.height > 0 && rooms.every((id) => {
+                const r = box(id);
+                return !!r && r.height > 0 && r.y > f.y + f.height / 2 && r.x > f.x;
+            });
+        }""",
+        arg=[
+            f"headcount-{dom(ids['floor'])}",
+            [f"headcount-{dom(ids[room])}" for room in ("room_a", "room_b")],
+        ],
+        timeout=5000,
+    )  # each room beneath its floor and indented
 
     def shown() -> list[str]:
         return page.locator(".device-table tbody tr:not([hidden]) th").all_inner_texts()

@@ -79,8 +79,9 @@ class LoopDriven:
                 running = None
             if running is self._loop:
                 func(sock)
-            else:
+            elif not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(func, sock)
+            # else: a client collected after its loop closed; the loop's readers went with it.
 
         return callback
 
