@@ -37,6 +37,7 @@ from bench.freshness import (
     SETTLE_SECONDS,
     publish_stream,
     settle,
+    slack_ms,
     until_bridged,
 )
 from bench.harness import Building, Stack, Worker, quiet
@@ -207,7 +208,7 @@ async def measure_bare(
 
 def figures(result: Broadcast, window_ms: float) -> list[Figure]:
     suffix = f"@{result.pages}pages"
-    slack = 50 if result.pages <= 100 else 150
+    slack = slack_ms(result.pages)
     return [
         figure(
             f"broadcast.cpu_per_page_frame{suffix}",

@@ -308,15 +308,22 @@ async def measure_baseline(
     )
 
 
+def slack_ms(pages: int) -> float:
+    """How far past the coalescing window a p99 may go: issue #20's 50 ms up to 100 pages,
+    150 ms beyond (1,000 pages on one web process)."""
+    return 50 if pages <= 100 else 150
+
+
 def freshness_figures(result: Freshness, window_ms: float, suffix: str = "") -> list[Figure]:
     lat, bare = result.latencies_ms, result.bare_latencies_ms
+    slack = slack_ms(result.clients)
     out = [
         figure(
             f"fresh.latency_p{q}{suffix}",
             percentile(lat, q),
             "ms",
             percentile(bare, q),
-            Target("value", "<=", window_ms + 50) if q == 99 else None,
+            Target("value", "<=", window_ms + slack) if q == 99 else None,
         )
         for q in (50, 95, 99)
     ]

@@ -156,3 +156,33 @@ def test_redis_per_frame_at_1000_pages_is_judged_against_100_pages_of_the_same_r
         "scaled.delivered@100pages": True,
         "scaled.delivered@1000pages": False,
     }
+
+
+def test_freshness_at_1000_pages_is_judged_by_issue_20s_wider_bound() -> None:
+    """p99 within window + 50 ms up to 100 pages; window + 150 ms at 1,000 on one process."""
+    from bench import freshness
+
+    def p99_passes(pages: int, p99_ms: float) -> bool | None:
+        result = freshness.Freshness(
+            clients=pages,
+            latencies_ms=[p99_ms] * 100,
+            bare_latencies_ms=[1.0] * 100,
+            final_share=100.0,
+            worst_final_share=100.0,
+            bare_final_share=100.0,
+            bytes_per_client=1.0,
+            frames_per_client=1.0,
+            deflated_bytes_per_client=1.0,
+            compressed_once_bytes_per_client=1.0,
+            server_cpu=1.0,
+            harness_cpu=0.1,
+            cut_off=0,
+            reconnects=0,
+            resyncs=0,
+            published=100,
+        )
+        (p99,) = (f for f in freshness.freshness_figures(result, 250, "") if "p99" in f.name)
+        return p99.passed
+
+    assert p99_passes(100, 299) and not p99_passes(100, 301)
+    assert p99_passes(1000, 399) and not p99_passes(1000, 401)
