@@ -32,6 +32,7 @@ EXPECTED = [
     "render.page@",
     "memory.per_idle_client@",
     "memory.rss_after_",
+    "memory.rss_first_round_step",
     "growth.ingest.rate@",
     "growth.render@",
     "fresh.latency_p99@",
