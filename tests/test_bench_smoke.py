@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests import brokers
@@ -49,6 +50,7 @@ EXPECTED = [
     "broadcast.latency_p99@",
     "broadcast.final_values@",
     "broadcast.client_cpu@",
+    "broadcast.machine_cpu@",
     "occupancy.report@",
 ]
 
@@ -124,6 +126,9 @@ def test_values_are_sane(smoke: tuple[dict, str]) -> None:
     assert 0 < first("render.page@")["value"] < 10_000
     assert first("memory.rss_after_")["value"] > 0
     assert 0 < first("occupancy.report@")["value"] < 10_000
+    # The whole machine was busy at least as long as the server and the pages it counts.
+    machine, client = first("broadcast.machine_cpu@"), first("broadcast.client_cpu@")
+    assert client["value"] < machine["value"] <= psutil.cpu_count() + 0.1
 
 
 def test_redis_per_frame_at_1000_pages_is_judged_against_100_pages_of_the_same_run() -> None:
