@@ -370,3 +370,35 @@ async def test_the_demo_clients_show_the_client_certificate_too(mtls_broker):
     hidden = DemoClient(broker, name="demo-no-cert", ca_file=str(tls.ca_file))
     with pytest.raises(ConnectionError):  # the broker closes the link before any CONNACK
         await hidden.start(timeout=3)
+
+
+async def test_a_qos1_burst_is_acknowledged_in_few_writes_and_arrives_whole(
+    hq, running_bridge, mqtt_client
+):
+    """The broker holds back QoS 1 messages past its in-flight window until acknowledged:
+    the burst arrives whole only if every PUBACK the session wrote in one send was read."""
+    bridge = await running_bridge()
+    await subscribed(bridge, hq[Scope.BUILDING])
+    client = bridge.buildings[hq[Scope.BUILDING]].session._client
+    sends = 0
+    paho_send = client._sock_send
+
+    def counting(data: bytes) -> int:
+        nonlocal sends
+        sends += 1
+        return paho_send(data)
+
+    client._sock_send = counting  # type: ignore[method-assign]
+    state = bridge.buildings[hq[Scope.BUILDING]].state
+    topic = build_topic(Scope.SPACE, hq[Scope.SPACE], Kind.HEAD_COUNT)
+    burst = 2000
+    device = mqtt_client()
+    sent = [
+        device.publish(topic, json.dumps(seed.headcount("headcount", n % 40)), qos=1)
+        for n in range(burst)
+    ]
+    await asyncio.to_thread(lambda: [info.wait_for_publish(20) for info in sent])
+    await until(lambda: state.counters["accepted"] == burst, 20, "every message of the burst")
+    assert state.headcounts[(hq[Scope.SPACE], "head_count")].value == (burst - 1) % 40
+    # One send per PUBACK before; the acknowledgements of a wake-up's packets now go together.
+    assert sends < burst / 2, sends

@@ -51,6 +51,25 @@ class BufferedClient(mqtt.Client):
         """Bytes already read from the socket wait here; select() cannot see them."""
         return self._chunk_of is self._sock and self._taken < len(self._chunk)
 
+    def coalesce_acks(self) -> None:
+        """Make the PUBACKs at the head of paho's queue one packet of their bytes.
+
+        paho sends each queued packet with a send() of its own: at a steady stream one
+        system call per message just to acknowledge it. The bytes and their order are the
+        same. Only the loop's thread takes from the head of the queue (another thread may
+        append at its tail), and a packet partly sent is left as it is.
+        """
+        queue = self._out_packet
+        acks = []
+        while queue and queue[0]["command"] == mqtt.PUBACK and queue[0]["pos"] == 0:
+            acks.append(queue.popleft())
+        if len(acks) > 1:
+            joined = b"".join(bytes(ack["packet"]) for ack in acks)
+            merged = {**acks[0], "mid": 0, "packet": joined, "to_process": len(joined)}
+            queue.appendleft(merged)  # type: ignore[arg-type]
+        elif acks:
+            queue.appendleft(acks[0])
+
 
 class LoopDriven:
     """Runs the socket I/O of the paho client ``_client`` on the running event loop."""
@@ -106,6 +125,7 @@ class LoopDriven:
     def _write(self, sock: socket.socket) -> None:
         self._write_soon = False
         if sock is self._sock:
+            self._client.coalesce_acks()
             self._client.loop_write()
             if self._client.want_write() and sock is self._sock:
                 self._loop.add_writer(sock, self._client.loop_write)
