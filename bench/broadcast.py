@@ -114,12 +114,14 @@ async def measure(
         first = SEQUENCER.next.get(building.id, 1)
         recorder[0].record_from = first
         await fleet.record_from(first)
+        # Counting reads each page's snapshot into its stats (pages parse what they got
+        # lazily): done here, that work is not counted as the stream's.
+        counted = await fleet.counts()
         await quiet(stack.server_pid)
         frames: list[tuple[float, str | bytes]] = []
         recorder[0].recording = frames
         me = psutil.Process()
         began = (cpu(stack.server_pid), fleet.cpu_seconds(), sum(me.cpu_times()[:2]), *machine())
-        counted = await fleet.counts()
         profiler = None
         if profile is not None:
             profiler = await Profile(stack.server_pid, profile, duration).start()
