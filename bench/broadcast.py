@@ -62,10 +62,11 @@ class Broadcast:
     bare_us_per_page_frame: float
     pages_cpu: float  # the page processes, per second, during the dashboard's stream
     harness_cpu: float  # the harness itself, likewise
-    machine_cpu: float  # cores the whole machine was busy, likewise
-    machine_steal: float  # cores the hypervisor took from the machine, likewise
+    window_seconds: float  # from the counters' start to their end: the stream and its settling
+    machine_cpu: float  # cores the whole machine was busy over that window
+    machine_steal: float  # cores the hypervisor took from the machine over it
     bare_pages_cpu: float
-    bare_machine_cpu: float
+    bare_machine_cpu: float  # cores, over the bare server's own window
     bare_delivered: float  # percent of the recorded frames each bare page received
     latency_p50_ms: float | None
     latency_p99_ms: float | None
@@ -80,13 +81,13 @@ def cpu(pid: int) -> float:
     return sum(psutil.Process(pid).cpu_times()[:2])
 
 
-def machine() -> tuple[float, float]:
-    """CPU seconds the whole machine was busy (every process: Mosquitto, the publisher, the
-    history writer too) and those the hypervisor took from it (steal), since boot."""
+def machine() -> tuple[float, float, float]:
+    """Now, with the CPU seconds the whole machine was busy (every process: Mosquitto, the
+    publisher, the history writer too) and those the hypervisor took from it (steal)."""
     times = psutil.cpu_times()
     idle = times.idle + getattr(times, "iowait", 0.0)
     steal = getattr(times, "steal", 0.0)
-    return sum(times) - idle - steal, steal
+    return time.monotonic(), sum(times) - idle - steal, steal
 
 
 async def measure(
@@ -160,10 +161,11 @@ async def measure(
         bare_us_per_page_frame=bare["cpu"] / bare["frames"] * 1e6 if bare["frames"] else 0.0,
         pages_cpu=(ended[1] - began[1]) / seconds,
         harness_cpu=(ended[2] - began[2]) / seconds,
-        machine_cpu=(ended[3] - began[3]) / seconds,
-        machine_steal=(ended[4] - began[4]) / seconds,
+        window_seconds=ended[3] - began[3],
+        machine_cpu=(ended[4] - began[4]) / (ended[3] - began[3]),
+        machine_steal=(ended[5] - began[5]) / (ended[3] - began[3]),
         bare_pages_cpu=bare["pages_cpu"] / seconds,
-        bare_machine_cpu=bare["machine_cpu"] / seconds,
+        bare_machine_cpu=bare["machine_cpu"],
         bare_delivered=100 * bare["frames"] / (pages * len(frames)) if frames else 0.0,
         latency_p50_ms=percentile_of(histogram, 50),
         latency_p99_ms=percentile_of(histogram, 99),
@@ -224,8 +226,8 @@ async def measure_bare(
         "cpu": ended[0] - began[0],
         "frames": got,
         "pages_cpu": ended[1] - began[1],
-        "machine_cpu": ended[2] - began[2],
-        "machine_steal": ended[3] - began[3],
+        "machine_cpu": (ended[3] - began[3]) / (ended[2] - began[2]),
+        "machine_steal": (ended[4] - began[4]) / (ended[2] - began[2]),
     }
 
 
@@ -272,7 +274,7 @@ def figures(result: Broadcast, window_ms: float) -> list[Figure]:
             result.bare_pages_cpu,
         ),
         # Every process on the machine (Mosquitto, the publisher, the history writer, the
-        # pages): near 2 cores, latency is the machine's, not the server's.
+        # pages), over the window: near all cores, latency is the machine's, not the server's.
         figure(
             f"broadcast.machine_cpu{suffix}",
             result.machine_cpu,
