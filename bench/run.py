@@ -229,6 +229,7 @@ class Runner:
                 pages,
                 s.fresh_rate,
                 s.growth_seconds,
+                self.window_ms,
                 profile=self.profile(f"broadcast-{pages}-server"),
             )
             self.figures += broadcast.figures(result, self.window_ms)
@@ -278,7 +279,12 @@ async def run(
             runner.details["layout"] = SCALED
         return runner.figures, runner.details, errors
     finally:
-        stack.stop()
+        try:
+            stack.stop()
+        except RuntimeError:
+            # A server that would not stop is an error of the run; its figures still count.
+            log(f"stopping failed:\n{traceback.format_exc()}")
+            errors.append(f"stop: {traceback.format_exc(limit=3)}")
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,6 +135,9 @@ def run(
         faulthandler.dump_traceback_later(STOP_REPORT_SECONDS + 1, file=sys.stderr)
 
     reactor.addSystemEventTrigger("before", "shutdown", stopping)
+    # SIGUSR1 prints every thread's stack, from C: it answers even when the loop never runs
+    # Python again (a stop whose "stopping" never began).
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     if services:
         reactor.callWhenRunning(
             lambda: twisted_loop.create_task(start_all(), name="start-services").add_done_callback(

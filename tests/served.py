@@ -123,6 +123,10 @@ class ServedDashboard:
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), *argv],
             env=self.env,
+            # Ctrl-C reaches it as it reaches a server started at a prompt: a shell's
+            # background job (a script's `make bench &`, say) passes SIGINT on ignored, and
+            # the server, as it should, then leaves it ignored; stop() would wait in vain.
+            preexec_fn=interruptible,
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -155,12 +159,17 @@ class ServedDashboard:
                 print("serve exited with", code, "\n", "".join(self.output[-200:]))
             return code
         except subprocess.TimeoutExpired:
+            # Which signals it catches and has pending, every thread's stack (serving.py
+            # registers SIGUSR1), then the kill.
+            self.output.append(signal_state(self.process.pid))
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
             self.process.kill()
             self.process.wait()
             # What serve reported about the stop it was still waiting on (serving.py).
             raise RuntimeError(
                 f"serve did not stop within {timeout:.0f} s; killed. It said:\n"
-                + "".join(self.output[-60:])
+                + "".join(self.output[-120:])
             ) from None
 
     def restart(self) -> ServedDashboard:
@@ -193,3 +202,18 @@ def until_shown(
         except AssertionError:
             if time.monotonic() > deadline:
                 raise
+
+
+def interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def signal_state(pid: int) -> str:
+    """The Sig* lines of ``/proc/<pid>/status``: a stop that never began shows why here."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return ""
+    return "".join(
+        line + "\n" for line in status.splitlines() if line.startswith(("Sig", "ShdPnd"))
+    )

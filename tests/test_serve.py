@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dashboard import serving
 from tests.brokers import free_port
+from tests.served import interruptible
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +38,7 @@ def test_serve_with_debug_off_serves_pages_and_static_files_and_stops_cleanly(tm
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=interruptible,  # stopped with Ctrl-C below, however pytest was started
     )
     try:
         assert server.stdout.readline().strip() == (
@@ -94,6 +96,7 @@ def start_serve(env: dict[str, str], port: int) -> tuple[subprocess.Popen[str], 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=interruptible,  # stopped with Ctrl-C below, however pytest was started
     )
     before: list[str] = []
     while not (line := server.stdout.readline()).startswith("Gooee dashboard at"):
