@@ -402,3 +402,29 @@ async def test_a_qos1_burst_is_acknowledged_in_few_writes_and_arrives_whole(
     assert state.headcounts[(hq[Scope.SPACE], "head_count")].value == (burst - 1) % 40
     # One send per PUBACK before; the acknowledgements of a wake-up's packets now go together.
     assert sends < burst / 2, sends
+
+
+async def test_a_steady_trickle_is_read_a_few_messages_per_wakeup_and_arrives_whole(
+    hq, running_bridge, mqtt_client
+):
+    """A device sending about a message a millisecond: each wake-up of the bridge reads
+    several (loop_driven.READ_WAIT) instead of one, and none is lost or reordered."""
+    bridge = await running_bridge()
+    await subscribed(bridge, hq[Scope.BUILDING])
+    session = bridge.buildings[hq[Scope.BUILDING]].session
+    state = bridge.buildings[hq[Scope.BUILDING]].state
+    topic = build_topic(Scope.SPACE, hq[Scope.SPACE], Kind.HEAD_COUNT)
+    device = mqtt_client()
+    trickle = 400
+
+    def send_trickle() -> None:
+        for n in range(trickle):
+            device.publish(topic, json.dumps(seed.headcount("headcount", n % 40)), qos=1)
+            time.sleep(0.001)
+
+    before = session.wakeups
+    await asyncio.to_thread(send_trickle)
+    await until(lambda: state.counters["accepted"] == trickle, 20, "every message of the trickle")
+    assert state.headcounts[(hq[Scope.SPACE], "head_count")].value == (trickle - 1) % 40
+    # One wake-up per message without READ_WAIT (about 400 here).
+    assert session.wakeups - before < trickle / 2, session.wakeups - before

@@ -17,6 +17,16 @@ import paho.mqtt.client as mqtt
 # Packets read per wake-up at most, so that one flooded building cannot starve the others.
 MAX_PACKETS_PER_WAKE = 256
 
+# A steady trickle woke the loop once per message: each wake-up's epoll, recv, select and
+# PUBACK send cost more than the message's own ingest (docs/benchmarks.md, "Broadcast").
+# A wake-up within READ_WAIT of a read that found fewer than SPARSE_READ packets waits out
+# the rest, so a trickle is read several messages at a time, at most READ_WAIT late. A lone
+# message (no read just before) is read at once. So is a flood: a waiting read then finds
+# SPARSE_READ or more, since the broker's QoS 1 in-flight window (20 on Mosquitto) fills,
+# and the next read does not wait; the window never holds a flood to one fill per wait.
+READ_WAIT = 0.004
+SPARSE_READ = 16
+
 
 # What one recv() asks the socket for; paho then takes its few bytes at a time from here.
 RECV_CHUNK = 64 * 1024
@@ -81,6 +91,9 @@ class LoopDriven:
         self._sock: socket.socket | None = None
         self._write_soon = False
         self._last_in = time.monotonic()  # when the broker last sent us anything
+        self._sparse_at = -READ_WAIT  # when the last read that found few packets began
+        self._waiting = False  # the reader is off until READ_WAIT has passed
+        self.wakeups = 0  # reads of the socket: what READ_WAIT saves (tests count them)
 
     def _drive(self, client: mqtt.Client) -> None:
         """Hand ``client``'s socket to the loop whenever paho opens one."""
@@ -106,7 +119,8 @@ class LoopDriven:
 
     def _socket_open(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._loop.add_reader(sock, self._read)
+        self._waiting = False
+        self._loop.add_reader(sock, self._readable)
 
     def _socket_close(self, sock: socket.socket) -> None:
         if sock.fileno() >= 0:  # after a silent cut we closed it already; paho closes it again
@@ -134,14 +148,35 @@ class LoopDriven:
         if sock.fileno() >= 0:
             self._loop.remove_writer(sock)
 
+    def _readable(self) -> None:
+        """The socket has bytes: read them now, or after the rest of READ_WAIT in a trickle."""
+        sock = self._sock
+        wait = self._sparse_at + READ_WAIT - time.monotonic()
+        if wait <= 0 or sock is None:
+            self._read()
+            return
+        self._loop.remove_reader(sock)
+        self._waiting = True
+        self._loop.call_later(wait, self._resume, sock)
+
+    def _resume(self, sock: socket.socket) -> None:
+        if sock is not self._sock or not self._waiting or sock.fileno() < 0:
+            return  # closed meanwhile; a new socket has its own reader
+        self._waiting = False
+        self._loop.add_reader(sock, self._readable)
+        self._read()
+
     def _read(self) -> None:
         """Read every packet already waiting: paho reads one per call, a wake-up costs more."""
-        self._last_in = time.monotonic()
+        began = self._last_in = time.monotonic()
+        self.wakeups += 1
         _bytes_arrived(self._client)
         sock = self._sock
-        for _ in range(MAX_PACKETS_PER_WAKE):
+        for packets in range(1, MAX_PACKETS_PER_WAKE + 1):
             self._client.loop_read()
             if sock is None or sock is not self._sock or not self._more_waiting(sock):
+                if packets < SPARSE_READ:
+                    self._sparse_at = began
                 return
         # More is waiting: read it on the next loop turn, after the other buildings. Bytes
         # TLS already decrypted never wake the selector again, so waiting on it would stall
