@@ -70,6 +70,9 @@ class Broadcast:
     bare_delivered: float  # percent of the recorded frames each bare page received
     latency_p50_ms: float | None
     latency_p99_ms: float | None
+    # Values shown later than the target, by the tenth of a second of the stream they were
+    # published in (the ten busiest): where the late ones cluster.
+    late_by_publish_decisecond: dict[int, int]
     worst_final_share: float
     reconnects: dict[str, int]
 
@@ -96,6 +99,7 @@ async def measure(
     pages: int,
     rate: float,
     duration: float,
+    window_ms: float,
     processes: int = PROCESSES,
     profile: Path | None = None,
 ) -> Broadcast:
@@ -139,6 +143,7 @@ async def measure(
         times_file = directory / "times.bin"
         times_file.write_bytes(stream.times.tobytes())
         histogram = await fleet.freshness(times_file, stream.first)
+        late = await fleet.late(times_file, stream.first, window_ms + slack_ms(pages))
         reconnects = await fleet.reconnects()
     finally:
         await close_all(recorder)
@@ -169,6 +174,7 @@ async def measure(
         bare_delivered=100 * bare["frames"] / (pages * len(frames)) if frames else 0.0,
         latency_p50_ms=percentile_of(histogram, 50),
         latency_p99_ms=percentile_of(histogram, 99),
+        late_by_publish_decisecond=dict(sorted(late.most_common(10))),
         worst_final_share=min(shares, default=0.0),
         reconnects=reconnects,
     )

@@ -224,6 +224,20 @@ async def open_pages(
     return pages
 
 
+async def stats_of(pages: list[PageClient]) -> list[PageStats]:
+    """Each page's stats, reading its unread frames one page at a time.
+
+    Reading 10 s of a building's frames takes a page a few milliseconds, and hundreds of
+    pages seconds: done in one go, the frames still arriving (a stream's last values, while
+    the harness asks for the final shares) waited for it and were timed seconds late.
+    """
+    stats = []
+    for page in pages:
+        stats.append(page.stats)
+        await asyncio.sleep(0)  # the loop reads what has arrived meanwhile
+    return stats
+
+
 async def close_all(clients: list[PageClient] | list[MqttWsClient]) -> None:
     await asyncio.gather(*(c.close() for c in clients))
 

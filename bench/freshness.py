@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from bench.clients import PageClient, close_all, open_mqtt_clients, open_pages
+from bench.clients import PageClient, close_all, open_mqtt_clients, open_pages, stats_of
 from bench.figures import Figure, Target, figure, percentile
 from bench.harness import SEQ_NAME, Building, Stack, Worker, quiet
 from bench.ingest import run_publisher
@@ -268,7 +268,7 @@ async def settle(pages: list[PageClient], stream: Stream) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SETTLE_SECONDS
     while loop.time() < deadline:
-        if all(final_share(p.stats.latest, stream.last) == 100.0 for p in pages):
+        if all(final_share(s.latest, stream.last) == 100.0 for s in await stats_of(pages)):
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)  # frames in flight (status tiles) count too

@@ -94,6 +94,14 @@ class PageFleet:
             merged.update({int(k): v for k, v in answer.items()})
         return merged
 
+    async def late(self, times_file: Path, first: int, over_ms: float) -> Counter[int]:
+        """Values shown more than ``over_ms`` after publishing, by when in the stream they were
+        published (tenths of a second from its first value): a stall shows as a cluster."""
+        merged: Counter[int] = Counter()
+        for answer in await self._all(f"LATE {times_file} {first} {over_ms}", timeout=600):
+            merged.update({int(k): v for k, v in answer.items()})
+        return merged
+
     async def reconnects(self) -> dict[str, int]:
         answers = await self._all("RECONNECTS")
         return {k: sum(a[k] for a in answers) for k in ("reconnects", "cut_off", "resyncs")}
@@ -119,7 +127,7 @@ def percentile_of(histogram: Counter[int], q: float) -> float | None:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from bench.clients import close_all, open_pages
+    from bench.clients import close_all, open_pages, stats_of
 
     sessions = json.loads(Path(args.sessions).read_text())
     # As many handshakes at once over all processes as one harness process makes.
@@ -139,7 +147,7 @@ async def serve(args: argparse.Namespace) -> None:
                 page.record_from = int(rest)
             reply(True)
         elif name == "COUNTS":
-            stats = [p.stats for p in pages]
+            stats = await stats_of(pages)
             reply(
                 {"frames": sum(s.frames for s in stats), "bytes": sum(s.wire_bytes for s in stats)}
             )
@@ -147,20 +155,31 @@ async def serve(args: argparse.Namespace) -> None:
             from bench.freshness import final_share
 
             last = json.loads(Path(rest).read_text())
-            reply([final_share(p.stats.latest, last) for p in pages])
+            reply([final_share(s.latest, last) for s in await stats_of(pages)])
         elif name == "FRESHNESS":
             path, first = rest.rsplit(" ", 1)
             times = array("d")
             times.frombytes(Path(path).read_bytes())
             start = int(first)
             histogram: Counter[int] = Counter()
-            for page in pages:
-                for seq, at in zip(page.stats.seqs, page.stats.times, strict=True):
+            for stats in await stats_of(pages):
+                for seq, at in zip(stats.seqs, stats.times, strict=True):
                     if 0 <= seq - start < len(times):
                         histogram[int((at - times[seq - start]) * 1000 / BIN_MS)] += 1
             reply(histogram)
+        elif name == "LATE":
+            path, first, over = rest.rsplit(" ", 2)
+            times = array("d")
+            times.frombytes(Path(path).read_bytes())
+            start, over_s = int(first), float(over) / 1000
+            late: Counter[int] = Counter()
+            for stats in await stats_of(pages):
+                for seq, at in zip(stats.seqs, stats.times, strict=True):
+                    if 0 <= seq - start < len(times) and at - times[seq - start] > over_s:
+                        late[int((times[seq - start] - times[0]) * 10)] += 1
+            reply(late)
         elif name == "RECONNECTS":
-            stats = [p.stats for p in pages]
+            stats = await stats_of(pages)
             reply(
                 {
                     "reconnects": sum(s.connects - 1 for s in stats),
