@@ -35,8 +35,8 @@ def served_stack(directory: Path) -> Iterator[Stack]:
     """A private Mosquitto and ``manage.py serve`` with its bridge, as the benchmarks run it."""
     if brokers.find_mosquitto() is None:
         pytest.fail("mosquitto not found: install Debian's mosquitto package (see README)")
-    with ctrl_c_reaches_children():
-        stack = Stack(directory).start()
+    # Ctrl-C reaches serve however pytest was started (tests.served.interruptible).
+    stack = Stack(directory).start()
     try:
         yield stack
     finally:
@@ -44,25 +44,6 @@ def served_stack(directory: Path) -> Iterator[Stack]:
         stack.stop()
         if stuck:
             pytest.fail(stuck)
-
-
-@contextmanager
-def ctrl_c_reaches_children() -> Iterator[None]:
-    """Processes started inside get Ctrl-C (SIGINT) as from a terminal.
-
-    A background job without job control (``make soak &``, ``nohup ... &`` in a script) starts
-    with SIGINT ignored, and its children inherit that; Twisted leaves an ignored SIGINT
-    ignored, so ``serve`` could not be stopped as a person stops it (it hung here until
-    killed). A handled signal is reset to the default in a child, so handle it meanwhile.
-    """
-    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
-    if ignored:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        if ignored:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stop_as_a_person_does(stack: Stack) -> str:
