@@ -839,7 +839,11 @@ async def test_through_a_real_bridge_each_page_hears_only_what_it_may_show(
                 await hear(communicator, frames, f"{word}-rejected-live")
         else:  # the overview: the head count of each building followed
             for followed in HAS_A_ROLE_ON[role]:
-                await hear(communicator, frames, f'"head-count">{head_counts[followed]}<')
+                await hear(
+                    communicator,
+                    frames,
+                    f'class="head-count" hx-swap-oob="true">{head_counts[followed]}<',
+                )
     for role, key, communicator, frames in opened:
         while not await communicator.receive_nothing(0.2):
             frames.append(layer.unpack(await communicator.receive_from(1)))
