@@ -134,18 +134,14 @@ def figures(result: Memory, clients: int) -> list[Figure]:
             result.baseline.get(clients),
             Target("value", "<=", 64),
         ),
-        figure(
-            f"memory.rss_after_{len(connected)}_cycles",
-            connected[-1] if connected else None,
-            "MB",
-            first,
-            Target("ratio", "<", 1.05),
-        ),
-        figure(
-            f"memory.rss_after_{len(connected)}_cycles_from_round_2",
-            connected[-1] if connected else None,
-            "MB",
-            second,
-            Target("ratio", "<", 1.02),
+        *(
+            figure(
+                f"memory.rss_after_{len(connected)}_cycles{against}",
+                connected[-1] if connected else None,
+                "MB",
+                baseline,
+                Target("ratio", "<", limit),
+            )
+            for against, baseline, limit in (("", first, 1.05), ("_from_round_2", second, 1.02))
         ),
     ]
