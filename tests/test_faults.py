@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import itertools
 import json
 import logging
 import re
@@ -737,6 +738,69 @@ async def test_a_flood_of_readings_past_the_bound_drops_readings_never_an_alarm(
     await writer.close()
     assert [a.count for a in database.rows] == list(range(1, 11))
     assert writer.dropped == 22
+
+
+class CountedDatabase(FlakyDatabase):
+    """Also notes when each batch's write began and ended, as a database's transactions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[float, float]] = []
+
+    def write_batch(self, batch: list[tuple[uuid.UUID, object]]) -> int:
+        began = time.monotonic()
+        try:
+            return super().write_batch(batch)
+        finally:
+            self.writes.append((began, time.monotonic()))
+
+
+async def _stream(writer: HistoryWriter, records: int, every: float) -> None:
+    building = uuid.uuid4()
+    for n in range(records):
+        writer.add(building, n)
+        await asyncio.sleep(every)
+
+
+async def test_a_steady_stream_is_written_once_an_interval_not_in_dribbles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write takes a while; what arrives meanwhile waits for the next interval instead of
+    making a batch of its own at once (a busy building was written 38 times a second)."""
+    database = CountedDatabase()
+    database.hang = 0.02
+    monkeypatch.setattr(store, "write_batch", database.write_batch)
+    writer = HistoryWriter(0.25)
+    running = asyncio.create_task(writer.run())
+    try:
+        await _stream(writer, 300, 0.004)  # 1.2 s or more: four or five intervals
+        await until(lambda: writer.pending == 0, 5, "the stream written")
+    finally:
+        running.cancel()
+    print(f"\n300 records over 1.2 s, interval 0.25 s: {len(database.writes)} batches")
+    assert database.rows == list(range(300))
+    assert len(database.writes) <= 8  # one an interval; written as they came, over 40
+
+
+async def test_a_writer_behind_a_stream_writes_back_to_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When an interval's records take longer than the interval to write, the next write
+    starts at once: history never idles while it is behind."""
+    database = CountedDatabase()
+    database.hang = 0.1  # 10 records a 0.1 s: half as fast as they come
+    monkeypatch.setattr(store, "write_batch", database.write_batch)
+    writer = HistoryWriter(0.3, batch_size=10)
+    running = asyncio.create_task(writer.run())
+    try:
+        await _stream(writer, 200, 0.005)
+        await until(lambda: writer.pending == 0, 10, "the stream written")
+    finally:
+        running.cancel()
+    assert database.rows == list(range(200))
+    gaps = [b - a for (_, a), (b, _) in itertools.pairwise(database.writes)]
+    print(f"\n{len(database.writes)} batches, longest gap between them {max(gaps):.3f} s")
+    assert max(gaps) < 0.15  # waiting out an interval between them would leave 0.3 s
 
 
 async def test_two_flushes_at_once_write_in_order_even_when_the_first_fails(
