@@ -149,7 +149,24 @@ def test_the_overview_and_the_device_filter_follow_live(chromium, dashboard, mqt
     # element, so a click landing during an update still follows it.
     assert link.evaluate("a => a.isConnected")
 
-    page.goto(f"{served.url}/buildings/{building}/")
+    # An administrator renames the building: open overviews follow, and the link still works.
+    def rename(name: str) -> None:
+        served.manage(
+            "shell",
+            "-c",
+            "from dashboard.models import Building; "
+            f"b = Building.objects.get(pk='{building}'); b.name = {name!r}; b.save()",
+        )
+
+    rename("Head <Office>")
+    try:
+        expect(row.get_by_role("link")).to_have_text("Head <Office>", timeout=10_000)
+        expect(row.locator(".head-count")).to_have_text("31")
+        row.get_by_role("link").click()
+        expect(page).to_have_url(f"{served.url}/buildings/{building}/")
+    finally:
+        rename("Headquarters")  # the other stories of this module know it so
+
     rows = page.locator(".device-table tbody tr")
     expect(rows).to_have_count(1)
     page.get_by_label("Search devices").fill("no such device")

@@ -150,6 +150,8 @@ class BuildingBridge:
                 for tile in self.all_tiles(audience):
                     self.fanout.changed(tile)
             return
+        if previous.name != inventory.name:
+            self.fanout.changed(tiles.SUMMARY_NAME)
         # Re-render only devices that are new or renamed, not the whole building.
         for device_id, device in inventory.devices.items():
             if previous.devices.get(device_id) != device:
@@ -252,7 +254,7 @@ class BuildingBridge:
     def all_tiles(self, audience: str) -> list[tiles.Tile]:
         """Every tile of the building that ``audience`` receives: what a snapshot holds."""
         if audience == tiles.SUMMARY:
-            return [tiles.SUMMARY_TILE]
+            return [tiles.SUMMARY_NAME, tiles.SUMMARY_TILE]
         if audience == tiles.SUPPORT:
             return [tiles.REJECTIONS, tiles.MALFORMED]
         inventory = self.inventory

@@ -315,6 +315,12 @@ def _summary(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -
     )
 
 
+def _summary_name(
+    tile: tiles.Tile, state: LiveState, inventory: BuildingInventory
+) -> dict[str, Any]:
+    return {"building": Entity(inventory.id, inventory.name)}
+
+
 OUTCOME_TEXT: dict[str, str] = {
     Outcome.PENDING: "sending…",
     Outcome.REFUSED: "refused",
@@ -380,6 +386,7 @@ CONTEXTS: dict[str, Context] = {
     "rejections": _rejections,
     "malformed": _malformed,
     "summary": _summary,
+    "summary_name": _summary_name,
     "attempt": _attempt,
     "batch": _batch,
     "banner": _banner,

@@ -47,6 +47,7 @@ KINDS: dict[str, TileKind] = {
     "rejections": TileKind("dashboard/fragments/rejections.html", SUPPORT),
     "malformed": TileKind("dashboard/fragments/malformed.html", SUPPORT),
     "summary": TileKind("dashboard/fragments/summary.html", SUMMARY),
+    "summary_name": TileKind("dashboard/fragments/summary_name.html", SUMMARY),
     "attempt": TileKind("dashboard/fragments/attempt.html"),
     "batch": TileKind("dashboard/fragments/batch.html"),  # an action's total over its spaces
     "banner": TileKind("dashboard/fragments/alarm_banner.html"),
@@ -60,6 +61,7 @@ STATUS: Tile = Tile("status")
 REJECTIONS: Tile = Tile("rejections")
 MALFORMED: Tile = Tile("malformed")
 SUMMARY_TILE: Tile = Tile("summary")
+SUMMARY_NAME: Tile = Tile("summary_name")  # changes only when the building is renamed
 BANNER: Tile = Tile("banner")  # pushed when it happens, never part of a snapshot
 REJECTED_NEW: Tile = Tile("rejected_new")  # likewise: prepended to open inspectors
 
