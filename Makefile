@@ -54,7 +54,7 @@ bench: install
 # Scenarios 2-3 on two web processes and a bridge worker with Redis and PostgreSQL (#9 layout),
 # then what crosses Redis per frame at 100 and 1,000 pages on two web processes.
 bench-scaled: install
-	$(BIN)/python -m bench.run --only freshness --scale-out --out bench/results/scaled.json
+	$(BIN)/python -m bench.run --only freshness broadcast --scale-out --out bench/results/scaled.json
 	$(BIN)/python -m bench.hub_redis --pages 100 1000 --out bench/results/scaled-redis.json
 
 bench-smoke: install

@@ -56,6 +56,7 @@ class Broadcast:
     server_cpu: float  # CPU seconds of the dashboard's process over the stream
     server_us_per_page_frame: float
     solo_cpu: float  # the same stream with one page open: ingest and render, next to nothing sent
+    others_cpu: float  # scaled out: the dashboard's other processes (its bridge worker)
     fanout_us_per_page_frame: float  # what the pages added, per page-frame
     bare_frames_per_page: float
     bare_cpu: float
@@ -122,11 +123,12 @@ async def measure(
         # Counting reads each page's snapshot into its stats (pages parse what they got
         # lazily): done here, that work is not counted as the stream's.
         counted = await fleet.counts()
-        await quiet(stack.server_pid)
+        await quiet_all(stack)
         frames: list[tuple[float, str | bytes]] = []
         recorder[0].recording = frames
         me = psutil.Process()
         began = (cpu(stack.server_pid), fleet.cpu_seconds(), sum(me.cpu_times()[:2]), *machine())
+        others_began = sum(cpu(pid) for pid in stack.server_pids if pid != stack.server_pid)
         profiler = None
         if profile is not None:
             profiler = await Profile(stack.server_pid, profile, duration).start()
@@ -138,6 +140,9 @@ async def measure(
         shares = await fleet.settle(last_file, SETTLE_SECONDS)
         await asyncio.sleep(0.5)
         ended = (cpu(stack.server_pid), fleet.cpu_seconds(), sum(me.cpu_times()[:2]), *machine())
+        others_cpu = (
+            sum(cpu(pid) for pid in stack.server_pids if pid != stack.server_pid) - others_began
+        )
         frames_got = (await fleet.counts())[0] - counted[0]
         recorder[0].recording = None
         times_file = directory / "times.bin"
@@ -160,6 +165,7 @@ async def measure(
         server_cpu=server_cpu,
         server_us_per_page_frame=server_cpu / frames_got * 1e6 if frames_got else 0.0,
         solo_cpu=solo_cpu,
+        others_cpu=others_cpu,
         fanout_us_per_page_frame=(server_cpu - solo_cpu) / frames_got * 1e6 if frames_got else 0.0,
         bare_frames_per_page=bare["frames"] / pages / seconds,
         bare_cpu=bare["cpu"],
@@ -180,11 +186,18 @@ async def measure(
     )
 
 
+async def quiet_all(stack: Stack) -> None:
+    """The server quiet, and in the scaled-out layout the bridge worker and the other web
+    process too: none is still working off what came before."""
+    for pid in stack.server_pids:
+        await quiet(pid)
+
+
 async def alone(
     stack: Stack, building: Building, page: PageClient, rate: float, duration: float
 ) -> float:
     """The server's CPU seconds for the same stream with one page open."""
-    await quiet(stack.server_pid)
+    await quiet_all(stack)
     began = cpu(stack.server_pid)
     stream = await publish_stream(stack, building, rate, duration, "broadcast-alone")
     await settle([page], stream)

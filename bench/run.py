@@ -301,14 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scale-out",
         action="store_true",
-        help="scenarios 2-3 on two web processes and a bridge worker with Redis and PostgreSQL",
+        help="scenarios 2-3 on two web processes and a bridge worker with Redis and PostgreSQL; "
+        "8 with its pages on one of them",
     )
     parser.add_argument(
         "--ingest-devices", type=int, help="scenario 1 at this many devices (10000: the issue's)"
     )
     args = parser.parse_args(argv)
-    if args.scale_out and set(args.only) - {"freshness"}:
-        parser.error("--scale-out runs the freshness scenario only: add --only freshness")
+    if args.scale_out and set(args.only) - {"freshness", "broadcast"}:
+        parser.error("--scale-out runs scenarios 2, 3 and 8 only: add --only freshness broadcast")
     os.chdir(Path(__file__).resolve().parent.parent)
     machine = machine_info()
     started = time.monotonic()
