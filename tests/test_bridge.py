@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import pytest
@@ -405,7 +406,7 @@ async def test_a_qos1_burst_is_acknowledged_in_few_writes_and_arrives_whole(
 
 
 async def test_a_steady_trickle_is_read_a_few_messages_per_wakeup_and_arrives_whole(
-    hq, running_bridge, mqtt_client
+    hq, running_bridge, mqtt_client, monkeypatch
 ):
     """A device sending about a message a millisecond: each wake-up of the bridge reads
     several (loop_driven.READ_WAIT) instead of one, and none is lost or reordered."""
@@ -422,9 +423,21 @@ async def test_a_steady_trickle_is_read_a_few_messages_per_wakeup_and_arrives_wh
             device.publish(topic, json.dumps(seed.headcount("headcount", n % 40)), qos=1)
             time.sleep(0.001)
 
+    reprs = 0
+    plain_repr = socket.socket.__repr__
+
+    def counted_repr(sock: socket.socket) -> str:
+        nonlocal reprs
+        reprs += sock is session._sock
+        return plain_repr(sock)
+
+    monkeypatch.setattr(socket.socket, "__repr__", counted_repr)
     before = session.wakeups
     await asyncio.to_thread(send_trickle)
     await until(lambda: state.counters["accepted"] == trickle, 20, "every message of the trickle")
     assert state.headcounts[(hq[Scope.SPACE], "head_count")].value == (trickle - 1) % 40
     # One wake-up per message without READ_WAIT (about 400 here).
     assert session.wakeups - before < trickle / 2, session.wakeups - before
+    # A resume re-registers the socket by its number: asyncio formats no repr of it (two
+    # system calls each, twice a resume, when registered as the socket object).
+    assert reprs == 0

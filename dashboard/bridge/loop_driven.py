@@ -163,7 +163,10 @@ class LoopDriven:
         if sock is not self._sock or not self._waiting or sock.fileno() < 0:
             return  # closed meanwhile; a new socket has its own reader
         self._waiting = False
-        self._loop.add_reader(sock, self._readable)
+        # By its number: add_reader looks the socket up first, and the KeyError it catches
+        # formats the socket's repr (getsockname and getpeername: two system calls, twice) on
+        # every resume; a number's repr costs nothing.
+        self._loop.add_reader(sock.fileno(), self._readable)
         self._read()
 
     def _read(self) -> None:
