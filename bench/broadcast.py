@@ -85,6 +85,12 @@ def cpu(pid: int) -> float:
     return sum(psutil.Process(pid).cpu_times()[:2])
 
 
+def others_cpu_of(stack: Stack) -> float:
+    """CPU seconds of the dashboard's processes but the measured server (scaled out: the
+    bridge worker and the other web process; none in one process)."""
+    return sum(cpu(pid) for pid in stack.server_pids if pid != stack.server_pid)
+
+
 def machine() -> tuple[float, float, float]:
     """Now, with the CPU seconds the whole machine was busy (every process: Mosquitto, the
     publisher, the history writer too) and those the hypervisor took from it (steal)."""
@@ -123,12 +129,12 @@ async def measure(
         # Counting reads each page's snapshot into its stats (pages parse what they got
         # lazily): done here, that work is not counted as the stream's.
         counted = await fleet.counts()
-        await quiet_all(stack)
+        await stack.until_quiet()
         frames: list[tuple[float, str | bytes]] = []
         recorder[0].recording = frames
         me = psutil.Process()
         began = (cpu(stack.server_pid), fleet.cpu_seconds(), sum(me.cpu_times()[:2]), *machine())
-        others_began = sum(cpu(pid) for pid in stack.server_pids if pid != stack.server_pid)
+        others_began = others_cpu_of(stack)
         profiler = None
         if profile is not None:
             profiler = await Profile(stack.server_pid, profile, duration).start()
@@ -140,9 +146,7 @@ async def measure(
         shares = await fleet.settle(last_file, SETTLE_SECONDS)
         await asyncio.sleep(0.5)
         ended = (cpu(stack.server_pid), fleet.cpu_seconds(), sum(me.cpu_times()[:2]), *machine())
-        others_cpu = (
-            sum(cpu(pid) for pid in stack.server_pids if pid != stack.server_pid) - others_began
-        )
+        others_cpu = others_cpu_of(stack) - others_began
         frames_got = (await fleet.counts())[0] - counted[0]
         recorder[0].recording = None
         times_file = directory / "times.bin"
@@ -186,18 +190,11 @@ async def measure(
     )
 
 
-async def quiet_all(stack: Stack) -> None:
-    """The server quiet, and in the scaled-out layout the bridge worker and the other web
-    process too: none is still working off what came before."""
-    for pid in stack.server_pids:
-        await quiet(pid)
-
-
 async def alone(
     stack: Stack, building: Building, page: PageClient, rate: float, duration: float
 ) -> float:
     """The server's CPU seconds for the same stream with one page open."""
-    await quiet_all(stack)
+    await stack.until_quiet()
     began = cpu(stack.server_pid)
     stream = await publish_stream(stack, building, rate, duration, "broadcast-alone")
     await settle([page], stream)

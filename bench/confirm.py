@@ -25,7 +25,7 @@ from typing import Any
 from bench.clients import PageClient, close_all, open_pages
 from bench.figures import Figure, figure, percentile
 from bench.freshness import SEQUENCER, until_bridged
-from bench.harness import SEQ_NAME, Building, Stack, quiet
+from bench.harness import SEQ_NAME, Building, Stack
 from bench.mqttwire import publish_all
 from dashboard.demo.inventory import is_sensor
 from dashboard.demo.simulator import meta_item, timestamp
@@ -130,8 +130,7 @@ async def measure(stack: Stack, trials: int) -> Confirm:
         await asyncio.to_thread(publish_all, stack.broker.port, report(100))
         for trial in range(trials):
             level = 20 + trial % 60
-            for pid in stack.server_pids:
-                await quiet(pid)
+            await stack.until_quiet()
             html = await _post_until_followed(port, building.id, space["id"], session, level)
             attempt = int(ATTEMPT.search(html).group(1))  # type: ignore[union-attr]
             sent = time.monotonic()

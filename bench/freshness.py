@@ -29,7 +29,7 @@ import psutil
 
 from bench.clients import PageClient, close_all, open_mqtt_clients, open_pages, stats_of
 from bench.figures import Figure, Target, figure, percentile
-from bench.harness import SEQ_NAME, Building, Stack, Worker, quiet
+from bench.harness import SEQ_NAME, Building, Stack, Worker
 from bench.ingest import run_publisher
 from bench.mqttwire import publish_all
 from bench.profiling import Profile
@@ -185,8 +185,7 @@ async def measure(
             await extra.enter_async_context(beside(stack, building))
         for page in pages:
             page.record_from = SEQUENCER.next.get(building.id, 1)
-        for pid in stack.server_pids:
-            await quiet(pid)
+        await stack.until_quiet()
         marks = [(p.stats.wire_bytes, p.stats.frames) for p in pages]
         deflated = pages[0].stats.deflated_bytes
         once = pages[0].stats.compressed_once_bytes

@@ -240,6 +240,12 @@ class Stack:
         """Every process of the dashboard (web and bridge), for CPU and quiet checks."""
         return [self.server_pid]
 
+    async def until_quiet(self) -> None:
+        """Every process of the dashboard quiet (``quiet``): in the scaled-out layout the
+        bridge worker and the other web process too."""
+        for pid in self.server_pids:
+            await quiet(pid)
+
     def restart_server(self) -> None:
         """A fresh server process (same database), for measurements from a clean heap."""
         assert self.served is not None

@@ -87,7 +87,8 @@ class HistoryWriter:
 
         Records that arrive during a write wait for the next interval: writing them at once
         turned a steady stream into a batch of a few dozen records every 25 ms, each with
-        its thread hop, pickle and database transaction (docs/benchmarks.md, "Broadcast").
+        its thread hop, pickle and database transaction (docs/benchmarks.md, "2026-12-04,
+        night").
         """
         loop = asyncio.get_running_loop()
         due = loop.time() + self._interval
