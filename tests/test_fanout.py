@@ -194,3 +194,28 @@ async def test_a_value_changed_after_its_device_list_was_rendered_ahead_renews_t
     fanout.changed(tiles.meta(DEVICE, "temperature"))
     await fanout.flush()
     assert sent == [("all", "<device:9>")]
+
+
+async def test_a_stopped_fanout_returns_even_when_the_channel_layer_loses_the_cancellation():
+    # serve once never stopped: the bridge cancelled its fan-out mid-send on Redis, the
+    # cancellation went no further, and the fan-out waited for the next change forever.
+    fanout, sent, _ = make_fanout(window=0.05)
+    original = fanout._send
+    sending = asyncio.Event()
+
+    async def send_losing_cancellation(*args) -> None:
+        sending.set()
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # as a library that swallows it does
+        await original(*args)
+
+    fanout._send = send_losing_cancellation
+    task = asyncio.create_task(fanout.run())
+    fanout.changed(tiles.meta(DEVICE, "temperature"))
+    await sending.wait()
+    fanout.stop()
+    task.cancel()
+    await asyncio.wait_for(task, 1.0)  # returns, instead of waiting on the next change
+    assert sent == [("all", "<meta:0>")]  # the frame in hand still went out

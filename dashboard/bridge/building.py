@@ -123,9 +123,10 @@ class BuildingBridge:
         if self._draining is not None:
             self._draining.cancel()
             await asyncio.gather(self._draining, return_exceptions=True)
+        self.fanout.stop()
         for task in self._tasks:
             if task.get_name().startswith("fanout"):
-                task.cancel()
+                task.cancel()  # out of a window's wait at once; the flag if it is lost
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.fanout.flush()
 

@@ -64,6 +64,7 @@ class Fanout:
         self.seq: dict[str, int] = dict.fromkeys(tiles.AUDIENCES, 0)
         self.flushes = 0
         self.failing = False
+        self._stopping = False
 
     def changed(self, tile: Tile) -> None:
         self._dirty[tile] = None
@@ -78,8 +79,17 @@ class Fanout:
         self._snapshot_requests.append((reply_to, wanted))
         self._wake.set()
 
+    def stop(self) -> None:
+        """Have ``run`` return; what is still dirty is left for a last ``flush``.
+
+        A flag, not only a cancellation: a cancellation that reaches the channel layer
+        mid-send can be lost there (seen once with Redis, when ``serve`` then never stopped).
+        """
+        self._stopping = True
+        self._wake.set()
+
     async def run(self) -> None:
-        """Flush forever: at once when the last flush began a window ago, else when it has.
+        """Flush until stopped: at once when the last flush began a window ago, else when it has.
 
         Flushes begin at most once a window, whatever they take: under steady load a value
         waits at most a window plus its own flush, and a lone change goes out at once. Most
@@ -87,15 +97,17 @@ class Fanout:
         changed since and rendering is mostly off the values' way to the pages.
         """
         ahead, step = self._window * RENDER_AHEAD, self._window * RENDER_STEP
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             due = self._last_flush + self._window
-            while (left := due - time.monotonic()) > 0:
+            while (left := due - time.monotonic()) > 0 and not self._stopping:
                 if left > ahead:
                     await asyncio.sleep(left - ahead)
                 else:
                     self.render_ahead()
                     await asyncio.sleep(min(left, step))
+            if self._stopping:
+                return
             self._wake.clear()
             self._last_flush = time.monotonic()
             try:
