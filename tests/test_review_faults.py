@@ -447,6 +447,37 @@ async def test_after_redis_loses_its_data_the_bridge_hears_pages_again_within_10
         inbox.close()
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_a_stopped_inbox_returns_even_when_a_receive_loses_the_cancellation(redis_layer, hq):
+    inbox = Inbox(lambda message: None)
+    await inbox.open()
+    receive = inbox._layer.receive
+    receiving = asyncio.Event()
+    lost: list[bool] = []
+
+    async def receive_losing_cancellation(channel: str) -> dict:
+        receiving.set()
+        try:
+            return await receive(channel)
+        except asyncio.CancelledError:
+            if lost:
+                raise
+            lost.append(True)
+            asyncio.current_task().uncancel()  # the first one, as a library that swallows it
+            return {"type": "noop"}
+
+    inbox._layer.receive = receive_losing_cancellation
+    listening = asyncio.create_task(inbox.run())
+    try:
+        await receiving.wait()
+        inbox.stop()
+        listening.cancel()
+        await asyncio.wait_for(listening, 2.0)  # returns instead of receiving forever
+    finally:
+        listening.cancel()
+        inbox.close()
+
+
 # --- 8f: what one big entry may cost is bounded in bytes too ---------------------------------
 
 

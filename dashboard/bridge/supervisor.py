@@ -106,6 +106,7 @@ class Bridge:
                     await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
         finally:
             readiness.unregister(self.local)  # stopping: this process serves no building now
+            self.inbox.stop()
             inbox.cancel()
             if self._nightly_task is not None:
                 await asyncio.gather(self._nightly_task, return_exceptions=True)
