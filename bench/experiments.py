@@ -21,6 +21,8 @@ own two phases:
   frame again per page (the fan-out already deflates each busy frame once for all pages).
 - ``trace``: the product, recording where a value's wait goes (flush period, rendering,
   sending, the last page's forward, event-loop lag); its percentiles are printed.
+- ``collections``: the product, recording each full garbage collection (when, how long, how
+  many objects it looked at, the types that came since the last one); printed one per line.
 
 The fixes first prototyped here (one executemany per history batch, reading every waiting
 packet per wake-up, no thread hop per frame) are now in the product; docs/benchmarks.md keeps
@@ -38,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 VARIANTS = ("as-is", "thread-history", "no-history", "django-tiles", "no-rollups")
-SERVER_VARIANTS = ("as-is", "deflate", "trace")
+SERVER_VARIANTS = ("as-is", "deflate", "trace", "collections")
 
 
 def apply(variant: str) -> None:
@@ -215,13 +217,62 @@ def trace_summary(path: str) -> str:
     )
 
 
+def _collections() -> None:
+    """Record each full collection as JSON lines to ``$BENCH_TRACE.collections``."""
+    import gc
+    import json
+    import time
+    from collections import Counter
+
+    out = open(os.environ["BENCH_TRACE"] + ".collections", "a")  # noqa: SIM115
+    left: Counter[str] = Counter()  # types in the oldest generation after the last one
+    began = [0.0, 0]
+
+    def census() -> Counter[str]:
+        return Counter(type(o).__qualname__ for o in gc.get_objects(generation=2))
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        nonlocal left
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            seen = census()
+            came = (seen - left).most_common(8)
+            began[:] = [time.perf_counter(), sum(seen.values())]
+            out.write(json.dumps({"at": time.time(), "objects": began[1], "came": came}) + "\n")
+        else:
+            took = (time.perf_counter() - began[0]) * 1000
+            out.write(json.dumps({"took_ms": round(took, 1), "collected": info["collected"]}))
+            out.write("\n")
+            out.flush()
+            left = census()  # before the product's own callback, if any, freezes it
+
+    gc.callbacks.insert(0, callback)
+
+
+def collections_summary(path: str) -> str:
+    import json
+
+    with open(path) as records:
+        lines = [json.loads(line) for line in records]
+    return "\n".join(
+        f"{a['at'] % 1000:8.1f} s  {a['objects']:7d} objects  {b['took_ms']:6.1f} ms  "
+        f"collected {b['collected']:6d}  came {a['came'][:4]}"
+        for a, b in zip(lines[::2], lines[1::2], strict=False)
+    )
+
+
 def apply_server(variant: str) -> None:
     if variant not in SERVER_VARIANTS:
         raise SystemExit(f"unknown server variant {variant!r}; one of {SERVER_VARIANTS}")
     SERVER_PATCHES.get(variant, lambda: None)()
 
 
-SERVER_PATCHES: dict[str, Callable[[], None]] = {"deflate": _deflate, "trace": _trace}
+SERVER_PATCHES: dict[str, Callable[[], None]] = {
+    "deflate": _deflate,
+    "trace": _trace,
+    "collections": _collections,
+}
 PATCHES: dict[str, Callable[[], None]] = {
     "no-history": _no_history,
     "thread-history": _thread_history,
@@ -277,6 +328,8 @@ async def serve_main(
             )
             if trace.exists():
                 print(trace_summary(str(trace)), flush=True)
+            if os.path.exists(f"{trace}.collections"):
+                print(collections_summary(f"{trace}.collections"), flush=True)
         finally:
             stack.stop()
             shutil.rmtree(directory, ignore_errors=True)

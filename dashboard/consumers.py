@@ -24,7 +24,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
 from dashboard.access import roles_on, visible_buildings
-from dashboard.live import layer, metrics, tiles, wire
+from dashboard.live import gc_tuning, layer, metrics, tiles, wire
 from dashboard.live.hub import Hub
 from dashboard.models import Building, Role
 
@@ -202,6 +202,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.counted:
             self.counted = False
             metrics.PAGES_CONNECTED.dec()
+            gc_tuning.page_closed()
         hub, self.hub = self.hub, None
         if hub is not None:
             await hub.unsubscribe(self, self._groups())
