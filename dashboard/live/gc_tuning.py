@@ -13,11 +13,12 @@ the collector's sight for good.
 
 A web process's oldest generation is then mostly its open pages (about 180 objects each):
 at 1,000 pages each full collection took 90-160 ms every 7-10 s, and the values waiting
-meanwhile were the late ones of every page (docs/benchmarks.md, "2026-12-05"). So a web
-process also freezes what survives each full collection: the next one looks only at what
-came since. Freezing hides garbage cycles among what it froze, so a page that closes (its
-cycles) and, in any case, ``UNFREEZE_EVERY`` seconds bring everything back into sight: the
-next full collection frees those cycles, and what survives it is frozen again.
+meanwhile were the late ones of every page (docs/benchmarks.md, "2026-12-04, late"). So a
+web process also freezes what survives each full collection: the next one looks only at
+what came since. Freezing hides garbage cycles among what it froze, so a page that closes
+and, in any case, ``UNFREEZE_EVERY`` seconds bring everything back into sight: the next
+full collection frees those cycles, and what survives it is frozen again. Nothing is
+frozen just after a page closed, while its objects are still dying.
 """
 
 from __future__ import annotations
