@@ -478,6 +478,28 @@ async def test_a_stopped_inbox_returns_even_when_a_receive_loses_the_cancellatio
         inbox.close()
 
 
+async def test_a_receive_that_loses_its_cancellation_and_reads_again_is_cancelled_again():
+    # What channels_redis was seen to do: the cancelled receive starts its next blocking read.
+    from dashboard.bridge.supervisor import cancel_until_done
+
+    lost: list[bool] = []
+
+    async def receive_forever() -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if lost:
+                    raise
+                lost.append(True)
+                asyncio.current_task().uncancel()
+
+    receiving = asyncio.create_task(receive_forever())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_until_done(receiving), 5.0)
+    assert receiving.cancelled() and lost == [True]
+
+
 # --- 8f: what one big entry may cost is bounded in bytes too ---------------------------------
 
 

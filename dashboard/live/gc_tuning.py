@@ -56,6 +56,7 @@ class _Refreeze:
     def install(self) -> None:
         if not self.installed:
             self.installed = True
+            self.thaw_at = time.monotonic() + UNFREEZE_EVERY
             gc.callbacks.append(self.after)
 
     def after(self, phase: str, info: dict[str, Any]) -> None:
@@ -64,8 +65,10 @@ class _Refreeze:
         now = time.monotonic()
         if now >= self.thaw_at:
             self.thaw()  # this collection saw only what came since the last one: see it all
-        elif now - self.closed_at >= QUIET_AFTER_CLOSE:
+        elif now - (closed_at := self.closed_at) >= QUIET_AFTER_CLOSE:
             gc.freeze()  # a list splice, however many objects
+            if self.closed_at != closed_at:
+                gc.unfreeze()  # a page closed meanwhile, on another thread's collection
 
     def thaw(self) -> None:
         if self.installed:
@@ -78,8 +81,9 @@ _refreeze = _Refreeze()
 
 def page_closed() -> None:
     """A page closed in this process: the next full collection sees all, and frees its cycles."""
-    _refreeze.closed_at = time.monotonic()
-    _refreeze.thaw()
+    if _refreeze.installed:
+        _refreeze.closed_at = time.monotonic()
+        _refreeze.thaw()
 
 
 def tune(*, ingest_only: bool) -> None:
