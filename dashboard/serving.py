@@ -19,8 +19,6 @@ from django.core.management.base import CommandError
 
 logger = logging.getLogger(__name__)
 
-CANCEL_ROUNDS = 5  # times the tasks left at shutdown are cancelled...
-CANCEL_WAIT = 2.0  # ...each time waiting this many seconds for them to end
 # A stop still going after this long reports what it waits for: the tasks not done, then
 # every thread's stack (in case the loop itself is blocked). Service managers and the tests
 # kill a process that takes 20-30 s; by then the report is in its output.
@@ -187,16 +185,14 @@ def _finish_tasks(loop: asyncio.AbstractEventLoop) -> None:
     destroyed during interpreter shutdown, which crashed CPython 3.11 (SIGSEGV while
     garbage-collecting a pending ``Queue.get``).
     """
+    from dashboard.live import layer
+
     pending = {task for task in asyncio.all_tasks(loop) if not task.done()}
-    # Cancelled again while any is left: a cancelled channels_redis receive was seen to lose
-    # the cancellation and start its next blocking read (the page hub's, about one Ctrl-C in
-    # five on Redis, which then never ended); cancelling it again ends that read.
-    for _ in range(CANCEL_ROUNDS):
-        if not pending or loop.is_closed():
-            return
-        for task in pending:
-            task.cancel()
-        _, pending = loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_WAIT))
+    if not pending or loop.is_closed():
+        return
+    # Cancelled again while any is left (layer.cancel_until_done): the page hub's receive
+    # was seen to lose its cancellation and never end.
+    pending = loop.run_until_complete(layer.cancel_until_done(pending))
     if pending:
         logger.warning("%d tasks did not end at shutdown", len(pending))
 

@@ -27,7 +27,6 @@ class Inbox:
         self.channel: str | None = None
         self._joined: dict[uuid.UUID, float] = {}
         self._unwatch: Callable[[], None] | None = None
-        self._stopping = False
 
     async def open(self) -> None:
         if self._layer is not None:
@@ -50,20 +49,15 @@ class Inbox:
             return
         await self._layer.group_discard(layer.bridge_group(building_id), self.channel)
 
-    def stop(self) -> None:
-        """Have ``run`` return after the receive in hand (a cancellation lost in the channel
-        layer kept a fan-out running once: see ``Fanout.stop``)."""
-        self._stopping = True
-
     def close(self) -> None:
         if self._unwatch is not None:
             self._unwatch()
 
     async def run(self) -> None:
-        """Handle requests until stopped; one bad request never stops the loop."""
+        """Handle requests until cancelled; one bad request never stops the loop."""
         if self.channel is None:
             return
-        while not self._stopping:
+        while True:
             try:
                 message = await self._layer.receive(self.channel)
             except asyncio.CancelledError:

@@ -27,21 +27,6 @@ from dashboard.live.load import load_batches, load_confirmations, load_state
 logger = logging.getLogger(__name__)
 
 RESYNC_STOP_WAIT = 20.0  # seconds a stopping bridge lets a building's re-sync finish
-# A stopping bridge cancels its inbox again every CANCEL_WAIT seconds, CANCEL_ROUNDS times.
-CANCEL_WAIT = 1.0
-CANCEL_ROUNDS = 10
-
-
-async def cancel_until_done(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` until it ends: a cancelled channels_redis receive can lose the
-    cancellation and start its next blocking read (dashboard/serving.py saw it too)."""
-    for _ in range(CANCEL_ROUNDS):
-        if task.done():
-            return
-        task.cancel()
-        await asyncio.wait({task}, timeout=CANCEL_WAIT)
-    if not task.done():
-        logger.warning("task %s did not end when cancelled", task.get_name())
 
 
 class Bridge:
@@ -121,7 +106,6 @@ class Bridge:
                     await asyncio.wait_for(self._stopping.wait(), self._poll_interval)
         finally:
             readiness.unregister(self.local)  # stopping: this process serves no building now
-            self.inbox.stop()
             inbox.cancel()
             if self._nightly_task is not None:
                 await asyncio.gather(self._nightly_task, return_exceptions=True)
@@ -134,8 +118,9 @@ class Bridge:
                 await self.history.flush()  # the next holder starts from what we saw
                 await self.leases.leave(list(self.buildings))
             history.cancel()
-            await cancel_until_done(inbox)
-            await asyncio.gather(history, inbox, return_exceptions=True)
+            if await layer.cancel_until_done({inbox}):
+                logger.warning("the bridge's inbox did not end when cancelled")
+            await asyncio.gather(history, return_exceptions=True)
             await self.history.close()
             logger.info("bridge stopped; %d history records written", self.history.written)
 

@@ -59,6 +59,26 @@ def unpack(frame: str | bytes) -> str:
     return zlib.decompress(frame, -zlib.MAX_WBITS).decode()
 
 
+# A cancelled channels_redis receive was seen to lose the cancellation and start its next
+# blocking read (the page hub's at shutdown, about one Ctrl-C in five on Redis; the bridge's
+# inbox): tasks that read the layer are cancelled again until they end.
+CANCEL_ROUNDS = 5
+CANCEL_WAIT = 2.0  # seconds each round waits for them
+
+
+async def cancel_until_done(tasks: Iterable[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+    """Cancel ``tasks`` again every ``CANCEL_WAIT`` seconds until they end, ``CANCEL_ROUNDS``
+    times at most; returns those still not done."""
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(CANCEL_ROUNDS):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT)
+    return pending
+
+
 def group_name(building_id: uuid.UUID | str, audience: str = EVERYONE) -> str:
     """Channel-layer group of a building's pages; support-only content has its own group."""
     suffix = "" if audience == EVERYONE else f".{audience}"
