@@ -26,10 +26,12 @@ def connect_packet(client_id: str, keepalive: int = 0) -> bytes:
     return b"\x10" + _length(len(body)) + body
 
 
-def publish_packet(topic: bytes, payload: bytes, packet_id: int) -> bytes:
-    """PUBLISH with QoS 1."""
-    body = _string(topic) + struct.pack("!H", packet_id) + payload
-    return b"\x32" + _length(len(body)) + body
+def publish_packet(
+    topic: bytes, payload: bytes, packet_id: int, qos: int = 1, flags: int = 0
+) -> bytes:
+    """PUBLISH, QoS 1 unless told; ``flags``: DUP (0x08) and RETAIN (0x01)."""
+    body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
+    return bytes([0x30 | qos << 1 | flags]) + _length(len(body)) + body
 
 
 def subscribe_packet(topics: list[str], packet_id: int, qos: int = 0) -> bytes:

@@ -18,7 +18,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench import broadcast, confirm, freshness, growth, ingest, memory, occupancy, render
+from bench import (
+    broadcast,
+    confirm,
+    freshness,
+    growth,
+    ingest,
+    memory,
+    mqtt_read,
+    occupancy,
+    render,
+)
 from bench.figures import Figure, table, write_results
 from bench.harness import Stack, machine_info, workdir
 from bench.scaled import ScaledStack
@@ -28,6 +38,7 @@ SCENARIOS = (
     "ingest",
     "freshness",
     "render",
+    "mqttread",
     "memory",
     "growth",
     "confirm",
@@ -59,6 +70,8 @@ class Scale:
     occupancy_places: int
     occupancy_days: int
     occupancy_repeats: int
+    mqtt_messages: int
+    mqtt_rounds: int
     # Served settings beyond harness.SERVE_SETTINGS: the smoke run waits less for the bridge
     # to pick a building up and to store its state.
     serve_settings: dict[str, str] = field(default_factory=dict)
@@ -85,6 +98,8 @@ FULL = Scale(
     occupancy_places=500,
     occupancy_days=30,
     occupancy_repeats=7,
+    mqtt_messages=20000,
+    mqtt_rounds=5,
 )
 SMOKE = Scale(
     ingest_devices=20,
@@ -107,6 +122,8 @@ SMOKE = Scale(
     occupancy_places=20,
     occupancy_days=2,
     occupancy_repeats=2,
+    mqtt_messages=2000,
+    mqtt_rounds=2,
     serve_settings={"HISTORY_FLUSH_SECONDS": "0.25", "INVENTORY_POLL_SECONDS": "0.25"},
 )
 
@@ -179,6 +196,13 @@ class Runner:
         self.measured.render[s.render_devices] = result
         self.figures += render.figures(result)
         self.details["render"] = result.summary()
+
+    async def mqttread(self) -> None:
+        s = self.scale
+        log(f"10. MQTT read: {s.mqtt_messages} PUBLISH packets, paho's read and the bridge's")
+        result = mqtt_read.measure(s.mqtt_messages, s.mqtt_rounds)
+        self.figures += mqtt_read.figures(result)
+        self.details["mqtt_read"] = result.summary()
 
     async def memory(self) -> None:
         s = self.scale

@@ -51,6 +51,7 @@ EXPECTED = [
     "broadcast.client_cpu@",
     "broadcast.machine_cpu@",
     "occupancy.report@",
+    "mqtt.read_us_per_message",
 ]
 
 
@@ -128,6 +129,9 @@ def test_values_are_sane(smoke: tuple[dict, str]) -> None:
     rounds = [n for n in figures if n.startswith("memory.rss_after_")]
     assert len(rounds) == 2 and any(n.endswith("_from_round_2") for n in rounds), rounds
     assert 0 < first("occupancy.report@")["value"] < 10_000
+    # Both reads took every packet; the bridge's own is the cheaper (a few µs against ~15).
+    read = figures["mqtt.read_us_per_message"]
+    assert 0 < read["value"] < read["baseline"], read
     # Cores busy over the measured window: no more than the machine has, and at least the
     # CPU the server and the pages it counts used in that window.
     for pages, run in smoke[0]["details"]["broadcast"].items():

@@ -173,8 +173,11 @@ class BuildingSession(LoopDriven):
             topic = message.topic
         except UnicodeDecodeError:
             topic = message._topic.decode("utf-8", "replace")
+        self._message(topic, bytes(message.payload))  # bytes already: no copy
+
+    def _message(self, topic: str, payload: bytes) -> None:
         try:
-            self._on_message(topic, bytes(message.payload))  # bytes already: no copy
+            self._on_message(topic, payload)
         except Exception:
             # One bad message must never stop the session.
             logger.exception(

@@ -1,0 +1,100 @@
+"""The bridge's own read of PUBLISH packets, beside paho's, on the bytes a broker sends."""
+
+from __future__ import annotations
+
+import socket
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.mqttwire import publish_packet
+from dashboard.bridge.loop_driven import BufferedClient
+
+
+def publish(topic: bytes, payload: bytes, qos: int = 1, mid: int = 1, flags: int = 0) -> bytes:
+    """A PUBLISH packet as a broker sends it (MQTT 3.1.1)."""
+    return publish_packet(topic, payload, mid, qos, flags)
+
+
+def reading(data: bytes) -> tuple[BufferedClient, socket.socket]:
+    """A client whose socket has ``data`` waiting, and the broker's end of it."""
+    client = BufferedClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    broker.sendall(data)
+    client._sock_recv(0)  # fills the buffer with what is waiting, takes none of it
+    return client, broker
+
+
+def acks(client: BufferedClient) -> list[bytes]:
+    return [bytes(packet["packet"]) for packet in client._out_packet]
+
+
+def test_whole_publishes_are_handed_over_in_order_with_their_pubacks_queued():
+    big = b"x" * 300  # a remaining length of two bytes
+    client, _ = reading(
+        publish(b"a/b", b"1", mid=7)
+        + publish(b"c", b"2", qos=0)
+        + publish(b"d", big, mid=8, flags=0x09)  # dup and retain set
+    )
+    got: list[tuple[str, bytes]] = []
+    assert client.take_publishes(lambda t, p: got.append((t, p)), 10) == 3
+    assert got == [("a/b", b"1"), ("c", b"2"), ("d", big)]
+    assert acks(client) == [b"\x40\x02\x00\x07", b"\x40\x02\x00\x08"]
+    assert not client.buffered()
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        pytest.param(publish(b"q2", b"v", qos=2), id="QoS 2"),
+        pytest.param(b"\x90\x03\x00\x01\x01", id="a SUBACK"),
+        pytest.param(publish(b"", b"v"), id="an empty topic"),
+        pytest.param(publish(b"\xff\xfe", b"v"), id="a topic that is not UTF-8"),
+        pytest.param(b"\x32\x01\x00", id="a length too short for its topic"),
+        pytest.param(b"\x32\xff\xff\xff\xff\x7f", id="a remaining length of five bytes"),
+        pytest.param(publish(b"cut", b"v" * 50)[:-1], id="a packet cut at the buffer's end"),
+    ],
+)
+def test_what_the_fast_read_does_not_know_is_left_where_paho_will_read_it(rest):
+    client, _ = reading(publish(b"first", b"1") + rest)
+    got: list[tuple[str, bytes]] = []
+    assert client.take_publishes(lambda t, p: got.append((t, p)), 10) == 1
+    assert got == [("first", b"1")]
+    assert client._chunk[client._taken :] == rest
+
+
+def test_it_takes_no_more_than_its_limit():
+    client, _ = reading(b"".join(publish(b"t", str(n).encode(), mid=n + 1) for n in range(5)))
+    got: list[bytes] = []
+    assert client.take_publishes(lambda t, p: got.append(p), 2) == 2
+    assert client.take_publishes(lambda t, p: got.append(p), 10) == 3
+    assert got == [b"0", b"1", b"2", b"3", b"4"]
+    assert acks(client) == [b"\x40\x02\x00" + bytes([n + 1]) for n in range(5)]
+
+
+def test_a_packet_split_across_reads_goes_to_paho_and_the_order_holds():
+    """The fast read takes the whole packet; paho reads the one cut in two, finishing it
+    from the socket, and its PUBACK queues after the first's."""
+    second = publish(b"second", b"2", mid=2)
+    client, broker = reading(publish(b"first", b"1", mid=1) + second[:4])
+    got: list[tuple[str, bytes]] = []
+    client.on_message = lambda c, u, m: got.append((m.topic, m.payload))
+    assert client.take_publishes(lambda t, p: got.append((t, p)), 10) == 1
+    assert client.take_publishes(lambda t, p: got.append((t, p)), 10) == 0
+    client.loop_read()  # paho takes the four bytes, then waits for the rest
+    assert got == [("first", b"1")]
+    assert client.take_publishes(lambda t, p: got.append((t, p)), 10) == 0  # paho is mid-packet
+    broker.sendall(second[4:] + publish(b"third", b"3", mid=3))
+    client.loop_read()
+    assert got == [("first", b"1"), ("second", b"2")]
+    assert client.take_publishes(lambda t, p: got.append((t, p)), 10) == 1
+    assert got[-1] == ("third", b"3")
+    client.loop_write()  # (paho already wrote the first two when it queued its own)
+    broker.settimeout(5)
+    sent = b""
+    while len(sent) < 12:
+        sent += broker.recv(100)
+    assert sent == b"\x40\x02\x00\x01\x40\x02\x00\x02\x40\x02\x00\x03"
