@@ -25,6 +25,7 @@ from dashboard.live.state import HeadcountValue, MetaValue
 from dashboard.live.store import prune_history, write_batch
 from dashboard.models import (
     Building,
+    Device,
     HeadcountSample,
     MetaHour,
     MetaMinute,
@@ -421,3 +422,56 @@ async def _sync(fn: Any) -> Any:
     from asgiref.sync import sync_to_async
 
     return await sync_to_async(fn)()
+
+
+def test_several_readings_a_minute_roll_up_to_the_minutes_and_hours_the_raw_samples_give(hq):
+    """Readings of two devices every 7 s over three hours, written in shuffled batches: each
+    minute and hour row holds its readings' min, max, sum, count and last, as computed here
+    from the stored samples; each sample holds the value and moment it was given."""
+    rng = random.Random(7)
+    devices = [hq[Scope.DEVICE], Device.objects.create(building_id=hq[Scope.BUILDING]).id]
+    readings = [
+        MetaValue(device, "dim", value, "", "%", "", MONDAY + timedelta(seconds=7 * n))
+        for n in range(3 * 3600 // 7)
+        for device, value in zip(devices, (n % 101, rng.uniform(-5, 40)), strict=True)
+    ]
+    readings += [  # numbers whose text is not the plain one
+        MetaValue(devices[0], "ratio", 1e-7, "", "", "", MONDAY),
+        MetaValue(devices[0], "big", 10**30, "", "", "", MONDAY),
+    ]
+    odd = [  # states, text and JSON are stored as given, never rolled up
+        MetaValue(devices[0], "mode", "eco", "", "", "", MONDAY),
+        MetaValue(devices[0], "flags", {"a": [1, None]}, "", "", "", MONDAY),
+        MetaValue(devices[0], "on", True, "", "", "", MONDAY),
+    ]
+    records = [(hq[Scope.BUILDING], value) for value in [*odd, *readings]]
+    for start in range(0, len(records), 1_000):  # batches end mid-minute, mid-hour
+        batch = records[start : start + 1_000]
+        rng.shuffle(batch)  # within a batch, readings need not come in time order
+        write_batch(batch)
+
+    stored = list(MetaSample.objects.values_list("device_id", "name", "value", "received_at"))
+    assert sorted(stored, key=repr) == sorted(
+        ((v.device_id, v.name, v.value, v.received_at) for v in [*readings, *odd]), key=repr
+    )
+    for model, width in ((MetaMinute, rollups.MINUTE), (MetaHour, rollups.HOUR)):
+        want: dict[tuple[Any, ...], list[float]] = {}
+        for v in sorted(readings, key=lambda v: v.received_at):
+            start = int(v.received_at.timestamp()) // width * width
+            key = (v.device_id, v.name, datetime.fromtimestamp(start, UTC))
+            want.setdefault(key, []).append(float(v.value))
+        rows = {
+            (r.device_id, r.name, r.bucket): (
+                r.value_min,
+                r.value_max,
+                r.value_sum,
+                r.value_n,
+                r.value_last,
+            )
+            for r in model.objects.all()
+        }
+        assert rows.keys() == want.keys()
+        for key, values in want.items():
+            low, high, total, count, last = rows[key]
+            assert (low, high, count, last) == (min(values), max(values), len(values), values[-1])
+            assert total == pytest.approx(sum(values))

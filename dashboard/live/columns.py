@@ -11,6 +11,8 @@ JSON. Column names are the models' plain lower-case ones, written unquoted.
 from __future__ import annotations
 
 import functools
+import json
+import math
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -41,10 +43,17 @@ def write_rows(
     )
     if conflict:
         sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {updates}"
-    params = [tuple(adapt(v) for adapt, v in zip(adapters, row, strict=True)) for row in rows]
-    if params:
-        with connection.cursor() as cursor:
-            cursor.executemany(sql, params)
+    rows = list(rows)
+    if not rows:
+        return
+    # Column by column: map() runs each adapter at C speed over a column, where a tuple
+    # built per row called every adapter from Python (a third of the writer's time).
+    adapted = [
+        column if adapt is _same else list(map(adapt, column))
+        for adapt, column in zip(adapters, zip(*rows, strict=True), strict=True)
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, list(zip(*adapted, strict=True)))
 
 
 def replacing(names: Iterable[str]) -> str:
@@ -66,6 +75,8 @@ def adapter(field: Field[Any, Any]) -> Callable[[Any], Any]:
     if isinstance(target, JSONField):
         # None is SQL NULL, as JSONField.get_db_prep_save has it.
         adapt_json, encoder = connection.ops.adapt_json_value, target.encoder
+        if connection.vendor == "sqlite" and encoder is None:
+            return _sqlite_json
         return lambda value: None if value is None else adapt_json(value, encoder)
     return _same
 
@@ -82,9 +93,24 @@ def _sqlite_utc(value: datetime | None) -> str | None:
     (``adapt_datetimefield_value`` without its per-value settings lookups)."""
     if value is None:
         return None
+    if value.tzinfo is UTC:  # what the bridge stamps: the text without its "+00:00"
+        return value.isoformat(" ")[:-6]
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r} while time zone support is active")
     return str(value.astimezone(UTC).replace(tzinfo=None))
+
+
+def _sqlite_json(value: Any) -> str | None:
+    """JSON text as ``json.dumps`` writes it; most device values are ints, floats or
+    booleans, whose text needs no encoder (a third of the cost per value)."""
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return None if value is None else json.dumps(value)
 
 
 def _same(value: Any) -> Any:

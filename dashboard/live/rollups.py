@@ -159,22 +159,43 @@ def occupancy_buckets(
 
 def meta_buckets(readings: Iterable[MetaReading]) -> dict[int, list[MetaBucket]]:
     """The numeric readings' buckets per width (MINUTE, HOUR); other values are left out."""
-    tiers: dict[int, dict[tuple[uuid.UUID, str, int], MetaBucket]] = {w: {} for w in WIDTHS}
+    minutes: dict[tuple[uuid.UUID, str, int], MetaBucket] = {}
     for device_id, name, raw, at in sorted(readings, key=lambda r: r[3]):
         value = numeric(raw)
         if value is None:
             continue
-        second = int(at.timestamp())
-        for width, buckets in tiers.items():
-            row = buckets.get((device_id, name, second // width))
-            if row is None:
-                start = _start(second, width)
-                buckets[(device_id, name, second // width)] = MetaBucket(
-                    device_id, name, start, value, value, value, 1, value
-                )
-            else:
-                row.add(value)
-    return {width: list(buckets.values()) for width, buckets in tiers.items()}
+        key = (device_id, name, int(at.timestamp()) // MINUTE)
+        row = minutes.get(key)
+        if row is None:
+            minutes[key] = MetaBucket(
+                device_id, name, _start(key[2] * MINUTE, MINUTE), value, value, value, 1, value
+            )
+        else:
+            row.add(value)
+    # Each reading is added once, to its minute; the hours merge the minutes, which came in
+    # time order (readings sorted, dicts ordered), so a later minute's last is the hour's.
+    hours: dict[tuple[uuid.UUID, str, int], MetaBucket] = {}
+    for (device_id, name, minute), row in minutes.items():
+        key = (device_id, name, minute * MINUTE // HOUR)
+        hour = hours.get(key)
+        if hour is None:
+            hours[key] = MetaBucket(
+                device_id,
+                name,
+                _start(key[2] * HOUR, HOUR),
+                row.value_min,
+                row.value_max,
+                row.value_sum,
+                row.value_n,
+                row.value_last,
+            )
+        else:
+            hour.value_min = min(hour.value_min, row.value_min)
+            hour.value_max = max(hour.value_max, row.value_max)
+            hour.value_sum += row.value_sum
+            hour.value_n += row.value_n
+            hour.value_last = row.value_last
+    return {MINUTE: list(minutes.values()), HOUR: list(hours.values())}
 
 
 # Writing: the model classes are parameters, so the migration passes its historical ones.
