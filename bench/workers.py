@@ -155,6 +155,7 @@ async def run_bridge(args: argparse.Namespace) -> None:
                 "dropped": bridge.history.dropped,
                 "pending": bridge.history.pending,
                 "failures": bridge.history.failures,
+                "peak": bridge.history.peak,
             },
             "fanout": {str(k): {"flushes": b.fanout.flushes} for k, b in bridge.buildings.items()},
             "sent": sent,

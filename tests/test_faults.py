@@ -35,11 +35,12 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import OperationalError, connection
 
+from dashboard.bridge import history as history_module
 from dashboard.bridge.history import HistoryWriter
 from dashboard.bridge.session import client_id
 from dashboard.bridge.supervisor import Bridge
 from dashboard.contract.topics import Kind, Scope, build_topic
-from dashboard.live import layer, store
+from dashboard.live import layer, metrics, store
 from dashboard.live.state import Alarm, LiveState, MetaValue
 from dashboard.models import FaultAlarm, LatestHeadcount, MetaSample
 from tests import seed
@@ -804,6 +805,72 @@ async def test_a_writer_behind_a_stream_writes_back_to_back(
     gaps = [b - a for (_, a), (b, _) in itertools.pairwise(database.writes)]
     print(f"\n{len(database.writes)} batches, longest gap between them {max(gaps):.3f} s")
     assert max(gaps) < 0.15  # waiting out an interval between them would leave 0.3 s
+
+
+async def test_a_flood_the_writer_cannot_keep_up_with_waits_at_the_broker_and_loses_nothing(
+    hq: dict[str, uuid.UUID], broker: Any, start_bridge: StartBridge, database: FlakyDatabase
+) -> None:
+    """A device floods faster than history is written: the bridge stops reading while half
+    the buffer waits, the broker keeps the rest (QoS 1), and every reading is written once,
+    in order, with none dropped. Before, the buffer filled and the oldest were dropped."""
+    building, device = hq[Scope.BUILDING], hq[Scope.DEVICE]
+    database.hang = 0.01  # 10 records each 0.01 s: a writer that works, slower than the flood
+    # Room for a wake-up's packets (MAX_PACKETS_PER_WAKE) past the half where reading holds.
+    history = HistoryWriter(0.1, max_buffer=600, batch_size=10)
+    running = await start_bridge(history=history)
+    await subscribed(running.bridge, building)
+    state = running.bridge.buildings[building].state
+    holds_before = metrics.HISTORY_HOLDS._value.get()
+    most = 0
+
+    async def watch_buffer() -> None:
+        nonlocal most
+        while True:
+            most = max(most, history.pending)
+            await asyncio.sleep(0.005)
+
+    watching = asyncio.create_task(watch_buffer())
+    try:
+        device_sends = await RawMqtt(broker.port).connect()
+        topic = build_topic(Scope.DEVICE, device, Kind.META)
+        began = time.monotonic()
+        for n in range(1, 1501):  # as fast as the broker acknowledges them
+            await device_sends.publish(topic, meta(n), packet_id=n)
+        published_in = time.monotonic() - began
+        device_sends.close()
+        await until(lambda: seq_in(state, device) == 1500, 30, "every value live")
+        await until(lambda: history.pending == 0, 10, "history written")
+    finally:
+        watching.cancel()
+
+    written = [record.value for record in database.rows if isinstance(record, MetaValue)]
+    print(
+        f"\n1,500 values published in {published_in:.2f} s, buffer of 600: most pending {most}, "
+        f"{history.dropped} dropped"
+    )
+    assert history.dropped == 0
+    assert written == list(range(1, 1501))  # each once, in order
+    assert most < 600  # the buffer's bound was never reached
+    assert metrics.HISTORY_HOLDS._value.get() > holds_before
+
+
+def test_the_bridge_waits_for_a_working_writer_only() -> None:
+    """Reading is held while half the buffer waits for a writer that is writing; never for
+    one that fails or has not finished a batch for HOLD_STALE seconds (it may hang), since
+    live values must keep flowing then."""
+    writer, building = HistoryWriter(60, max_buffer=10), uuid.uuid4()
+    for n in range(4):
+        writer.add(building, n)
+    assert not writer.behind()  # under half the buffer
+    writer.add(building, 4)
+    assert writer.behind()  # half of it waits; the writer was just made (nothing failed)
+
+    writer._last_written = time.monotonic() - history_module.HOLD_STALE - 0.1
+    assert not writer.behind()  # no batch done for a while: maybe hanging
+
+    writer._last_written = time.monotonic()
+    writer._outage = (1, 0)  # a write failed and none has worked since
+    assert not writer.behind()
 
 
 async def test_two_flushes_at_once_write_in_order_even_when_the_first_fails(

@@ -84,7 +84,12 @@ class BuildingBridge:
             inventory.id, self.render, send, window, all_tiles=self.all_tiles, reply=reply
         )
         self.session = BuildingSession(
-            inventory.id, config, inventory.topics(), self.on_message, self.on_status
+            inventory.id,
+            config,
+            inventory.topics(),
+            self.on_message,
+            self.on_status,
+            hold=history.behind,
         )
         state.status = self.session.status
         self._counted = metrics.messages_for(inventory.id)  # per message: one dict lookup

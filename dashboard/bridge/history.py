@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,10 @@ from dashboard.live.state import HeadcountValue, MetaValue, ZeroMark
 logger = logging.getLogger(__name__)
 
 Queued = tuple[uuid.UUID, object]
+
+# A writer that finished a batch within HOLD_STALE seconds is working, only slower than the
+# broker; past that it may hang on the database, and live values must not wait for it.
+HOLD_STALE = 1.0
 
 # Records dropped first when the buffer is full. ZeroMark goes with the headcounts because
 # it is written onto the row of the count queued before it.
@@ -52,6 +57,10 @@ class HistoryWriter:
         self.written = 0
         self.dropped = 0
         self.failures = 0
+        self.peak = 0  # most records pending at an interval's start: how far behind it got
+        self._hold_above = max_buffer // 2
+        self._holding = False
+        self._last_written = time.monotonic()  # when a batch was last written
         # (failures, dropped) when writes began to fail or records to be dropped
         self._outage: tuple[int, int] | None = None
         # One flush at a time: a batch written after a later one would roll the latest
@@ -77,6 +86,25 @@ class HistoryWriter:
             if self.dropped in (1, 10, 100) or self.dropped % 10_000 == 0:
                 logger.error("history buffer full: %d records dropped so far", self.dropped)
 
+    def behind(self) -> bool:
+        """Whether the bridge should stop reading from the broker for now: the writer works
+        but half the buffer is waiting for it.
+
+        A flood the writer cannot keep up with then waits at the broker (QoS 1: unread
+        messages stay queued there) instead of filling the buffer until readings are
+        dropped. A writer that fails or hangs is not waited for: live values keep flowing
+        and the buffer's bound drops the oldest readings, as it always did.
+        """
+        holding = (
+            self.pending >= self._hold_above
+            and self._outage is None
+            and time.monotonic() - self._last_written < HOLD_STALE
+        )
+        if holding and not self._holding:
+            metrics.HISTORY_HOLDS.inc()
+        self._holding = holding
+        return holding
+
     @property
     def pending(self) -> int:
         """Records not written yet: queued, or in the batch being written."""
@@ -96,6 +124,7 @@ class HistoryWriter:
             await asyncio.sleep(max(0.0, due - loop.time()))
             due = loop.time() + self._interval
             metrics.HISTORY_PENDING.set(self.pending)
+            self.peak = max(self.peak, self.pending)
             async with self._flushing:
                 await self._flush(self._queued)
 
@@ -118,6 +147,7 @@ class HistoryWriter:
                 left -= len(batch)
             try:
                 self.written += await loop.run_in_executor(self._executor, self._write, batch)
+                self._last_written = time.monotonic()
             except Exception as exc:
                 if self._outage is None:
                     self._outage = (self.failures, self.dropped)

@@ -27,6 +27,12 @@ MAX_PACKETS_PER_WAKE = 256
 READ_WAIT = 0.004
 SPARSE_READ = 16
 
+# While ``hold()`` says so (the history writer is behind), the socket is not read; the
+# broker keeps what is unread (QoS 1) and stops sending once its in-flight window is full.
+# Asked at each wake-up, after every MAX_PACKETS_PER_WAKE packets, and every HOLD_POLL
+# seconds while it holds.
+HOLD_POLL = 0.02
+
 
 # What one recv() asks the socket for; paho then takes its few bytes at a time from here.
 RECV_CHUNK = 64 * 1024
@@ -158,8 +164,9 @@ class LoopDriven:
 
     _client: BufferedClient
 
-    def __init__(self) -> None:
+    def __init__(self, hold: Callable[[], bool] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._hold = hold or _never
         self._sock: socket.socket | None = None
         self._write_soon = False
         self._last_in = time.monotonic()  # when the broker last sent us anything
@@ -223,17 +230,29 @@ class LoopDriven:
     def _readable(self) -> None:
         """The socket has bytes: read them now, or after the rest of READ_WAIT in a trickle."""
         sock = self._sock
-        wait = self._sparse_at + READ_WAIT - time.monotonic()
-        if wait <= 0 or sock is None:
+        if sock is None:
             self._read()
             return
+        if self._hold():
+            self._wait(sock, HOLD_POLL)
+            return
+        wait = self._sparse_at + READ_WAIT - time.monotonic()
+        if wait <= 0:
+            self._read()
+            return
+        self._wait(sock, wait)
+
+    def _wait(self, sock: socket.socket, seconds: float) -> None:
         self._loop.remove_reader(sock)
         self._waiting = True
-        self._loop.call_later(wait, self._resume, sock)
+        self._loop.call_later(seconds, self._resume, sock)
 
     def _resume(self, sock: socket.socket) -> None:
         if sock is not self._sock or not self._waiting or sock.fileno() < 0:
             return  # closed meanwhile; a new socket has its own reader
+        if self._hold():
+            self._loop.call_later(HOLD_POLL, self._resume, sock)
+            return
         self._waiting = False
         # By its number: add_reader looks the socket up first, and the KeyError it catches
         # formats the socket's repr (getsockname and getpeername: two system calls, twice) on
@@ -269,10 +288,17 @@ class LoopDriven:
 
     def _read_more(self, sock: socket.socket | None) -> None:
         if sock is not None and sock is self._sock and self._more_waiting(sock):
+            if self._hold():  # so a flood stops within one wake-up's packets
+                self._wait(sock, HOLD_POLL)
+                return
             self._read()
 
     def _more_waiting(self, sock: socket.socket) -> bool:
         return self._client.buffered() or readable(sock)
+
+
+def _never() -> bool:
+    return False
 
 
 def _bytes_arrived(client: mqtt.Client) -> None:

@@ -84,14 +84,17 @@ class BuildingSession(LoopDriven):
         topics: Iterable[str],
         on_message: MessageHandler,
         on_status: StatusHandler,
+        hold: Callable[[], bool] | None = None,
     ) -> None:
+        """``hold``: while it returns True the broker is not read (the history writer is
+        behind; ``LoopDriven``)."""
         self.building_id = building_id
         self.config = config
         self.status = ConnectionStatus()
         self._topics: list[str] = list(dict.fromkeys(topics))
         self._on_message = on_message
         self._on_status = on_status
-        super().__init__()
+        super().__init__(hold)
         self._stopping = asyncio.Event()
         self._connected = False
         self._connack: asyncio.Future[mqtt.ReasonCode] | None = None

@@ -65,6 +65,10 @@ HISTORY_DROPPED = Counter(
     "gooee_history_dropped_records",
     "History records dropped because the queue was full or the database unavailable at stop.",
 )
+HISTORY_HOLDS = Counter(
+    "gooee_history_holds",
+    "Times the bridge stopped reading from the broker until the history writer caught up.",
+)
 ACTIONS = Counter(
     "gooee_actions",
     "Operators' actions by audit outcome: refused, acknowledged, failed, seen.",
