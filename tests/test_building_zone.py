@@ -18,6 +18,7 @@ from django.utils import timezone
 from dashboard import page_data
 from dashboard.admin import BuildingAdmin
 from dashboard.bridge.building import BuildingBridge
+from dashboard.bridge.history import HistoryWriter
 from dashboard.contract.topics import Scope
 from dashboard.live import fragments, tiles
 from dashboard.live.building_store import load_building
@@ -305,10 +306,10 @@ async def test_a_buildings_new_zone_reaches_every_open_page_at_once(auckland):
         inventory,
         state,
         config_for("mqtt://127.0.0.1:1"),
-        None,
+        HistoryWriter(60),
         send,
         0.05,
-        65536,  # type: ignore[arg-type]
+        65536,
     )
     bridge.update_inventory(dataclasses.replace(inventory, version=inventory.version + 1))
     await bridge.fanout.flush()
