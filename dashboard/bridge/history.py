@@ -1,6 +1,7 @@
 """Batched history writes: records queue in memory; a thread or a child process writes them.
 
-The event loop never waits on the database. If the database is unavailable the
+The event loop never waits on the database. While a working writer is behind, the bridge
+stops reading the broker (``behind``). If the database is unavailable the
 batch is retried; past ``max_buffer`` queued records the oldest readings are dropped,
 counted and logged (and the outage's total once writes resume). Alarms, actions and
 rejections are dropped only when no reading is left to drop: under a flood of readings
