@@ -38,6 +38,7 @@ SERVE_SETTINGS = {
     "LIVE_COALESCE_MS": "250",
     "HISTORY_FLUSH_SECONDS": "2",
     "INVENTORY_POLL_SECONDS": "1",
+    "HISTORY_HOLD": "true",  # BenchBroker keeps every unread message, as HISTORY_HOLD needs
 }
 
 

@@ -76,6 +76,9 @@ def bridge_main(args: argparse.Namespace) -> None:
             "MQTT_URL": args.broker,
             "LOG_LEVEL": "WARNING",
             "HISTORY_WRITER": "process",
+            # The bench's Mosquitto keeps every unread message (harness.BenchBroker): the
+            # broker HISTORY_HOLD is for.
+            "HISTORY_HOLD": "true",
         }
     )
     import django
@@ -113,6 +116,7 @@ async def run_bridge(args: argparse.Namespace) -> None:
         poll_interval=3600,
         history_interval=args.history,
         history_process=settings.HISTORY_WRITER == "process",  # as serve runs it
+        history_hold=settings.HISTORY_HOLD,
         send=send,
     )
     task = asyncio.create_task(bridge.run())

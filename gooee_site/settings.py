@@ -143,6 +143,13 @@ HISTORY_WRITER = env.str("HISTORY_WRITER", default="process").strip()
 if HISTORY_WRITER not in ("process", "thread"):
     raise ImproperlyConfigured(f"HISTORY_WRITER: process or thread (got {HISTORY_WRITER!r})")
 
+# While the history writer works but is behind, stop reading the broker so that a flood
+# waits there (QoS 1) instead of dropping readings. Only for a broker that queues what is
+# unread without a small cap: Mosquitto drops past max_queued_messages (1,000 by default),
+# and those are live values, lost silently. Off: past the buffer the oldest readings are
+# dropped, counted and logged, and live values stay current.
+HISTORY_HOLD = _bool("HISTORY_HOLD", False)
+
 REDIS_URL = env.str("REDIS_URL", default="").strip() or None
 # With Redis, bridge workers share buildings; a dead worker's buildings move after this long.
 BRIDGE_LEASE_SECONDS = _number("BRIDGE_LEASE_SECONDS", 10, minimum=1, cast=float)

@@ -1,7 +1,7 @@
 """Batched history writes: records queue in memory; a thread or a child process writes them.
 
-The event loop never waits on the database. While a working writer is behind, the bridge
-stops reading the broker (``behind``). If the database is unavailable the
+The event loop never waits on the database. With ``hold``, while a working writer is behind
+the bridge stops reading the broker (``behind``). If the database is unavailable the
 batch is retried; past ``max_buffer`` queued records the oldest readings are dropped,
 counted and logged (and the outage's total once writes resume). Alarms, actions and
 rejections are dropped only when no reading is left to drop: under a flood of readings
@@ -44,7 +44,10 @@ class HistoryWriter:
         batch_size: int = 5_000,
         *,
         separate_process: bool = False,
+        hold: bool = False,
     ) -> None:
+        """``hold``: ask the bridge to stop reading the broker while this writer is behind
+        (``behind``; settings.HISTORY_HOLD)."""
         self._interval = interval
         # A child process writes, or this process's writer thread (see writer_process.py).
         self._process = WriterProcess() if separate_process else None
@@ -58,10 +61,12 @@ class HistoryWriter:
         self.written = 0
         self.dropped = 0
         self.failures = 0
+        self._failing = False  # the last write failed
         self.peak = 0  # most records pending at an interval's start: how far behind it got
+        self._hold = hold
         self._hold_above = max_buffer // 2
         self._holding = False
-        self._last_written = time.monotonic()  # when a batch was last written
+        self._last_written = time.monotonic()  # when a batch was last written, or began
         # (failures, dropped) when writes began to fail or records to be dropped
         self._outage: tuple[int, int] | None = None
         # One flush at a time: a batch written after a later one would roll the latest
@@ -88,8 +93,8 @@ class HistoryWriter:
                 logger.error("history buffer full: %d records dropped so far", self.dropped)
 
     def behind(self) -> bool:
-        """Whether the bridge should stop reading from the broker for now: the writer works
-        but half the buffer is waiting for it.
+        """Whether the bridge should stop reading from the broker for now: holding is on,
+        the writer works, and half the buffer is waiting for it.
 
         A flood the writer cannot keep up with then waits at the broker (QoS 1: unread
         messages stay queued there) instead of filling the buffer until readings are
@@ -97,9 +102,13 @@ class HistoryWriter:
         and the buffer's bound drops the oldest readings, as it always did.
         """
         holding = (
-            self.pending >= self._hold_above
-            and self._outage is None
-            and time.monotonic() - self._last_written < HOLD_STALE
+            self._hold
+            and self.pending >= self._hold_above
+            and not self._failing
+            # Writing a batch for under HOLD_STALE, or between batches for under an interval
+            # more: a writer at work, not one hanging on the database.
+            and time.monotonic() - self._last_written
+            < HOLD_STALE + (0 if self._in_flight else self._interval)
         )
         if holding and not self._holding:
             metrics.HISTORY_HOLDS.inc()
@@ -144,15 +153,17 @@ class HistoryWriter:
             readings = _take(self._readings, self._batch_size - len(others))
             batch = others + readings
             self._in_flight = len(batch)
+            self._last_written = time.monotonic()
             if left is not None:
                 left -= len(batch)
             try:
                 self.written += await loop.run_in_executor(self._executor, self._write, batch)
-                self._last_written = time.monotonic()
+                self._last_written, self._failing = time.monotonic(), False
             except Exception as exc:
                 if self._outage is None:
                     self._outage = (self.failures, self.dropped)
                 self.failures += 1
+                self._failing = True
                 logger.warning("history write failed, will retry: %s", exc)
                 # Records kept coming while the batch was out: the buffer's bound holds.
                 self._others.extendleft(reversed(others))

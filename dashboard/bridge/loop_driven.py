@@ -27,8 +27,9 @@ MAX_PACKETS_PER_WAKE = 256
 READ_WAIT = 0.004
 SPARSE_READ = 16
 
-# While ``hold()`` says so (the history writer is behind), the socket is not read; the
-# broker keeps what is unread (QoS 1) and stops sending once its in-flight window is full.
+# While ``hold()`` says so (the history writer is behind, settings.HISTORY_HOLD), the socket
+# is not read: what the broker sends waits in the socket, then at the broker (QoS 1), which
+# must keep it (Mosquitto: max_queued_messages 0).
 # Asked at each wake-up, after every MAX_PACKETS_PER_WAKE packets, and every HOLD_POLL
 # seconds while it holds.
 HOLD_POLL = 0.02

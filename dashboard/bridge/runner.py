@@ -70,6 +70,7 @@ class BridgeService:
             poll_interval=settings.INVENTORY_POLL_SECONDS,
             history_interval=settings.HISTORY_FLUSH_SECONDS,
             history_process=settings.HISTORY_WRITER == "process",
+            history_hold=settings.HISTORY_HOLD,
             max_bytes=settings.MQTT_MAX_PAYLOAD_BYTES,
             notify_priority=settings.ALARM_NOTIFY_PRIORITY,
             leases=_leases(),

@@ -41,6 +41,7 @@ class Bridge:
         poll_interval: float = 2.0,
         history_interval: float = 2.0,
         history_process: bool = False,
+        history_hold: bool = False,
         max_bytes: int = 256 * 1024,
         send: Send = layer.broadcast,
         notify_priority: int = 200,
@@ -77,7 +78,9 @@ class Bridge:
         self._poll_interval = min(poll_interval, leases.period / 3) if leases else poll_interval
         self._max_bytes = max_bytes
         self._send = send
-        self.history = HistoryWriter(history_interval, separate_process=history_process)
+        self.history = HistoryWriter(
+            history_interval, separate_process=history_process, hold=history_hold
+        )
         self.inbox = Inbox(self.handle_request)
         self._requests: set[asyncio.Task[None]] = set()
         self.buildings: dict[uuid.UUID, BuildingBridge] = {}
