@@ -509,6 +509,22 @@ async def test_a_message_delivered_twice_changes_no_count(
 # ------------------------------------------------ d. the database locked for a while
 
 
+class MostPending:
+    """The most records ``history`` had pending, sampled every 5 ms until ``stop``."""
+
+    def __init__(self, history: HistoryWriter) -> None:
+        self.history, self.most = history, 0
+        self._task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            self.most = max(self.most, self.history.pending)
+            await asyncio.sleep(0.005)
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
 @contextlib.asynccontextmanager
 async def database_locked() -> AsyncIterator[None]:
     """Another connection holds the database's write lock until the block ends.
@@ -617,26 +633,18 @@ async def test_past_the_history_buffer_the_oldest_are_dropped_counted_and_logged
     running = await start_bridge(history=history)
     await subscribed(running.bridge, building)
     state = running.bridge.buildings[building].state
-    most = 0
-
-    async def watch_buffer() -> None:
-        nonlocal most
-        while True:
-            most = max(most, history.pending)
-            await asyncio.sleep(0.005)
-
-    watching = asyncio.create_task(watch_buffer())
+    buffer = MostPending(history)
     try:
         async with database_locked():
             await publish_values(device, broker.port, range(1, 61))
             await until(lambda: seq_in(state, device) == 60, what="live values while locked")
         await until(lambda: history.pending == 0, 10, "history written after the lock")
     finally:
-        watching.cancel()
+        buffer.stop()
 
     kept = await sync_to_async(history_of)(device)
     print(f"\nbuffer of 20, 60 values: {len(kept)} written, {history.dropped} dropped")
-    assert most <= 20 + 5  # the buffer, and a batch being written
+    assert buffer.most <= 20 + 5  # the buffer, and a batch being written
     assert history.dropped > 0
     assert len(kept) + history.dropped == 60
     assert kept == sorted(kept) and kept[-20:] == list(range(41, 61))  # the newest are kept
@@ -822,15 +830,7 @@ async def test_a_flood_the_writer_cannot_keep_up_with_waits_at_the_broker_and_lo
     await subscribed(running.bridge, building)
     state = running.bridge.buildings[building].state
     holds_before = metrics.HISTORY_HOLDS._value.get()
-    most = 0
-
-    async def watch_buffer() -> None:
-        nonlocal most
-        while True:
-            most = max(most, history.pending)
-            await asyncio.sleep(0.005)
-
-    watching = asyncio.create_task(watch_buffer())
+    buffer = MostPending(history)
     try:
         device_sends = await RawMqtt(broker.port).connect()
         topic = build_topic(Scope.DEVICE, device, Kind.META)
@@ -844,16 +844,16 @@ async def test_a_flood_the_writer_cannot_keep_up_with_waits_at_the_broker_and_lo
         await until(lambda: seq_in(state, device) == 900, 30, "every value live")
         await until(lambda: history.pending == 0, 10, "history written")
     finally:
-        watching.cancel()
+        buffer.stop()
 
     written = [record.value for record in database.rows if isinstance(record, MetaValue)]
     print(
-        f"\n900 values published in {published_in:.2f} s, buffer of 600: most pending {most}, "
+        f"\n900 values published in {published_in:.2f} s, buffer of 600: most pending {buffer.most}, "
         f"{history.dropped} dropped"
     )
     assert history.dropped == 0
     assert written == list(range(1, 901))  # each once, in order
-    assert most < 600  # the buffer's bound was never reached
+    assert buffer.most < 600  # the buffer's bound was never reached
     assert metrics.HISTORY_HOLDS._value.get() > holds_before
 
 
@@ -874,7 +874,7 @@ async def test_the_bridge_waits_for_a_working_writer_only(database: FlakyDatabas
     writer.add(building, 4)
     assert writer.behind()  # half of it waits, the writer's next interval is due
 
-    writer._last_written -= 0.2 + history_module.HOLD_STALE
+    writer._progress_at -= 0.2 + history_module.HOLD_STALE
     assert not writer.behind()  # idle past its interval: not at work
 
     database.hang = history_module.HOLD_STALE + 0.5

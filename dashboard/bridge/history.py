@@ -66,7 +66,7 @@ class HistoryWriter:
         self._hold = hold
         self._hold_above = max_buffer // 2
         self._holding = False
-        self._last_written = time.monotonic()  # when a batch was last written, or began
+        self._progress_at = time.monotonic()  # when a batch was last written, or began
         # (failures, dropped) when writes began to fail or records to be dropped
         self._outage: tuple[int, int] | None = None
         # One flush at a time: a batch written after a later one would roll the latest
@@ -107,7 +107,7 @@ class HistoryWriter:
             and not self._failing
             # Writing a batch for under HOLD_STALE, or between batches for under an interval
             # more: a writer at work, not one hanging on the database.
-            and time.monotonic() - self._last_written
+            and time.monotonic() - self._progress_at
             < HOLD_STALE + (0 if self._in_flight else self._interval)
         )
         if holding and not self._holding:
@@ -153,12 +153,12 @@ class HistoryWriter:
             readings = _take(self._readings, self._batch_size - len(others))
             batch = others + readings
             self._in_flight = len(batch)
-            self._last_written = time.monotonic()
+            self._progress_at = time.monotonic()
             if left is not None:
                 left -= len(batch)
             try:
                 self.written += await loop.run_in_executor(self._executor, self._write, batch)
-                self._last_written, self._failing = time.monotonic(), False
+                self._progress_at, self._failing = time.monotonic(), False
             except Exception as exc:
                 if self._outage is None:
                     self._outage = (self.failures, self.dropped)
