@@ -36,7 +36,9 @@ from channels.layers import get_channel_layer
 from django.db import OperationalError, connection
 
 from dashboard.bridge import history as history_module
+from dashboard.bridge.broker_url import parse_broker_url
 from dashboard.bridge.history import HistoryWriter
+from dashboard.bridge.runner import BridgeService
 from dashboard.bridge.session import client_id
 from dashboard.bridge.supervisor import Bridge
 from dashboard.contract.topics import Kind, Scope, build_topic
@@ -897,6 +899,22 @@ async def test_the_bridge_waits_for_a_working_writer_only(database: FlakyDatabas
     for n in range(5):
         writer.add(building, n)
     assert writer.behind()  # it works again
+
+
+@pytest.mark.parametrize("hold", [True, False])
+async def test_the_bridge_process_holds_for_history_only_when_the_setting_says_so(
+    hq: dict[str, uuid.UUID], broker: Any, settings: Any, hold: bool
+) -> None:
+    """HISTORY_HOLD reaches the history writer of the bridge a process runs."""
+    settings.MQTT_BROKER = parse_broker_url(broker.url)
+    settings.HISTORY_HOLD = hold
+    service = BridgeService([hq[Scope.BUILDING]])
+    bridge = await service.start()
+    try:
+        await asyncio.wait_for(bridge.ready.wait(), 10)
+        assert bridge.history._hold is hold
+    finally:
+        await service.stop()
 
 
 async def test_two_flushes_at_once_write_in_order_even_when_the_first_fails(
