@@ -441,3 +441,13 @@ async def test_a_steady_trickle_is_read_a_few_messages_per_wakeup_and_arrives_wh
     # A resume re-registers the socket by its number: asyncio formats no repr of it (two
     # system calls each, twice a resume, when registered as the socket object).
     assert reprs == 0
+    # Once the trickle has stopped, the timer's reads end and the socket's reader is back:
+    # a lone message a while later is read as it comes, not left waiting.
+    await until(lambda: not session._polling, 2, "the reader back once the trickle stopped")
+    wakeups = session.wakeups
+    await asyncio.sleep(0.2)
+    assert session.wakeups == wakeups  # nothing read while nothing comes
+    lone = device.publish(topic, json.dumps(seed.headcount("headcount", 77)), qos=1)
+    await asyncio.to_thread(lone.wait_for_publish, 5)
+    await until(lambda: state.counters["accepted"] == trickle + 1, 2, "the lone message")
+    assert state.headcounts[(hq[Scope.SPACE], "head_count")].value == 77

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import struct
+import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -98,3 +100,57 @@ def test_a_packet_split_across_reads_goes_to_paho_and_the_order_holds():
     while len(sent) < 12:
         sent += broker.recv(100)
     assert sent == b"\x40\x02\x00\x01\x40\x02\x00\x02\x40\x02\x00\x03"
+
+
+def test_a_wake_up_reads_the_socket_itself_and_hands_over_its_first_packet_too():
+    """``fill`` reads what waits, so no packet of a wake-up goes through paho's slow path,
+    and says when the socket is empty: no select() is needed to find out."""
+    client = BufferedClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    assert not client.fill()  # nothing has come
+    client.on_message = lambda c, u, m: pytest.fail("paho read a message itself")
+    broker.sendall(publish(b"a", b"1", mid=1) + publish(b"b", b"2", mid=2))
+    got: list[tuple[str, bytes]] = []
+    assert client.fill()
+    assert client.take_publishes(lambda t, p: got.append((t, p)), 10) == 2
+    assert got == [("a", b"1"), ("b", b"2")]
+    assert client.fill() is False
+
+
+def test_the_broker_closing_is_kept_for_paho_to_report():
+    client = BufferedClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    client._sock = ours
+    broker.sendall(publish(b"last", b"1"))
+    broker.close()
+    got: list[bytes] = []
+    assert client.fill()
+    assert client.take_publishes(lambda t, p: got.append(p), 10) == 1
+    assert client.fill()  # the end: something for paho
+    assert client.take_publishes(lambda t, p: got.append(p), 10) == 0
+    assert got == [b"1"]
+    assert client._packet_read() == mqtt.MQTT_ERR_CONN_LOST
+
+
+def test_a_reset_connection_is_kept_for_paho_to_report():
+    listener = socket.create_server(("127.0.0.1", 0))
+    ours = socket.create_connection(listener.getsockname())
+    theirs, _ = listener.accept()
+    # Closed with a zero linger: the broker's end resets the connection.
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    theirs.close()
+    listener.close()
+    ours.setblocking(False)
+    client = BufferedClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client._sock = ours
+    for _ in range(100):  # the reset reaches our end at once on loopback; allow a moment
+        if client.fill():
+            break
+        time.sleep(0.01)
+    assert isinstance(client._ended, ConnectionResetError)
+    assert client.take_publishes(lambda t, p: pytest.fail("nothing to take"), 10) == 0
+    assert client._packet_read() == mqtt.MQTT_ERR_CONN_LOST
+    ours.close()

@@ -11,8 +11,12 @@ import select
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import SocketLike
 
 # Packets read per wake-up at most, so that one flooded building cannot starve the others.
 MAX_PACKETS_PER_WAKE = 256
@@ -20,10 +24,13 @@ MAX_PACKETS_PER_WAKE = 256
 # A steady trickle woke the loop once per message: each wake-up's epoll, recv, select and
 # PUBACK send cost more than the message's own ingest (docs/benchmarks.md, "Broadcast").
 # A wake-up within READ_WAIT of a read that found fewer than SPARSE_READ packets waits out
-# the rest, so a trickle is read several messages at a time, at most READ_WAIT late. A lone
-# message (no read just before) is read at once. So is a flood: a waiting read then finds
-# SPARSE_READ or more, since the broker's QoS 1 in-flight window (20 on Mosquitto) fills,
-# and the next read does not wait; the window never holds a flood to one fill per wait.
+# the rest, so a trickle is read several messages at a time, at most READ_WAIT late; while
+# the trickle lasts, a timer reads every READ_WAIT with the socket's reader off (no epoll
+# wake-up and no reader to take off and put back per read), and the first read that finds
+# nothing puts the reader back. A lone message (no read just before) is read at once. So is
+# a flood: a waiting read then finds SPARSE_READ or more, since the broker's QoS 1 in-flight
+# window (20 on Mosquitto) fills, and the next read does not wait; the window never holds a
+# flood to one fill per wait.
 READ_WAIT = 0.004
 SPARSE_READ = 16
 
@@ -51,11 +58,19 @@ class BufferedClient(mqtt.Client):
     _chunk: bytes = b""
     _taken = 0  # bytes of ``_chunk`` already handed to paho
     _chunk_of: object = None  # the socket ``_chunk`` came from
+    # What ``fill`` got instead of bytes (b"": the broker closed; or the read's error), for
+    # paho's next read to find after the buffer, as it would have from the socket.
+    _ended: bytes | Exception | None = None
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if self._chunk_of is not self._sock:  # a new connection keeps nothing of the old one
-            self._chunk_of, self._chunk, self._taken = self._sock, b"", 0
+            self._chunk_of, self._chunk, self._taken, self._ended = self._sock, b"", 0, None
         if self._taken >= len(self._chunk):
+            if self._ended is not None:
+                ended, self._ended = self._ended, None
+                if isinstance(ended, Exception):
+                    raise ended
+                return ended
             chunk = super()._sock_recv(RECV_CHUNK)  # BlockingIOError when nothing is waiting
             if len(chunk) <= bufsize:  # all of it wanted, or b"": the broker closed
                 return chunk
@@ -67,6 +82,29 @@ class BufferedClient(mqtt.Client):
     def buffered(self) -> bool:
         """Bytes already read from the socket wait here; select() cannot see them."""
         return self._chunk_of is self._sock and self._taken < len(self._chunk)
+
+    def fill(self) -> bool:
+        """Read what the socket has into an empty buffer; False when nothing is waiting.
+
+        So the first packet of a wake-up is read by ``take_publishes`` too, not by paho, and
+        no select() is needed to know the socket is empty: the read that finds it so says.
+        The end of the connection, or an error, is kept for paho's next read to report.
+        """
+        if self.buffered() or (self._chunk_of is self._sock and self._ended is not None):
+            return True
+        sock = self._sock
+        try:
+            chunk = super()._sock_recv(RECV_CHUNK)
+        except BlockingIOError:
+            # A plain socket is empty. TLS and websockets stop at the end of a record or a
+            # frame cut in two while more may be waiting already: paho's read goes on then.
+            return type(sock) is not socket.socket and sock is not None and readable(sock)
+        except Exception as exc:  # paho's own read reports it, as it would have
+            self._chunk_of, self._chunk, self._taken, self._ended = sock, b"", 0, exc
+            return True
+        self._chunk_of, self._chunk, self._taken = sock, chunk, 0
+        self._ended = None if chunk else b""
+        return True
 
     def take_publishes(self, handle: Callable[[str, bytes], None], limit: int) -> int:
         """Hand ``handle`` the whole QoS 0 and 1 PUBLISH packets waiting in the buffer, at
@@ -170,9 +208,11 @@ class LoopDriven:
         self._hold = hold or _never
         self._sock: socket.socket | None = None
         self._write_soon = False
+        self._writer_on = False  # the loop watches the socket for room to write
+        self._reading = False  # inside ``_read``: its PUBACKs are written at its end
         self._last_in = time.monotonic()  # when the broker last sent us anything
         self._sparse_at = -READ_WAIT  # when the last read that found few packets began
-        self._waiting = False  # the reader is off until READ_WAIT has passed
+        self._polling = False  # the reader is off; a timer reads (``_poll``)
         self.wakeups = 0  # reads of the socket: what READ_WAIT saves (tests count them)
 
     def _drive(self, client: mqtt.Client) -> None:
@@ -199,7 +239,7 @@ class LoopDriven:
 
     def _socket_open(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._waiting = False
+        self._polling = False
         self._loop.add_reader(sock, self._readable)
 
     def _socket_close(self, sock: socket.socket) -> None:
@@ -208,24 +248,30 @@ class LoopDriven:
             self._loop.remove_writer(sock)
         if self._sock is sock:
             self._sock = None
+            self._writer_on = False
 
     def _register_write(self, sock: socket.socket) -> None:
-        # paho asks to write once per PUBACK; writing once per loop turn instead saves an
-        # add_writer/remove_writer pair (two epoll_ctl calls) per message.
+        # paho asks to write once per PUBACK; writing once per read (or loop turn) instead
+        # saves an add_writer/remove_writer pair (two epoll_ctl calls) per message.
         if sock is self._sock and not self._write_soon:
             self._write_soon = True
-            self._loop.call_soon(self._write, sock)
+            if not self._reading:
+                self._loop.call_soon(self._write, sock)
 
-    def _write(self, sock: socket.socket) -> None:
+    def _write(self, sock: socket.socket | None) -> None:
         self._write_soon = False
-        if sock is self._sock:
+        if sock is not None and sock is self._sock:
             self._client.coalesce_acks()
             self._client.loop_write()
             if self._client.want_write() and sock is self._sock:
+                self._writer_on = True
                 self._loop.add_writer(sock, self._client.loop_write)
 
     def _unregister_write(self, sock: socket.socket) -> None:
-        if sock.fileno() >= 0:
+        # paho says so after every write that empties its queue: only a writer that is on
+        # is taken off (a lookup in the loop's selector each time otherwise).
+        if self._writer_on and sock.fileno() >= 0:
+            self._writer_on = False
             self._loop.remove_writer(sock)
 
     def _readable(self) -> None:
@@ -244,21 +290,18 @@ class LoopDriven:
         self._wait(sock, wait)
 
     def _wait(self, sock: socket.socket, seconds: float) -> None:
-        self._loop.remove_reader(sock)
-        self._waiting = True
-        self._loop.call_later(seconds, self._resume, sock)
+        """Read again in ``seconds``, the socket's reader off until then."""
+        if not self._polling:
+            self._loop.remove_reader(sock)
+            self._polling = True
+        self._loop.call_later(seconds, self._poll, sock)
 
-    def _resume(self, sock: socket.socket) -> None:
-        if sock is not self._sock or not self._waiting or sock.fileno() < 0:
+    def _poll(self, sock: socket.socket) -> None:
+        if sock is not self._sock or not self._polling or sock.fileno() < 0:
             return  # closed meanwhile; a new socket has its own reader
         if self._hold():
-            self._loop.call_later(HOLD_POLL, self._resume, sock)
+            self._loop.call_later(HOLD_POLL, self._poll, sock)
             return
-        self._waiting = False
-        # By its number: add_reader looks the socket up first, and the KeyError it catches
-        # formats the socket's repr (getsockname and getpeername: two system calls, twice) on
-        # every resume; a number's repr costs nothing.
-        self._loop.add_reader(sock.fileno(), self._readable)
         self._read()
 
     def _message(self, topic: str, payload: bytes) -> None:
@@ -266,33 +309,56 @@ class LoopDriven:
         raise NotImplementedError
 
     def _read(self) -> None:
-        """Read every packet already waiting: paho reads one per call, a wake-up costs more."""
+        """Read every packet already waiting, then send their PUBACKs at once (one send)."""
         began = self._last_in = time.monotonic()
         self.wakeups += 1
-        client = self._client
+        client, sock = self._client, self._sock
         _bytes_arrived(client)
-        sock = self._sock
         packets = 0
-        while packets < MAX_PACKETS_PER_WAKE:
-            taken = client.take_publishes(self._message, MAX_PACKETS_PER_WAKE - packets)
-            if not taken:
-                client.loop_read()  # any other packet, or the next chunk from the socket
-            packets += taken or 1
-            if sock is None or sock is not self._sock or not self._more_waiting(sock):
-                if packets < SPARSE_READ:
-                    self._sparse_at = began
-                return
-        # More is waiting: read it on the next loop turn, after the other buildings. Bytes
-        # TLS already decrypted never wake the selector again, so waiting on it would stall
-        # the session until the broker happens to send something else.
-        self._loop.call_soon(self._read_more, sock)
+        self._reading = True
+        try:
+            while packets < MAX_PACKETS_PER_WAKE and sock is not None and client.fill():
+                taken = client.take_publishes(self._message, MAX_PACKETS_PER_WAKE - packets)
+                if not taken:
+                    client.loop_read()  # any other packet, or the rest of one cut in two
+                packets += taken or 1
+                if sock is not self._sock:  # the connection was dropped meanwhile
+                    break
+        finally:
+            self._reading = False
+            if self._write_soon:
+                self._write(sock)
+            # Whatever happened, the socket is read again: by a timer, or by its reader.
+            self._next_read(sock, began, packets)
 
-    def _read_more(self, sock: socket.socket | None) -> None:
-        if sock is not None and sock is self._sock and self._more_waiting(sock):
-            if self._hold():  # so a flood stops within one wake-up's packets
-                self._wait(sock, HOLD_POLL)
+    def _next_read(self, sock: socket.socket | None, began: float, packets: int) -> None:
+        if sock is None or sock is not self._sock or sock.fileno() < 0:
+            return  # closed meanwhile; a new socket has its own reader
+        if packets >= MAX_PACKETS_PER_WAKE:
+            # More may be waiting: read it on the next loop turn, after the other buildings.
+            # Bytes TLS already decrypted never wake the selector again, so waiting on it
+            # would stall the session until the broker happens to send something else.
+            self._loop.call_soon(self._read_more, sock)
+            return
+        if packets < SPARSE_READ:
+            self._sparse_at = began
+            if self._polling and packets:  # a trickle goes on: read again after READ_WAIT
+                self._loop.call_later(READ_WAIT, self._poll, sock)
                 return
-            self._read()
+        if self._polling:  # nothing came, or a flood did: the reader wakes the next read
+            self._polling = False
+            # By its number: add_reader looks the socket up first, and the KeyError it
+            # catches formats the socket's repr (getsockname and getpeername: two system
+            # calls, twice) on every call; a number's repr costs nothing.
+            self._loop.add_reader(sock.fileno(), self._readable)
+
+    def _read_more(self, sock: socket.socket) -> None:
+        if sock is not self._sock:
+            return
+        if self._hold():  # so a flood stops within one wake-up's packets
+            self._wait(sock, HOLD_POLL)
+            return
+        self._read()
 
     def _more_waiting(self, sock: socket.socket) -> bool:
         return self._client.buffered() or readable(sock)
@@ -314,7 +380,7 @@ def _bytes_arrived(client: mqtt.Client) -> None:
         client._last_bytes_received = time.monotonic()
 
 
-def readable(sock: socket.socket) -> bool:
+def readable(sock: SocketLike) -> bool:
     """Bytes wait on the socket, or inside TLS where select cannot see them."""
     pending = getattr(sock, "pending", None)
     if pending is not None and pending() > 0:
