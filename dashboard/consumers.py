@@ -132,20 +132,24 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def consumer_failed(self, message: dict[str, Any]) -> None:
         raise message["error"]
 
-    def deliver(self, message: dict[str, Any]) -> None:
-        """A group message from the hub, shared with the process's other pages: read only."""
+    def deliver(self, message: dict[str, Any]) -> bool:
+        """A group message from the hub, shared with the process's other pages: read only.
+
+        True when its frame went to the connection at once (the hub counts those).
+        """
         if not self.busy and not self.inbox.qsize():
             try:
                 if self._fragments_now(message):
-                    return
+                    return True
             except Exception as exc:  # this page's error, not the hub's: the others go on
                 self._fail(exc)
-                return
+                return False
         # When this page is too busy, the message is dropped: the next one shows it the gap
         # and it resyncs.
         if self.from_hub < self.backlog:
             self.from_hub += 1
             self.inbox.put_nowait((message, True))
+        return False
 
     async def connect(self) -> None:
         self.subscriptions: dict[uuid.UUID, list[str]] = {}  # building -> audiences
@@ -244,8 +248,6 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.unacked += 1
         self.unacked_sizes.append(size)
         self.unacked_bytes += size
-        metrics.PAGE_FRAMES.inc()
-        metrics.PAGE_BYTES.inc(size)
 
     async def forward(self, frame: str | bytes, prepared: bytes | None = None) -> None:
         """Send a frame, or cut the page off when it is too far behind to catch up by frames.
@@ -266,6 +268,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             await self.close(code=TRY_AGAIN_LATER)
             return
         self._sent(len(frame))
+        metrics.count_page_frames(1, len(frame))
         if self.write_wire is not None:
             self.write_wire(wire.server_frame(frame) if prepared is None else prepared)
         elif isinstance(frame, bytes):

@@ -293,8 +293,9 @@ class Recorder:
     def __init__(self) -> None:
         self.messages: list[dict] = []
 
-    def deliver(self, message: dict) -> None:
+    def deliver(self, message: dict) -> bool:
         self.messages.append(message)
+        return False
 
 
 async def test_a_window_of_many_buildings_at_once_reaches_every_page_on_the_hub():

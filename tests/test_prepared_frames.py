@@ -18,6 +18,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from autobahn.websocket.protocol import PreparedMessage
 from channels.testing import WebsocketCommunicator
+from prometheus_client import REGISTRY
 from twisted.internet import reactor, tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
@@ -320,3 +321,27 @@ async def test_a_screen_whose_connection_fails_is_let_go_and_the_others_keep_the
     assert len(hub.running().pages[layer.group_name(building)]) == 3
     await layer.broadcast(building, "<p>3</p>", stream="s1", seq=3)  # ...which goes on
     await until(lambda: all(len(c.written) == 3 for _, c in others), "both frames on the others")
+
+
+def page_frames_counted() -> tuple[float, float]:
+    """``gooee_page_frames_total`` and ``gooee_page_bytes_total`` as /metrics shows them."""
+    return (
+        REGISTRY.get_sample_value("gooee_page_frames_total") or 0.0,
+        REGISTRY.get_sample_value("gooee_page_bytes_total") or 0.0,
+    )
+
+
+async def test_every_frame_a_screen_is_sent_is_counted_once_however_it_leaves(pages):
+    building, _, opened = pages
+    frames, size = page_frames_counted()
+    # In order: each page writes it at once, and the hub counts the four together.
+    await layer.broadcast(building, "<p>next</p>", stream="s1", seq=2)
+    await until(lambda: all(len(c.written) == 2 for _, c in opened), "the frame on every page")
+    assert page_frames_counted() == (frames + 4, size + 4 * len("<p>next</p>"))
+    # After a gap each page sends it from its own queue, and counts it there.
+    await layer.broadcast(building, "<p>after a gap</p>", stream="s1", seq=4)
+    await until(lambda: all(len(c.written) == 3 for _, c in opened), "the frame after a gap")
+    assert page_frames_counted() == (
+        frames + 8,
+        size + 4 * len("<p>next</p>") + 4 * len("<p>after a gap</p>"),
+    )

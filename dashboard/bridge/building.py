@@ -57,6 +57,8 @@ MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 # time anyway (its in-flight window); more would only wait in its queue, past their deadline
 # if the broker is slow, rather than here, where a late one is dropped unpublished.
 PUBLISHING = 50
+# Kinds of the tiles the building's overview line sums up (the building's own headcount).
+_SUMMARY_KINDS = frozenset({tiles.STATUS.kind, tiles.ALARMS.kind, "headcount"})
 
 
 class BuildingBridge:
@@ -254,7 +256,12 @@ class BuildingBridge:
     # The ingest sink
     def changed(self, tile: tiles.Tile) -> None:
         self.fanout.changed(tile)
-        if tile in (tiles.STATUS, tiles.ALARMS, tiles.headcount(self.inventory.id)):
+        # By kind first: asked per message, and nearly every message is a meta value.
+        if tile.kind in _SUMMARY_KINDS and tile in (
+            tiles.STATUS,
+            tiles.ALARMS,
+            tiles.headcount(self.inventory.id),
+        ):
             self.fanout.changed(tiles.SUMMARY_TILE)
 
     def all_tiles(self, audience: str) -> list[tiles.Tile]:

@@ -56,6 +56,8 @@ class Fanout:
         self._reply = reply
         # Ordered: each changed tile, with its HTML once rendered ahead of the flush.
         self._dirty: dict[Tile, str | None] = {}
+        # The devices whose whole value list is among them: it supersedes their single values.
+        self._devices: set[uuid.UUID] = set()
         self._snapshot_requests: list[tuple[str, tuple[str, ...]]] = []
         self._wake = asyncio.Event()
         self._last_flush = -window  # when the last flush began
@@ -68,9 +70,11 @@ class Fanout:
 
     def changed(self, tile: Tile) -> None:
         self._dirty[tile] = None
-        # A device's value list shows this value too: rendered early, it is out of date now.
-        if tile.kind == "meta" and self._dirty.get(device := tiles.device(tile.entity)):
-            self._dirty[device] = None
+        if tile.kind == "device":
+            self._devices.add(tile.entity)
+        elif self._devices and tile.kind == "meta" and tile.entity in self._devices:
+            # A device's value list shows this value too: rendered early, it is out of date now.
+            self._dirty[tiles.device(tile.entity)] = None
         self._wake.set()
 
     def request_snapshot(self, reply_to: str, audiences: Iterable[str]) -> None:
@@ -127,17 +131,19 @@ class Fanout:
 
     def render_ahead(self) -> None:
         """Render the tiles changed so far; a tile changed again is rendered again at the flush."""
+        devices = self._devices
         for tile, html in self._dirty.items():
-            if html is None and tiles.KINDS[tile.kind].early and not _superseded(tile, self._dirty):
+            if html is None and tiles.KINDS[tile.kind].early and not _superseded(tile, devices):
                 self._dirty[tile] = self._render_one(tile)
 
     async def flush(self) -> None:
         dirty, self._dirty = self._dirty, {}
+        devices, self._devices = self._devices, set()
         requests, self._snapshot_requests = self._snapshot_requests, []
         if dirty:
             by_audience: dict[str, list[str]] = {}
             for tile, html in dirty.items():
-                if _superseded(tile, dirty):
+                if _superseded(tile, devices):
                     continue
                 audience = tiles.KINDS[tile.kind].audience
                 by_audience.setdefault(audience, []).append(html or self._render_one(tile))
@@ -179,6 +185,7 @@ class Fanout:
             return ""
 
 
-def _superseded(tile: Tile, dirty: dict[Tile, str | None]) -> bool:
-    # A device's whole list supersedes its single values in the same window.
-    return tile.kind == "meta" and tiles.device(tile.entity) in dirty
+def _superseded(tile: Tile, devices: set[uuid.UUID]) -> bool:
+    # A device's whole list supersedes its single values in the same window. Asked of every
+    # changed tile: no set lookup (a UUID's hash is a Python call) while no list changed.
+    return bool(devices) and tile.kind == "meta" and tile.entity in devices

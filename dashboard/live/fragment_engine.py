@@ -102,4 +102,9 @@ def render(template: str, context: dict[str, Any]) -> str:
     env = environment()
     # Without DEBUG a template is looked up once: Jinja2's own cache takes a lock each time.
     found = env.get_template(template) if env.auto_reload else _compiled(template)
-    return found.render(context)
+    # Template.render, less its copy of the context with the globals merged in: a context is
+    # made for this one render, and the environment has no globals.
+    try:
+        return env.concat(found.root_render_func(found.new_context(context, shared=True)))
+    except Exception:
+        env.handle_exception()

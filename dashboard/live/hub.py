@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from channels.layers import get_channel_layer
 
+from dashboard.live import metrics
 from dashboard.live.layer import Membership, group_name
 from dashboard.live.wire import server_frame
 
@@ -34,8 +35,11 @@ STOP_WAIT = 5.0
 class Page(Protocol):
     """A local page, as the hub sees it."""
 
-    def deliver(self, message: dict[str, Any]) -> None:
-        """Take a group message; must not block (the hub serves every page in turn)."""
+    def deliver(self, message: dict[str, Any]) -> bool:
+        """Take a group message; must not block (the hub serves every page in turn).
+
+        True when the page wrote its frame at once; a page that writes it later counts it.
+        """
 
 
 class Hub:
@@ -150,8 +154,14 @@ class Hub:
         if pages and "frame" in message:
             # Its wire bytes, made once here for every page (dashboard/live/wire.py).
             message["wire"] = server_frame(message["frame"])
+        written = 0
         for page in pages:
-            page.deliver(message)
+            if page.deliver(message):
+                written += 1
+        if written:
+            # Counted once per frame, not per page: two locked counters per page-frame were
+            # about 3 % of the server's samples at 1,000 pages.
+            metrics.count_page_frames(written, len(message["frame"]))
 
 
 def running() -> Hub | None:

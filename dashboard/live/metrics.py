@@ -48,6 +48,14 @@ PAGE_BYTES = Counter(
     "gooee_page_bytes",
     "Size of the frames sent to pages: bytes of binary frames, characters of text frames.",
 )
+
+
+def count_page_frames(frames: int, size: int) -> None:
+    """``frames`` page-frames of ``size`` each written (the hub counts a frame's pages at once)."""
+    PAGE_FRAMES.inc(frames)
+    PAGE_BYTES.inc(frames * size)
+
+
 PAGES_CONNECTED = Gauge(
     "gooee_pages_connected",
     "Pages connected over WebSockets and following at least one building.",
