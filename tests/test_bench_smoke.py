@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -202,3 +203,26 @@ def test_freshness_at_1000_pages_is_judged_by_issue_20s_wider_bound() -> None:
 
     assert p99_passes(100, 299) and not p99_passes(100, 301)
     assert p99_passes(1000, 399) and not p99_passes(1000, 401)
+
+
+def test_a_paired_run_measures_both_servers_on_the_same_stream() -> None:
+    """``python -m bench.paired``: this checkout against itself, one short stream."""
+    if brokers.find_mosquitto() is None:
+        pytest.fail("mosquitto not found: install Debian's mosquitto package (see README)")
+    argv = ["--against", str(ROOT), "--runs", "1", "--rate", "500", "--seconds", "2"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.paired", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = re.search(
+        r"^over 1 streams: A ([\d.]+) s, B ([\d.]+) s, B/A ([\d.]+)$", run.stdout, re.M
+    )
+    assert found, run.stdout
+    a, b, ratio = map(float, found.groups())
+    # Both servers ingested and showed the same 1,000 values: each used CPU for them.
+    assert a > 0.05 and b > 0.05, run.stdout
+    assert ratio == pytest.approx(b / a, abs=0.01)
