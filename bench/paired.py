@@ -29,7 +29,7 @@ import psutil
 
 import tests.served
 from bench import broadcast
-from bench.clients import close_all, open_pages
+from bench.clients import PageClient, close_all, open_pages
 from bench.freshness import final_share, publish_stream, settle, stats_of
 from bench.harness import Stack, VariantServed, quiet
 from tests.served import ServedDashboard
@@ -69,6 +69,7 @@ async def measure(args: argparse.Namespace) -> list[tuple[float, float]]:
     directory = Path(tempfile.mkdtemp(prefix="gooee-paired-"))
     stack = Stack(directory).start()
     other: ServedDashboard | None = None
+    pages: list[PageClient] = []
     try:
         building = stack.add_building(500, broadcast.SEED, 2)
         # Its own client ids: the broker would otherwise hand A's sessions to B and back.
@@ -86,7 +87,7 @@ async def measure(args: argparse.Namespace) -> list[tuple[float, float]]:
         sessions = json.loads(other.manage("shell", "-c", script).strip().splitlines()[-1])
         other.start()
         assert other.process is not None
-        pages = await open_pages(stack.url, building.id, building.sessions[:1])
+        pages += await open_pages(stack.url, building.id, building.sessions[:1])
         pages += await open_pages(other.url, building.id, sessions["sessions"][:1])
         for page in pages:
             await broadcast.until_bridged(stack, building, page)
@@ -104,13 +105,17 @@ async def measure(args: argparse.Namespace) -> list[tuple[float, float]]:
                 if final_share(stats.latest, stream.last) < 100.0:
                     raise SystemExit(f"server {side}'s page did not show every final value")
             results.append((a, b))
-            print(f"stream {run + 1}: A {a:.2f} s, B {b:.2f} s, B/A {b / a:.3f}", flush=True)
-        await close_all(pages)
+            print(f"stream {run + 1}: A {a:.2f} s, B {b:.2f} s, B/A {_ratio(b, a)}", flush=True)
         return results
     finally:
+        await close_all(pages)
         if other is not None:
             other.stop()
         stack.stop()
+
+
+def _ratio(b: float, a: float) -> str:
+    return f"{b / a:.3f}" if a else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = asyncio.run(measure(args))
     a, b = (sum(side) for side in zip(*results, strict=True))
-    print(f"over {len(results)} streams: A {a:.2f} s, B {b:.2f} s, B/A {b / a:.3f}")
+    print(f"over {len(results)} streams: A {a:.2f} s, B {b:.2f} s, B/A {_ratio(b, a)}")
     return 0
 
 

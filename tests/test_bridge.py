@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import selectors
 import socket
 import time
 
@@ -297,7 +298,28 @@ async def test_a_burst_read_in_chunks_arrives_whole_over_plain_tcp(
     # no selector will announce, and they must still be read.
     monkeypatch.setattr(loop_driven, "MAX_PACKETS_PER_WAKE", 4)
     bridge = await running_bridge()
-    await burst_arrives_whole(bridge, hq, mqtt_client(), "every message of the burst")
+    session = bridge.buildings[hq[Scope.BUILDING]].session
+    loop = asyncio.get_running_loop()
+    both: list[int] = []
+
+    async def watch() -> None:
+        # Each loop turn: a read scheduled for the next turn is the socket's only reader.
+        # With the reader still on as well, every turn started one more chain of reads, and
+        # a flooded building read more than its share of each turn.
+        while True:
+            sock = session._sock
+            if sock is not None and session._scheduled is not None and sock.fileno() >= 0:
+                key = loop._selector.get_map().get(sock.fileno())
+                if key is not None and key.events & selectors.EVENT_READ:
+                    both.append(1)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await burst_arrives_whole(bridge, hq, mqtt_client(), "every message of the burst")
+    finally:
+        watcher.cancel()
+    assert not both, f"{len(both)} loop turns with a read scheduled and the reader on"
 
 
 async def test_the_token_authenticates_and_never_shows_in_logs_or_status(

@@ -212,7 +212,8 @@ class LoopDriven:
         self._reading = False  # inside ``_read``: its PUBACKs are written at its end
         self._last_in = time.monotonic()  # when the broker last sent us anything
         self._sparse_at = -READ_WAIT  # when the last read that found few packets began
-        self._polling = False  # the reader is off; a timer reads (``_poll``)
+        self._polling = False  # the reader is off; a scheduled read does (``_poll``)
+        self._scheduled: asyncio.Handle | None = None  # that read
         self.wakeups = 0  # reads of the socket: what READ_WAIT saves (tests count them)
 
     def _drive(self, client: mqtt.Client) -> None:
@@ -240,6 +241,9 @@ class LoopDriven:
     def _socket_open(self, sock: socket.socket) -> None:
         self._sock = sock
         self._polling = False
+        if self._scheduled is not None:  # the old socket's
+            self._scheduled.cancel()
+            self._scheduled = None
         self._loop.add_reader(sock, self._readable)
 
     def _socket_close(self, sock: socket.socket) -> None:
@@ -290,17 +294,24 @@ class LoopDriven:
         self._wait(sock, wait)
 
     def _wait(self, sock: socket.socket, seconds: float) -> None:
-        """Read again in ``seconds``, the socket's reader off until then."""
+        """Read again in ``seconds`` (0: on the next loop turn), the socket's reader off until
+        then: one scheduled read at a time is the socket's only reader."""
         if not self._polling:
             self._loop.remove_reader(sock)
             self._polling = True
-        self._loop.call_later(seconds, self._poll, sock)
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+        if seconds > 0:
+            self._scheduled = self._loop.call_later(seconds, self._poll, sock)
+        else:
+            self._scheduled = self._loop.call_soon(self._poll, sock)
 
     def _poll(self, sock: socket.socket) -> None:
+        self._scheduled = None
         if sock is not self._sock or not self._polling or sock.fileno() < 0:
             return  # closed meanwhile; a new socket has its own reader
-        if self._hold():
-            self._loop.call_later(HOLD_POLL, self._poll, sock)
+        if self._hold():  # a flood stops within one wake-up's packets
+            self._wait(sock, HOLD_POLL)
             return
         self._read()
 
@@ -326,24 +337,29 @@ class LoopDriven:
                     break
         finally:
             self._reading = False
-            if self._write_soon:
-                self._write(sock)
-            # Whatever happened, the socket is read again: by a timer, or by its reader.
-            self._next_read(sock, began, packets)
+            try:
+                # PUBACKs queued before a handler failed too (take_publishes asks to write
+                # only once it has taken them all).
+                if self._write_soon or client.want_write():
+                    self._write(sock)
+            finally:
+                # Whatever happened, the socket is read again: by a timer, or by its reader.
+                self._next_read(sock, began, packets)
 
     def _next_read(self, sock: socket.socket | None, began: float, packets: int) -> None:
         if sock is None or sock is not self._sock or sock.fileno() < 0:
             return  # closed meanwhile; a new socket has its own reader
         if packets >= MAX_PACKETS_PER_WAKE:
-            # More may be waiting: read it on the next loop turn, after the other buildings.
-            # Bytes TLS already decrypted never wake the selector again, so waiting on it
-            # would stall the session until the broker happens to send something else.
-            self._loop.call_soon(self._read_more, sock)
+            # More may be waiting: read it on the next loop turn, after the other buildings;
+            # with the reader off meanwhile, so that it does not read more this turn. Bytes
+            # TLS already decrypted never wake the selector again, so waiting on it would
+            # stall the session until the broker happens to send something else.
+            self._wait(sock, 0)
             return
         if packets < SPARSE_READ:
             self._sparse_at = began
             if self._polling and packets:  # a trickle goes on: read again after READ_WAIT
-                self._loop.call_later(READ_WAIT, self._poll, sock)
+                self._wait(sock, READ_WAIT)
                 return
         if self._polling:  # nothing came, or a flood did: the reader wakes the next read
             self._polling = False
@@ -351,14 +367,6 @@ class LoopDriven:
             # catches formats the socket's repr (getsockname and getpeername: two system
             # calls, twice) on every call; a number's repr costs nothing.
             self._loop.add_reader(sock.fileno(), self._readable)
-
-    def _read_more(self, sock: socket.socket) -> None:
-        if sock is not self._sock:
-            return
-        if self._hold():  # so a flood stops within one wake-up's packets
-            self._wait(sock, HOLD_POLL)
-            return
-        self._read()
 
     def _more_waiting(self, sock: socket.socket) -> bool:
         return self._client.buffered() or readable(sock)

@@ -103,7 +103,8 @@ def render(template: str, context: dict[str, Any]) -> str:
     # Without DEBUG a template is looked up once: Jinja2's own cache takes a lock each time.
     found = env.get_template(template) if env.auto_reload else _compiled(template)
     # Template.render, less its copy of the context with the globals merged in: a context is
-    # made for this one render, and the environment has no globals.
+    # made for this one render, and environment() clears the globals (a global added there
+    # would not reach the fragments).
     try:
         return env.concat(found.root_render_func(found.new_context(context, shared=True)))
     except Exception:
