@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
 import struct
 import time
@@ -11,7 +13,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.mqttwire import publish_packet
-from dashboard.bridge.loop_driven import BufferedClient
+from dashboard.bridge.loop_driven import BufferedClient, readable
 
 
 def publish(topic: bytes, payload: bytes, qos: int = 1, mid: int = 1, flags: int = 0) -> bytes:
@@ -154,3 +156,22 @@ def test_a_reset_connection_is_kept_for_paho_to_report():
     assert client.take_publishes(lambda t, p: pytest.fail("nothing to take"), 10) == 0
     assert client._packet_read() == mqtt.MQTT_ERR_CONN_LOST
     ours.close()
+
+
+def test_bytes_waiting_are_seen_on_a_socket_numbered_past_1024():
+    """A web process with a thousand pages open gives its broker sockets such numbers;
+    select() refuses them, and the session would think nothing was waiting."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= 1500:  # as a service manager allows a busy server
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    ours, broker = socket.socketpair()
+    high = socket.socket(fileno=os.dup2(ours.fileno(), 1500))
+    ours.close()
+    try:
+        assert high.fileno() >= 1024
+        assert not readable(high)
+        broker.sendall(publish(b"t", b"1"))
+        assert readable(high)
+    finally:
+        high.close()
+        broker.close()

@@ -393,7 +393,11 @@ def readable(sock: SocketLike) -> bool:
     pending = getattr(sock, "pending", None)
     if pending is not None and pending() > 0:
         return True
+    # poll(), not select(): select() refuses a descriptor of 1024 or more, and a web process
+    # with its bridge and a thousand pages open has its broker sockets up there.
+    poller = select.poll()
     try:
-        return bool(select.select([sock], [], [], 0)[0])
+        poller.register(sock, select.POLLIN)
+        return any(events & select.POLLIN for _, events in poller.poll(0))
     except (OSError, ValueError):  # closed meanwhile
         return False
