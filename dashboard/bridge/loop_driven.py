@@ -267,7 +267,9 @@ class LoopDriven:
         if sock is not None and sock is self._sock:
             self._client.coalesce_acks()
             self._client.loop_write()
-            if self._client.want_write() and sock is self._sock:
+            if self._client.want_write() and sock is self._sock and not self._writer_on:
+                # The socket was full: the loop writes the rest when it has room. Once: a
+                # read while it waits writes again, and must not register it again.
                 self._writer_on = True
                 self._loop.add_writer(sock, self._client.loop_write)
 
@@ -389,7 +391,7 @@ def _bytes_arrived(client: mqtt.Client) -> None:
 
 
 def readable(sock: SocketLike) -> bool:
-    """Bytes wait on the socket, or inside TLS where select cannot see them."""
+    """Bytes wait on the socket, or inside TLS where the kernel cannot see them."""
     pending = getattr(sock, "pending", None)
     if pending is not None and pending() > 0:
         return True
