@@ -23,6 +23,9 @@ own two phases:
   sending, the last page's forward, event-loop lag); its percentiles are printed.
 - ``collections``: the product, recording each full garbage collection (when, how long, how
   many objects it looked at, the types that came since the last one); printed one per line.
+- ``cprofile``: the product under cProfile (its event loop's thread), written at exit to
+  ``$BENCH_PROFILE`` (``python -m bench.paired --variant cprofile`` profiles the one-page
+  stream; py-spy's samples are unusable on some machines of this kind).
 
 The fixes first prototyped here (one executemany per history batch, reading every waiting
 packet per wake-up, no thread hop per frame) are now in the product; docs/benchmarks.md keeps
@@ -40,7 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 VARIANTS = ("as-is", "thread-history", "no-history", "django-tiles", "no-rollups")
-SERVER_VARIANTS = ("as-is", "deflate", "trace", "collections")
+SERVER_VARIANTS = ("as-is", "deflate", "trace", "collections", "cprofile")
 
 
 def apply(variant: str) -> None:
@@ -262,6 +265,16 @@ def collections_summary(path: str) -> str:
     )
 
 
+def _cprofile() -> None:
+    """Profile the server's main thread until it exits (a clean ``serve`` shutdown)."""
+    import atexit
+    import cProfile
+
+    profile = cProfile.Profile()
+    atexit.register(lambda: profile.dump_stats(os.environ["BENCH_PROFILE"]))
+    profile.enable()
+
+
 def apply_server(variant: str) -> None:
     if variant not in SERVER_VARIANTS:
         raise SystemExit(f"unknown server variant {variant!r}; one of {SERVER_VARIANTS}")
@@ -272,6 +285,7 @@ SERVER_PATCHES: dict[str, Callable[[], None]] = {
     "deflate": _deflate,
     "trace": _trace,
     "collections": _collections,
+    "cprofile": _cprofile,
 }
 PATCHES: dict[str, Callable[[], None]] = {
     "no-history": _no_history,

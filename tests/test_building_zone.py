@@ -121,6 +121,26 @@ def test_a_synced_value_is_marked_and_a_live_one_is_not(auckland):
     assert "from the cloud" not in values["als"]
 
 
+def test_each_value_shows_its_own_second_on_its_own_buildings_clock():
+    """Values pushed one after another: within a second, across one, and for buildings in
+    other zones (the texts of the last second are kept, so each must be asked anew)."""
+    device = uuid.uuid4()
+
+    def shown(at: datetime, zone: str) -> tuple[str, str]:
+        value = MetaValue(device, "als", 300, "Ambient light", "lux", "", at)
+        item = fragments.meta_item(value, ZoneInfo(zone))
+        return item["at_iso"], item["at_text"]
+
+    late = datetime(2026, 3, 3, 11, 30, 5, 999_000, tzinfo=UTC)
+    assert shown(late, "Pacific/Auckland") == ("2026-03-03T11:30:05+00:00", "00:30:05")
+    assert shown(late.replace(microsecond=1), "Pacific/Auckland")[1] == "00:30:05"
+    assert shown(late.replace(second=6, microsecond=0), "Pacific/Auckland")[1] == "00:30:06"
+    assert shown(late.replace(second=6), "Europe/London")[1] == "11:30:06"
+    assert shown(late, "Europe/London") == ("2026-03-03T11:30:05+00:00", "11:30:05")
+    berlin = late.astimezone(ZoneInfo("Europe/Berlin"))  # the same second, given in another zone
+    assert shown(berlin, "Europe/London") == ("2026-03-03T12:30:05+01:00", "11:30:05")
+
+
 def test_date_filters_mean_the_buildings_days(auckland, people):
     building = auckland[Scope.BUILDING]
     ActionAttempt.objects.create(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from datetime import datetime, tzinfo
@@ -28,9 +29,11 @@ SHOWN_SUPPORT = 5
 UNKNOWN = Entity(uuid.UUID(int=0), "unknown")
 
 
-def meta_dom_id(device_id: uuid.UUID, name: str) -> str:
-    # Meta names match [a-z0-9_~]; "~" would break htmx's "#id" selector.
-    return f"meta-{device_id.hex}-{name.replace('~', '--')}"
+@functools.lru_cache(maxsize=65536)
+def meta_dom_id(device: int, name: str) -> str:
+    """The HTML id of a device's (``uuid.int``) value tile; kept, as asked for every value
+    pushed. Meta names match [a-z0-9_~]; "~" would break htmx's "#id" selector."""
+    return f"meta-{device:032x}-{name.replace('~', '--')}"
 
 
 def display_label(name: str) -> str:
@@ -46,23 +49,43 @@ def format_meta(name: str, value: Any) -> str:
 def meta_item(value: MetaValue, zone: tzinfo) -> dict[str, Any]:
     """A meta value as the templates show it: formatted with the cloud's definition, its time
     on the building's clock (``zone``)."""
+    at_iso, at_text = _seconds(value.received_at, zone)
     return {
-        "dom_id": meta_dom_id(value.device_id, value.name),
+        "dom_id": meta_dom_id(value.device_id.int, value.name),
         "name": value.name,
         "label": value.display_name,
         "text": meta_definitions.format_value(
             meta_definitions.meta_definition(value.name), value.value
         ),
         "unit": value.unit,
-        # Formatted here, not with template filters: a building page shows thousands, and a
-        # busy building pushes thousands a second. The zone is the building's, handed in: asking
-        # Django for the current one costs more than the rest of a value's formatting.
-        # Whole seconds: pages show ages in seconds, and the digits below would be a sixth of
-        # a pushed value's bytes.
-        "at_iso": value.received_at.isoformat(timespec="seconds"),
-        "at_text": value.received_at.astimezone(zone).time().isoformat("seconds"),  # clock()
+        "at_iso": at_iso,
+        "at_text": at_text,
         "synced": value.synced,
     }
+
+
+# The last second _seconds formatted, with its zones: ((second, its zone, the building's), texts).
+_last_second: tuple[tuple[float, tzinfo | None, tzinfo], tuple[str, str]] | None = None
+
+
+def _seconds(at: datetime, zone: tzinfo) -> tuple[str, str]:
+    """``at`` in whole seconds: ISO 8601, and the building's clock (``clock()``).
+
+    Formatted here, not with template filters: a building page shows thousands, and a busy
+    building pushes thousands a second, nearly all received in the same second as the one
+    before: formatting it once was a fifth of a value tile's render. The zone is the
+    building's, handed in: asking Django for the current one costs more than the rest.
+    Whole seconds: pages show ages in seconds, and the digits below would be a sixth of a
+    pushed value's bytes.
+    """
+    global _last_second
+    key = (at.timestamp() // 1, at.tzinfo, zone)
+    last = _last_second  # one read: render_tile runs in page views' threads too
+    if last is not None and last[0] == key:
+        return last[1]
+    texts = at.isoformat(timespec="seconds"), at.astimezone(zone).time().isoformat("seconds")
+    _last_second = key, texts
+    return texts
 
 
 def _meta(tile: tiles.Tile, state: LiveState, inventory: BuildingInventory) -> dict[str, Any]:
