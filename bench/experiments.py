@@ -26,6 +26,10 @@ own two phases:
 - ``cprofile``: the product under cProfile (its event loop's thread), written at exit to
   ``$BENCH_PROFILE`` (``python -m bench.paired --variant cprofile`` profiles the one-page
   stream; py-spy's samples are unusable on some machines of this kind).
+- ``costs``: the product, adding up the CPU its loop's thread spends in each read from the
+  broker (the ingest of its messages included), in ingest, in tile renders and in flushes;
+  written at exit to ``$BENCH_PROFILE`` as JSON (seconds and calls of each, and the thread's
+  total). Timing each call adds about a tenth.
 
 The fixes first prototyped here (one executemany per history batch, reading every waiting
 packet per wake-up, no thread hop per frame) are now in the product; docs/benchmarks.md keeps
@@ -43,7 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 VARIANTS = ("as-is", "thread-history", "no-history", "django-tiles", "no-rollups")
-SERVER_VARIANTS = ("as-is", "deflate", "trace", "collections", "cprofile")
+SERVER_VARIANTS = ("as-is", "deflate", "trace", "collections", "cprofile", "costs")
 
 
 def apply(variant: str) -> None:
@@ -275,6 +279,62 @@ def _cprofile() -> None:
     profile.enable()
 
 
+def _costs() -> None:
+    """CPU seconds of the loop's thread in the bridge's steps (see the module's docstring)."""
+    import atexit
+    import functools
+    import json
+    import time
+
+    from dashboard.bridge.building import BuildingBridge
+    from dashboard.bridge.fanout import Fanout
+    from dashboard.bridge.loop_driven import LoopDriven
+
+    totals: dict[str, list[float]] = {}
+
+    def timed(owner: type, attribute: str, step: str) -> None:
+        real = getattr(owner, attribute)
+        spent = totals[step] = [0.0, 0]
+
+        def add(began: float) -> None:
+            spent[0] += time.thread_time() - began
+            spent[1] += 1
+
+        if asyncio.iscoroutinefunction(real):
+
+            @functools.wraps(real)
+            async def waited(*args: Any, **kwargs: Any) -> Any:
+                began = time.thread_time()
+                try:
+                    return await real(*args, **kwargs)
+                finally:
+                    add(began)
+
+            setattr(owner, attribute, waited)
+        else:
+
+            @functools.wraps(real)
+            def called(*args: Any, **kwargs: Any) -> Any:
+                began = time.thread_time()
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    add(began)
+
+            setattr(owner, attribute, called)
+
+    timed(LoopDriven, "_read", "read")
+    timed(BuildingBridge, "on_message", "ingest")
+    timed(Fanout, "_render_one", "render")
+    timed(Fanout, "flush", "flush")
+
+    def write() -> None:
+        with open(os.environ["BENCH_PROFILE"], "w") as out:
+            json.dump({"thread": time.thread_time(), **totals}, out)
+
+    atexit.register(write)
+
+
 def apply_server(variant: str) -> None:
     if variant not in SERVER_VARIANTS:
         raise SystemExit(f"unknown server variant {variant!r}; one of {SERVER_VARIANTS}")
@@ -286,6 +346,7 @@ SERVER_PATCHES: dict[str, Callable[[], None]] = {
     "trace": _trace,
     "collections": _collections,
     "cprofile": _cprofile,
+    "costs": _costs,
 }
 PATCHES: dict[str, Callable[[], None]] = {
     "no-history": _no_history,

