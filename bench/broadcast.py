@@ -6,7 +6,8 @@ in the harness, records every frame as it came off the wire and when. Then the b
 bare asyncio server of the ``websockets`` library (``python -m bench.broadcast serve``),
 nothing but a set of connections and ``websockets.broadcast``, sends the same frames at the
 same moments to as many pages of the same client code, which acknowledge each as they do the
-dashboard's. Each side's figure is its process's CPU seconds over the frames its pages got.
+dashboard's. Each side's figure is its process's CPU seconds over the frames its pages got,
+over ``ROUNDS`` rounds each, in the order dashboard, bare, bare, dashboard.
 
 The dashboard's process is the web server with its bridge (``manage.py serve``), so its
 figure also holds the stream's MQTT ingest and the tiles' render; the baseline only sends.
@@ -23,6 +24,7 @@ import json
 import pickle
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,16 +53,19 @@ PROCESSES = 3  # page processes: with the harness and the server, more than the 
 class Broadcast:
     pages: int
     processes: int
-    seconds: float
+    rounds: int  # the dashboard's streams, and as many replays by the bare server (ROUNDS)
+    seconds: float  # of publishing, over every round
     frames_per_page: float  # dashboard, per second of publishing
     server_cpu: float  # CPU seconds of the dashboard's process over the stream
     server_us_per_page_frame: float
+    server_cpu_by_round: list[float]
     solo_cpu: float  # the same stream with one page open: ingest and render, next to nothing sent
     others_cpu: float  # scaled out: the dashboard's other processes (its bridge worker)
     fanout_us_per_page_frame: float  # what the pages added, per page-frame
     bare_frames_per_page: float
     bare_cpu: float
     bare_us_per_page_frame: float
+    bare_cpu_by_round: list[float]
     pages_cpu: float  # the page processes, per second, during the dashboard's stream
     harness_cpu: float  # the harness itself, likewise
     window_seconds: float  # from the counters' start to their end: the stream and its settling
@@ -100,6 +105,31 @@ def machine() -> tuple[float, float, float]:
     return time.monotonic(), sum(times) - idle - steal, steal
 
 
+# The dashboard's stream, the bare server's replay, the replay again, the stream again: the
+# machine's speed drifts within a run (the bare server's CPU for the same frames was 1.95 and
+# 2.75 s in two runs minutes apart), and in this order a steady drift meets both sides alike.
+ROUNDS = 2
+
+
+@dataclass
+class _Round:
+    """One stream of the dashboard to its pages, and what its counters said."""
+
+    seconds: float
+    server_cpu: float
+    others_cpu: float
+    frames_got: int
+    pages_cpu: float
+    harness_cpu: float
+    window_seconds: float
+    machine_busy: float
+    machine_steal: float
+    histogram: Counter[int]
+    late: Counter[int]
+    shares: list[float]
+    reconnects: dict[str, int]
+
+
 async def measure(
     stack: Stack,
     devices: int,
@@ -109,36 +139,133 @@ async def measure(
     window_ms: float,
     processes: int = PROCESSES,
     profile: Path | None = None,
+    rounds: int = ROUNDS,
 ) -> Broadcast:
-    """With ``profile``, py-spy records the server while the pages get the stream."""
+    """With ``profile``, py-spy records the server while the pages get the first stream."""
     building = stack.add_building(devices, SEED, pages + 1)
-    directory = stack.directory / f"broadcast-{pages}"
-    directory.mkdir(exist_ok=True)
     url = stack.url
     recorder = await open_pages(url, building.id, building.sessions[:1])
     # The building may have more sessions than this needs (scenario 6 made 1,000 of them).
     sessions = building.sessions[1 : pages + 1]
-    fleet: PageFleet | None = None
+    frames: list[tuple[float, str | bytes]] = []
     try:
         await until_bridged(stack, building, recorder[0])
         solo_cpu = await alone(stack, building, recorder[0], rate, duration)
-        fleet = await PageFleet.open(url, building.id, sessions, processes, directory)
+        ours = [
+            await _stream(
+                stack,
+                building,
+                recorder[0],
+                sessions,
+                processes,
+                rate,
+                duration,
+                window_ms,
+                1,
+                frames,
+                profile,
+            )
+        ]
+        bare = [await measure_bare(stack, building.id, sessions, frames, processes)]
+        for round_ in range(2, rounds + 1):
+            bare.append(await measure_bare(stack, building.id, sessions, frames, processes))
+            ours.append(
+                await _stream(
+                    stack,
+                    building,
+                    recorder[0],
+                    sessions,
+                    processes,
+                    rate,
+                    duration,
+                    window_ms,
+                    round_,
+                    None,
+                    None,
+                )
+            )
+    finally:
+        await close_all(recorder)
+    seconds = sum(r.seconds for r in ours)
+    server_cpu = sum(r.server_cpu for r in ours)
+    frames_got = sum(r.frames_got for r in ours)
+    window = sum(r.window_seconds for r in ours)
+    histogram: Counter[int] = sum((r.histogram for r in ours), Counter())
+    late: Counter[int] = sum((r.late for r in ours), Counter())
+    bare_cpu = sum(b["cpu"] for b in bare)
+    bare_frames = sum(b["frames"] for b in bare)
+    bare_seconds = len(bare) * seconds / len(ours)
+    return Broadcast(
+        pages=pages,
+        processes=processes,
+        rounds=len(ours),
+        seconds=seconds,
+        frames_per_page=frames_got / pages / seconds,
+        server_cpu=server_cpu,
+        server_us_per_page_frame=server_cpu / frames_got * 1e6 if frames_got else 0.0,
+        server_cpu_by_round=[round(r.server_cpu, 2) for r in ours],
+        solo_cpu=solo_cpu,
+        others_cpu=sum(r.others_cpu for r in ours),
+        # The solo stream is one round's.
+        fanout_us_per_page_frame=(server_cpu - solo_cpu * len(ours)) / frames_got * 1e6
+        if frames_got
+        else 0.0,
+        bare_frames_per_page=bare_frames / pages / bare_seconds,
+        bare_cpu=bare_cpu,
+        bare_us_per_page_frame=bare_cpu / bare_frames * 1e6 if bare_frames else 0.0,
+        bare_cpu_by_round=[round(b["cpu"], 2) for b in bare],
+        pages_cpu=sum(r.pages_cpu for r in ours) / seconds,
+        harness_cpu=sum(r.harness_cpu for r in ours) / seconds,
+        window_seconds=window,
+        machine_cpu=sum(r.machine_busy for r in ours) / window,
+        machine_steal=sum(r.machine_steal for r in ours) / window,
+        bare_pages_cpu=sum(b["pages_cpu"] for b in bare) / bare_seconds,
+        bare_machine_cpu=sum(b["machine_cpu"] for b in bare) / len(bare),
+        bare_delivered=100 * bare_frames / (pages * len(frames) * len(bare)) if frames else 0.0,
+        latency_p50_ms=percentile_of(histogram, 50),
+        latency_p99_ms=percentile_of(histogram, 99),
+        late_by_publish_decisecond=dict(sorted(late.most_common(10))),
+        worst_final_share=min((min(r.shares, default=0.0) for r in ours), default=0.0),
+        reconnects=dict(sum((Counter(r.reconnects) for r in ours), Counter())),
+    )
+
+
+async def _stream(
+    stack: Stack,
+    building: Building,
+    recorder: PageClient,
+    sessions: list[str],
+    processes: int,
+    rate: float,
+    duration: float,
+    window_ms: float,
+    round_: int,
+    frames: list[tuple[float, str | bytes]] | None,
+    profile: Path | None,
+) -> _Round:
+    """One stream to a fleet of pages opened for it; ``frames`` gets the recorder's frames."""
+    pages = len(sessions)
+    directory = stack.directory / f"broadcast-{pages}-{round_}"
+    directory.mkdir(exist_ok=True)
+    fleet = await PageFleet.open(stack.url, building.id, sessions, processes, directory)
+    try:
         first = SEQUENCER.next.get(building.id, 1)
-        recorder[0].record_from = first
+        recorder.record_from = first
         await fleet.record_from(first)
         # Counting reads each page's snapshot into its stats (pages parse what they got
         # lazily): done here, that work is not counted as the stream's.
         counted = await fleet.counts()
         await stack.until_quiet()
-        frames: list[tuple[float, str | bytes]] = []
-        recorder[0].recording = frames
+        recorder.recording = frames
         me = psutil.Process()
         began = (cpu(stack.server_pid), fleet.cpu_seconds(), sum(me.cpu_times()[:2]), *machine())
         others_began = others_cpu_of(stack)
         profiler = None
         if profile is not None:
             profiler = await Profile(stack.server_pid, profile, duration).start()
-        stream = await publish_stream(stack, building, rate, duration, f"broadcast-{pages}")
+        stream = await publish_stream(
+            stack, building, rate, duration, f"broadcast-{pages}-{round_}"
+        )
         if profiler is not None:
             await profiler.stop()
         last_file = directory / "last.json"
@@ -148,44 +275,27 @@ async def measure(
         ended = (cpu(stack.server_pid), fleet.cpu_seconds(), sum(me.cpu_times()[:2]), *machine())
         others_cpu = others_cpu_of(stack) - others_began
         frames_got = (await fleet.counts())[0] - counted[0]
-        recorder[0].recording = None
+        recorder.recording = None
         times_file = directory / "times.bin"
         times_file.write_bytes(stream.times.tobytes())
         histogram = await fleet.freshness(times_file, stream.first)
         late = await fleet.late(times_file, stream.first, window_ms + slack_ms(pages))
         reconnects = await fleet.reconnects()
     finally:
-        await close_all(recorder)
-        if fleet is not None:
-            await fleet.close()
-    seconds = stream.end - stream.start
-    server_cpu = ended[0] - began[0]
-    bare = await measure_bare(stack, building.id, sessions, frames, processes)
-    return Broadcast(
-        pages=pages,
-        processes=processes,
-        seconds=seconds,
-        frames_per_page=frames_got / pages / seconds,
-        server_cpu=server_cpu,
-        server_us_per_page_frame=server_cpu / frames_got * 1e6 if frames_got else 0.0,
-        solo_cpu=solo_cpu,
+        await fleet.close()
+    return _Round(
+        seconds=stream.end - stream.start,
+        server_cpu=ended[0] - began[0],
         others_cpu=others_cpu,
-        fanout_us_per_page_frame=(server_cpu - solo_cpu) / frames_got * 1e6 if frames_got else 0.0,
-        bare_frames_per_page=bare["frames"] / pages / seconds,
-        bare_cpu=bare["cpu"],
-        bare_us_per_page_frame=bare["cpu"] / bare["frames"] * 1e6 if bare["frames"] else 0.0,
-        pages_cpu=(ended[1] - began[1]) / seconds,
-        harness_cpu=(ended[2] - began[2]) / seconds,
+        frames_got=frames_got,
+        pages_cpu=ended[1] - began[1],
+        harness_cpu=ended[2] - began[2],
         window_seconds=ended[3] - began[3],
-        machine_cpu=(ended[4] - began[4]) / (ended[3] - began[3]),
-        machine_steal=(ended[5] - began[5]) / (ended[3] - began[3]),
-        bare_pages_cpu=bare["pages_cpu"] / seconds,
-        bare_machine_cpu=bare["machine_cpu"],
-        bare_delivered=100 * bare["frames"] / (pages * len(frames)) if frames else 0.0,
-        latency_p50_ms=percentile_of(histogram, 50),
-        latency_p99_ms=percentile_of(histogram, 99),
-        late_by_publish_decisecond=dict(sorted(late.most_common(10))),
-        worst_final_share=min(shares, default=0.0),
+        machine_busy=ended[4] - began[4],
+        machine_steal=ended[5] - began[5],
+        histogram=histogram,
+        late=late,
+        shares=shares,
         reconnects=reconnects,
     )
 
