@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -42,3 +43,22 @@ async def test_a_silent_cut_is_noticed_within_one_and_a_half_keepalives_and_heal
         await until(lambda: hq[Scope.DEVICE] in building.state.meta, 5, "values after healing")
     # Giving up on the dead socket must not trip over paho closing it again afterwards.
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_bridge_stopped_while_its_broker_has_not_answered_stops_at_once(
+    hq, broker, running_bridge, caplog
+):
+    """A stop while a session waits for its CONNACK does not wait it out (CONNACK_TIMEOUT):
+    a worker hands its buildings over only once its sessions have stopped."""
+    async with Relay(broker.port) as relay:
+        relay.cut()  # the connection opens; the broker's side never answers
+        bridge = await running_bridge(config=config_for(relay.url))
+        session = bridge.buildings[hq[Scope.BUILDING]].session
+        await until(lambda: session._connack is not None, 5, "a connect under way")
+        await asyncio.sleep(0.5)  # its CONNECT has gone out
+        assert session.status.state == "connecting"
+        caplog.clear()
+        bridge.stop()
+        await until(lambda: session.status.state == "stopped", 3, "the session stopped")
+    # Stopping is not a failure to connect.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

@@ -241,6 +241,9 @@ class BuildingSession(LoopDriven):
                 try:
                     await self._connect_once()
                 except (OSError, ssl.SSLError, ConnectionError, TimeoutError, ValueError) as exc:
+                    if self._stopping.is_set():  # stop() ended the attempt: nothing went wrong
+                        self._drop_socket()
+                        break
                     self.status.last_error = tls.describe(exc)
                     logger.warning(
                         "building %s: cannot connect to %s: %s",
@@ -266,6 +269,10 @@ class BuildingSession(LoopDriven):
     async def stop(self) -> None:
         """Disconnect cleanly; ``run`` returns."""
         self._stopping.set()
+        if self._connack is not None and not self._connack.done():
+            # A connect in progress: its CONNACK cannot come once the socket goes, and run()
+            # would wait it out (CONNACK_TIMEOUT) before a worker hands its buildings over.
+            self._connack.set_exception(ConnectionAbortedError("stopping"))
         if self._connected:
             self._client.disconnect()
             # Give the DISCONNECT packet a moment to leave before the socket goes.
