@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import pickle
 import sys
@@ -151,39 +152,14 @@ async def measure(
     try:
         await until_bridged(stack, building, recorder[0])
         solo_cpu = await alone(stack, building, recorder[0], rate, duration)
-        ours = [
-            await _stream(
-                stack,
-                building,
-                recorder[0],
-                sessions,
-                processes,
-                rate,
-                duration,
-                window_ms,
-                1,
-                frames,
-                profile,
-            )
-        ]
+        stream = functools.partial(
+            _stream, stack, building, recorder[0], sessions, processes, rate, duration, window_ms
+        )
+        ours = [await stream(1, frames, profile)]
         bare = [await measure_bare(stack, building.id, sessions, frames, processes)]
         for round_ in range(2, rounds + 1):
             bare.append(await measure_bare(stack, building.id, sessions, frames, processes))
-            ours.append(
-                await _stream(
-                    stack,
-                    building,
-                    recorder[0],
-                    sessions,
-                    processes,
-                    rate,
-                    duration,
-                    window_ms,
-                    round_,
-                    None,
-                    None,
-                )
-            )
+            ours.append(await stream(round_, None, None))
     finally:
         await close_all(recorder)
     seconds = sum(r.seconds for r in ours)
