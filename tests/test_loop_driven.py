@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import socket
@@ -13,7 +14,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.mqttwire import publish_packet
-from dashboard.bridge.loop_driven import BufferedClient, readable
+from dashboard.bridge.loop_driven import BufferedClient, LoopDriven, readable
 
 
 def publish(topic: bytes, payload: bytes, qos: int = 1, mid: int = 1, flags: int = 0) -> bytes:
@@ -190,4 +191,52 @@ def test_bytes_waiting_are_seen_on_a_socket_numbered_past_1024():
         assert readable(high)
     finally:
         high.close()
+        broker.close()
+
+
+class _Driven(LoopDriven):
+    """The loop's reads of ``client``'s socket, with a handler that raises on ``fail_on``."""
+
+    def __init__(self, client: BufferedClient, fail_on: bytes) -> None:
+        super().__init__()
+        self._client = client
+        self._fail_on = fail_on
+        self.got: list[bytes] = []
+
+    def _message(self, topic: str, payload: bytes) -> None:
+        if payload == self._fail_on:
+            raise RuntimeError("a callback's bug")
+        self.got.append(payload)
+
+
+async def test_packets_left_in_the_buffer_by_a_read_that_raised_are_read_without_new_bytes():
+    """The packets after a raising handler wait in the buffer, where epoll cannot see them:
+    the loop reads them on its next turn, not when the broker happens to send again."""
+    loop = asyncio.get_running_loop()
+    raised: list[BaseException | None] = []
+    loop.set_exception_handler(lambda _loop, context: raised.append(context.get("exception")))
+    client = BufferedClient(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    driven = _Driven(client, fail_on=b"1")
+    driven._drive(client)
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        client._sock = ours
+        driven._socket_open(ours)
+        broker.sendall(b"".join(publish(b"t", str(n).encode(), mid=n + 1) for n in range(5)))
+        deadline = loop.time() + 2
+        while driven.got != [b"0", b"2", b"3", b"4"] and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert driven.got == [b"0", b"2", b"3", b"4"]
+        assert [type(e) for e in raised] == [RuntimeError]
+        broker.settimeout(5)
+        sent = b""
+        while len(sent) < 16:
+            sent += broker.recv(100)
+        # Every handled message acknowledged, in order; the one whose handler raised is not.
+        assert sent == b"".join(b"\x40\x02\x00" + bytes([mid]) for mid in (1, 3, 4, 5))
+    finally:
+        loop.set_exception_handler(None)
+        driven._socket_close(ours)
+        ours.close()
         broker.close()

@@ -356,11 +356,12 @@ class LoopDriven:
     def _next_read(self, sock: socket.socket | None, began: float, packets: int) -> None:
         if sock is None or sock is not self._sock or sock.fileno() < 0:
             return  # closed meanwhile; a new socket has its own reader
-        if packets >= MAX_PACKETS_PER_WAKE:
+        if packets >= MAX_PACKETS_PER_WAKE or self._client.buffered():
             # More may be waiting: read it on the next loop turn, after the other buildings;
             # with the reader off meanwhile, so that it does not read more this turn. Bytes
             # TLS already decrypted never wake the selector again, so waiting on it would
-            # stall the session until the broker happens to send something else.
+            # stall the session until the broker happens to send something else; nor do
+            # packets left in the buffer by a read that raised (a paho callback's error).
             self._wait(sock, 0)
             return
         if packets < SPARSE_READ:

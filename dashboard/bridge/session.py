@@ -273,6 +273,9 @@ class BuildingSession(LoopDriven):
             # A connect in progress: its CONNACK cannot come once the socket goes, and run()
             # would wait it out (CONNACK_TIMEOUT) before a worker hands its buildings over.
             self._connack.set_exception(ConnectionAbortedError("stopping"))
+            # Marked seen: a connect() that fails in its thread meanwhile leaves run() before
+            # it awaits the future, which asyncio would log as never retrieved.
+            self._connack.exception()
         if self._connected:
             self._client.disconnect()
             # Give the DISCONNECT packet a moment to leave before the socket goes.
