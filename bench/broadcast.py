@@ -80,6 +80,9 @@ class Broadcast:
     # Values shown later than the target, by the tenth of a second of the stream they were
     # published in (the ten busiest): where the late ones cluster.
     late_by_publish_decisecond: dict[int, int]
+    # Each round's first publish (time.monotonic(), the same in every process): where the
+    # deciseconds above begin, to line them up with a server variant's records.
+    stream_starts: list[float]
     worst_final_share: float
     reconnects: dict[str, int]
 
@@ -127,6 +130,7 @@ class _Round:
     machine_steal: float
     histogram: Counter[int]
     late: Counter[int]
+    started: float
     shares: list[float]
     reconnects: dict[str, int]
 
@@ -201,6 +205,7 @@ async def measure(
         latency_p50_ms=percentile_of(histogram, 50),
         latency_p99_ms=percentile_of(histogram, 99),
         late_by_publish_decisecond=dict(sorted(late.most_common(10))),
+        stream_starts=[r.started for r in ours],
         worst_final_share=min((min(r.shares, default=0.0) for r in ours), default=0.0),
         reconnects=dict(sum((Counter(r.reconnects) for r in ours), Counter())),
     )
@@ -271,6 +276,7 @@ async def _stream(
         machine_steal=ended[5] - began[5],
         histogram=histogram,
         late=late,
+        started=stream.times[0] if stream.times else stream.start,
         shares=shares,
         reconnects=reconnects,
     )

@@ -26,6 +26,12 @@ own two phases:
 - ``cprofile``: the product under cProfile (its event loop's thread), written at exit to
   ``$BENCH_PROFILE`` (``python -m bench.paired --variant cprofile`` profiles the one-page
   stream; py-spy's samples are unusable on some machines of this kind).
+- ``stalls``: each process of the dashboard (``serve``, ``serve --no-bridge``, ``run_bridge``)
+  recording, as JSON lines to ``$BENCH_TRACE.stalls.<pid>`` with ``time.monotonic()`` (shared
+  by every process on the machine): each event-loop lag over 10 ms with the CPU its thread
+  spent meanwhile (little CPU: the process waited for a core; as much as the lag: it worked),
+  each collection over 5 ms, each busy flush of the fan-out (its sequence numbers) and each
+  frame the web process's hub handed out. ``stalls_summary`` lines them up with the late values.
 - ``costs``: the product, adding up the CPU its loop's thread spends in each read from the
   broker (the ingest of its messages included), in ingest, in tile renders and in flushes;
   written at exit to ``$BENCH_PROFILE`` as JSON (seconds and calls of each, and the thread's
@@ -44,10 +50,11 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 VARIANTS = ("as-is", "thread-history", "no-history", "django-tiles", "no-rollups")
-SERVER_VARIANTS = ("as-is", "deflate", "trace", "collections", "cprofile", "costs")
+SERVER_VARIANTS = ("as-is", "deflate", "trace", "collections", "cprofile", "costs", "stalls")
 
 
 def apply(variant: str) -> None:
@@ -269,6 +276,131 @@ def collections_summary(path: str) -> str:
     )
 
 
+def _stalls() -> None:
+    """See the module's docstring: where a stall of the whole stream comes from."""
+    import gc
+    import json
+    import time
+
+    from dashboard.bridge.fanout import Fanout
+    from dashboard.live.hub import Hub
+
+    out = open(f"{os.environ['BENCH_TRACE']}.stalls.{os.getpid()}", "a")  # noqa: SIM115
+    sampled: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
+
+    def write(**record: Any) -> None:
+        out.write(json.dumps(record) + "\n")
+
+    async def lag() -> None:
+        while True:
+            before, cpu = time.monotonic(), time.thread_time()
+            await asyncio.sleep(0.005)
+            late = time.monotonic() - before - 0.005
+            if late > 0.010:
+                write(lag=late * 1000, at=before, cpu=(time.thread_time() - cpu) * 1000)
+                out.flush()
+
+    def sample() -> None:
+        loop = asyncio.get_running_loop()
+        if loop not in sampled:
+            sampled[loop] = loop.create_task(lag())
+
+    began = [0.0]
+
+    def collected(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            began[0] = time.monotonic()
+        elif (took := time.monotonic() - began[0]) > 0.005:
+            write(gc=info["generation"], at=began[0], took=took * 1000)
+
+    gc.callbacks.append(collected)
+    flush, hand_out = Fanout.flush, Hub.hand_out
+
+    async def traced_flush(self: Any) -> None:
+        sample()
+        start = time.monotonic()
+        await flush(self)
+        if (end := time.monotonic()) - start > 0.003:
+            write(flush=start, end=end, seq=dict(self.seq))
+
+    def traced_hand_out(self: Any, message: dict[str, Any]) -> None:
+        sample()
+        start = time.monotonic()
+        hand_out(self, message)
+        if "frame" in message and len(message["frame"]) > 2000:
+            write(hub=start, end=time.monotonic(), seq=message.get("seq"))
+
+    Fanout.flush = traced_flush  # type: ignore[method-assign]
+    Hub.hand_out = traced_hand_out  # type: ignore[method-assign]
+
+
+def _when(starts: list[float], at: float) -> str:
+    """A moment as the round whose stream it falls in (or the last before it) and its second."""
+    i = max([i for i, s in enumerate(starts) if s <= at + 1] or [0])
+    return f"r{i + 1} {at - starts[i]:6.2f} s"
+
+
+def stalls_summary(results: str) -> str:
+    """What ``_stalls`` recorded in each process next to the late values of scenario 8 in a
+    ``bench.run --server-variant stalls`` results file (times from each round's first publish)."""
+    import glob
+    import json
+
+    from bench.figures import percentile
+
+    details = json.loads(Path(results).read_text())["details"]["broadcast"]
+    lines: list[str] = []
+    for name, result in details.items() if isinstance(details, dict) else ():
+        if not isinstance(result, dict) or "stream_starts" not in result:
+            continue
+        starts = result["stream_starts"]
+        lines.append(f"{name}: late values by decisecond {result['late_by_publish_decisecond']}")
+
+        spans = [(s - 1, s + 40) for s in starts]
+        for path in sorted(glob.glob(str(Path(results).with_suffix(".trace")) + ".stalls.*")):
+            records = [json.loads(line) for line in Path(path).read_text().splitlines()]
+            records = [
+                r
+                for r in records
+                if any(a <= r.get("at", r.get("flush", r.get("hub", -1))) <= b for a, b in spans)
+            ]
+            role = (
+                "bridge"
+                if any("flush" in r for r in records)
+                else "web with pages"
+                if any("hub" in r for r in records)
+                else "other"
+            )
+            lags = [r for r in records if "lag" in r]
+            gcs = [r for r in records if "gc" in r]
+            lines.append(
+                f"  {role} ({path.rsplit('.', 1)[1]}): {len(lags)} lags over 10 ms, "
+                f"{sum(r['lag'] for r in lags):.0f} ms in all; {len(gcs)} collections over "
+                f"5 ms, {sum(r['took'] for r in gcs):.0f} ms"
+            )
+            for r in sorted(lags, key=lambda r: -r["lag"])[:8]:
+                lines.append(
+                    f"    lag {r['lag']:6.1f} ms at {_when(starts, r['at'])}, CPU {r['cpu']:6.1f} ms"
+                )
+            for r in sorted(gcs, key=lambda r: -r["took"])[:4]:
+                lines.append(
+                    f"    gen{r['gc']} collection {r['took']:6.1f} ms at {_when(starts, r['at'])}"
+                )
+            flushes = {tuple(sorted(r["seq"].items())): r for r in records if "flush" in r}
+            if flushes:
+                took = [(r["end"] - r["flush"]) * 1000 for r in flushes.values()]
+                lines.append(
+                    f"    flush p50 {percentile(took, 50):.1f} p99 {percentile(took, 99):.1f} max {max(took):.1f} ms"
+                )
+            hubs = [r for r in records if "hub" in r]
+            if hubs:
+                took = [(r["end"] - r["hub"]) * 1000 for r in hubs]
+                lines.append(
+                    f"    hand-out p50 {percentile(took, 50):.1f} p99 {percentile(took, 99):.1f} max {max(took):.1f} ms"
+                )
+    return "\n".join(lines)
+
+
 def _cprofile() -> None:
     """Profile the server's main thread until it exits (a clean ``serve`` shutdown)."""
     import atexit
@@ -347,6 +479,7 @@ SERVER_PATCHES: dict[str, Callable[[], None]] = {
     "collections": _collections,
     "cprofile": _cprofile,
     "costs": _costs,
+    "stalls": _stalls,
 }
 PATCHES: dict[str, Callable[[], None]] = {
     "no-history": _no_history,
@@ -412,7 +545,9 @@ async def serve_main(
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args and args[0] == "serve":  # serve [pages [seconds [variant ...]]]
+    if args and args[0] == "stalls":  # stalls RESULTS.json
+        print(stalls_summary(args[1]))
+    elif args and args[0] == "serve":  # serve [pages [seconds [variant ...]]]
         pages = int(args[1]) if len(args) > 1 else 100
         seconds = float(args[2]) if len(args) > 2 else 15.0
         asyncio.run(serve_main(pages, seconds, tuple(args[3:])))

@@ -29,6 +29,7 @@ from bench import (
     occupancy,
     render,
 )
+from bench.experiments import SERVER_VARIANTS
 from bench.figures import Figure, table, write_results
 from bench.harness import Stack, machine_info, workdir
 from bench.scaled import ScaledStack
@@ -273,12 +274,20 @@ class Runner:
 
 
 async def run(
-    scale: Scale, only: set[str], profile_dir: Path | None = None, scale_out: bool = False
+    scale: Scale,
+    only: set[str],
+    profile_dir: Path | None = None,
+    scale_out: bool = False,
+    server_variant: str = "as-is",
 ) -> tuple[list[Figure], dict[str, Any], list[str]]:
     """Every chosen scenario in order; one that fails is reported and the rest still run."""
     directory = workdir()
     settings = scale.serve_settings
-    stack = ScaledStack(directory, settings) if scale_out else Stack(directory, settings=settings)
+    stack = (
+        ScaledStack(directory, settings, server_variant)
+        if scale_out
+        else Stack(directory, server_variant, settings)
+    )
     errors: list[str] = []
     try:
         log(f"starting mosquitto and the dashboard in {directory}")
@@ -331,7 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ingest-devices", type=int, help="scenario 1 at this many devices (10000: the issue's)"
     )
+    parser.add_argument(
+        "--server-variant",
+        choices=SERVER_VARIANTS,
+        default="as-is",
+        help="every dashboard process with this variant of bench/experiments.py; its records "
+        "go to files named after --out (trace, collections, stalls: the variant's docstring)",
+    )
     args = parser.parse_args(argv)
+    if args.server_variant != "as-is":
+        os.environ["BENCH_TRACE"] = str(args.out.resolve().with_suffix(".trace"))
     if args.scale_out and set(args.only) - {"freshness", "broadcast"}:
         parser.error("--scale-out runs scenarios 2, 3 and 8 only: add --only freshness broadcast")
     os.chdir(Path(__file__).resolve().parent.parent)
@@ -341,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ingest_devices:
         scale = replace(scale, ingest_devices=args.ingest_devices)
     profiles = args.out.resolve().parent if args.profile else None
-    figures, details, errors = asyncio.run(run(scale, set(args.only), profiles, args.scale_out))
+    figures, details, errors = asyncio.run(
+        run(scale, set(args.only), profiles, args.scale_out, args.server_variant)
+    )
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     machine["run_seconds"] = round(time.monotonic() - started, 1)
     machine["mode"] = "smoke" if args.smoke else "full"

@@ -1,5 +1,6 @@
 """The scaled-out layout of docs/deploy.md for scenario 2: two web processes
 (``serve --no-bridge``) and one bridge worker (``run_bridge``) on Redis and PostgreSQL.
+A server variant (bench/experiments.py) applies to each of them.
 
 A database of its own in PostgreSQL and a Redis database of its own (flushed before and
 after); pages take turns between the two web processes, as behind a load balancer.
@@ -15,7 +16,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from bench.harness import Stack
+from bench.harness import Stack, VariantServed
 from tests.served import ServedDashboard
 
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -25,8 +26,13 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 class ScaledStack(Stack):
     """Mosquitto, Redis, PostgreSQL, two web processes and one bridge worker."""
 
-    def __init__(self, directory: Path, settings: dict[str, str] | None = None) -> None:
-        super().__init__(directory, settings=settings)
+    def __init__(
+        self,
+        directory: Path,
+        settings: dict[str, str] | None = None,
+        server_variant: str = "as-is",
+    ) -> None:
+        super().__init__(directory, server_variant=server_variant, settings=settings)
         self.database = f"gooee_bench_{secrets.token_hex(4)}"
         self.webs: list[ServedDashboard] = []
         self.worker: ServedDashboard | None = None
@@ -44,7 +50,11 @@ class ScaledStack(Stack):
 
         def process(name: str) -> ServedDashboard:
             (self.directory / name).mkdir()
-            return ServedDashboard(self.directory / name, self.broker.url, **settings)
+            if self.server_variant == "as-is":
+                return ServedDashboard(self.directory / name, self.broker.url, **settings)
+            return VariantServed(
+                self.directory / name, self.broker.url, self.server_variant, **settings
+            )
 
         web_a, web_b, worker = process("web-a"), process("web-b"), process("bridge")
         web_a.migrate()
