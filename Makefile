@@ -44,13 +44,14 @@ system-packages:
 	@scripts/system-packages.sh
 
 # PostgreSQL, one of this machine's services: the history writer's tests run there too (its
-# SQL differs there: one statement over an array per column), in a test database of their own.
-HISTORY_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/gooee_history_tests
+# SQL differs there: one statement over an array per column), in a database named after the
+# run's shell, as the scale-out tests make their own (TEST_POSTGRES_URL points elsewhere).
+TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 
 # The smoke benchmark runs inside `make test` as tests/test_bench_smoke.py.
 test: system-packages install lint
 	$(BIN)/python -m pytest
-	DATABASE_URL=$(HISTORY_TEST_DATABASE_URL) $(BIN)/python -m pytest -p no:cacheprovider \
+	DATABASE_URL=$(dir $(TEST_POSTGRES_URL))gooee_history_$$$$ $(BIN)/python -m pytest -p no:cacheprovider \
 		tests/test_history.py tests/test_rollups.py
 
 # Benchmarks against raw-MQTT baselines in the same run (docs/benchmarks.md); not for CI.

@@ -290,6 +290,7 @@ def _stalls() -> None:
 
     def write(**record: Any) -> None:
         out.write(json.dumps(record) + "\n")
+        out.flush()  # a few a second; a process that is killed keeps what it recorded
 
     async def lag() -> None:
         while True:
@@ -298,7 +299,6 @@ def _stalls() -> None:
             late = time.monotonic() - before - 0.005
             if late > 0.010:
                 write(lag=late * 1000, at=before, cpu=(time.thread_time() - cpu) * 1000)
-                out.flush()
 
     def sample() -> None:
         loop = asyncio.get_running_loop()

@@ -35,6 +35,7 @@ def write_rows(
     ``device_id``); with ``conflict``, ``ON CONFLICT (...) DO UPDATE SET updates`` (which may
     name the stored row by the quoted table and the new one ``excluded``). With ``conflict``,
     no two rows may have the same key: PostgreSQL updates a row at most once a statement.
+    A column's values are of one Python type (None aside): psycopg makes one array of them.
     """
     meta = model._meta
     # get_field knows a foreign key by its attname too (building_id, device_id).
@@ -63,11 +64,18 @@ def write_rows(
             # a 4,000-value batch cost PostgreSQL's backend 230 ms of CPU (74 ms so), which
             # took a core from the live pages' web process every history interval
             # (docs/benchmarks.md, "2026-12-05, 10:00").
-            arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+            arrays = ", ".join(f"%s::{_array_type(field)}[]" for field in fields)
             cursor.execute(f"{into} SELECT * FROM unnest({arrays}){on_conflict}", adapted)
         else:
             values = f" VALUES ({', '.join(['%s'] * len(names))})"
             cursor.executemany(into + values + on_conflict, list(zip(*adapted, strict=True)))
+
+
+def _array_type(field: Field[Any, Any]) -> str:
+    """The PostgreSQL type of a column's array: text for a varchar(n) column, whose cast
+    would cut longer text short where the INSERT refuses it."""
+    kind = str(field.db_type(connection))
+    return "text" if kind.startswith("varchar") else kind
 
 
 def replacing(names: Iterable[str]) -> str:

@@ -330,7 +330,7 @@ def _upsert(
     key: tuple[str, ...],
     rules: dict[str, str],
 ) -> int:
-    """One INSERT … ON CONFLICT DO UPDATE statement, executed for every row (executemany).
+    """One INSERT … ON CONFLICT DO UPDATE for the rows (``columns.write_rows``).
 
     The bucket's field names are the tables' column names.
     """
