@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import DataError
 from django.utils import timezone
 
 from dashboard.bridge.ingest import ingest
@@ -122,6 +123,20 @@ def test_a_nul_character_from_a_device_does_not_stop_history(lamp):
     stored = LatestMeta.objects.get(device=lamp, name="display_name")
     assert stored.value in ("a\x00b", "a\ufffdb")  # SQLite keeps it; PostgreSQL gets U+FFFD
     assert RejectedPayload.objects.get().message in ("bad\x00", "bad\ufffd")
+
+
+def test_a_name_too_long_for_its_column_is_never_stored_cut_short(lamp):
+    # The schema admits names of up to 100 characters; a longer one (a writer called some
+    # other way) is refused by PostgreSQL, or kept whole by SQLite, which has no lengths:
+    # never cut to another name, which could then meet a real one in the same upsert.
+    now = datetime.now(UTC)
+    name = "a" * 101
+    try:
+        write_batch([(lamp.building_id, MetaValue(lamp.id, name, 1.0, "", "", "", now))])
+    except DataError:
+        assert not MetaSample.objects.exists()
+    else:
+        assert MetaSample.objects.get().name == name
 
 
 def test_records_of_a_building_deleted_while_queued_are_dropped_not_retried_forever(lamp):
