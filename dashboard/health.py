@@ -29,6 +29,7 @@ from prometheus_client import (
 )
 
 from dashboard.live import metrics, readiness
+from dashboard.live.layer import new_channel
 from dashboard.models import Building
 
 CHECK_TIMEOUT = 2.0  # seconds each dependency has to answer
@@ -107,7 +108,10 @@ async def _channel_layer_round_trip() -> None:
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("no channel layer configured")
-    channel = await layer.new_channel("readyz.")
+    # Under the default prefix (layer.new_channel): a "readyz." channel of its own waited
+    # behind the pages' blocking read (5 s), and every check timed out while a page was open
+    # on a quiet building.
+    channel = await new_channel()
     await layer.send(channel, {"type": "readyz.ping"})
     await layer.receive(channel)
 

@@ -4,12 +4,16 @@ every value to the pages, not only the first snapshot.
 
 from __future__ import annotations
 
+import json
 import os
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 import redis
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, Page, expect
 
 from dashboard.contract.topics import Kind, Scope, build_topic
 from tests import brokers, seed
@@ -33,6 +37,18 @@ def redis_url() -> Iterator[str]:
     store.flushdb()
 
 
+def building_page(chromium: Browser, served: ServedDashboard, building: str) -> Page:
+    """A viewer's building page, its live connection open."""
+    page = chromium.new_page()
+    page.goto(f"{served.url}/accounts/login/")
+    page.get_by_label("Username").fill("victor")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{served.url}/buildings/{building}/")
+    expect(page.locator("#page-status")).to_contain_text("connected")
+    return page
+
+
 def test_serve_on_redis_pushes_values_after_the_first_snapshot(
     tmp_path, mosquitto, chromium, redis_url
 ):
@@ -40,13 +56,7 @@ def test_serve_on_redis_pushes_values_after_the_first_snapshot(
     hq = served.prepare()
     served.start()
     try:
-        page = chromium.new_page()
-        page.goto(f"{served.url}/accounts/login/")
-        page.get_by_label("Username").fill("victor")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.goto(f"{served.url}/buildings/{hq['building']}/")
-        expect(page.locator("#page-status")).to_contain_text("connected")
+        page = building_page(chromium, served, hq["building"])
 
         device, space = hq["device"], hq["space"]
         with brokers.json_publisher(mosquitto) as mqtt:
@@ -69,3 +79,28 @@ def test_serve_on_redis_pushes_values_after_the_first_snapshot(
         assert served.stop() == 0
     logged = "".join(served.output)
     assert "Traceback" not in logged, logged[-3000:]
+
+
+def test_a_page_open_on_a_quiet_building_leaves_the_process_ready(
+    tmp_path, mosquitto, chromium, redis_url
+):
+    """The operations team's /readyz stays 200 while a page waits for values that do not come:
+    its round trip through Redis must not queue behind the page's own receive."""
+    served = ServedDashboard(tmp_path, mosquitto.url, REDIS_URL=redis_url)
+    hq = served.prepare()
+    served.start()
+    try:
+        page = building_page(chromium, served, hq["building"])
+        # Longer than the layer's blocking read (5 s) and several times its check's timeout.
+        answers = []
+        for _ in range(6):
+            try:
+                with urllib.request.urlopen(f"{served.url}/readyz", timeout=10) as response:
+                    answers.append((response.status, json.loads(response.read())))
+            except urllib.error.HTTPError as exc:
+                answers.append((exc.code, json.loads(exc.read())))
+            time.sleep(1)
+        assert [status for status, _ in answers] == [200] * 6, answers
+        page.close()
+    finally:
+        assert served.stop() == 0
